@@ -1,0 +1,1 @@
+"""CC-SAM and deep long-tailed recognition."""
