@@ -1,0 +1,56 @@
+"""``ccsam train``: preset + overrides -> a new run folder, or ``--resume`` an existing one."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+from ccsam.config import DEFAULT_PRESET, known_keys, resolve_config
+from ccsam.errors import ConfigError
+from ccsam.reporting import format_results_table
+from ccsam.training.run_dir import RunDir, default_run_path
+from ccsam.training.trainer import train
+
+_EPILOG = """overrides: KEY=VALUE with dotted keys, checked against the config schema, e.g.
+  ccsam train --preset fmnist-lt-ccsam stage1.epochs=5 stage1.flat_ratio=0.5 seed=1
+sections: {sections}
+`ccsam presets --show NAME` prints every key of a preset with its value."""
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    sections = ", ".join(k for k in known_keys() if "." not in k)
+    p = sub.add_parser(
+        "train",
+        help="train a preset (default: digits-lt, CPU, about a minute)",
+        description="Train one run: stage 1 (ERM or CC-SAM), then the optional CC-SAM stage 2. "
+        "Prints the last-epoch test many/medium/few table.",
+        epilog=_EPILOG.format(sections=sections),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--preset", default=None, help=f"preset name or YAML file (default: {DEFAULT_PRESET})")
+    p.add_argument("--data-root", default=None, help="folder that holds the data set (sets data.root)")
+    p.add_argument("--out", default=None, help="run folder to create (default: <out_dir>/<name>-<time>)")
+    p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue an interrupted run")
+    p.add_argument("--no-progress", action="store_true", help="no per-epoch progress bar")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides (see below)")
+
+
+def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    if args.resume:
+        if args.preset or args.overrides or args.out or args.data_root:
+            raise ConfigError("--resume takes the run folder's own config; drop --preset/--out/--data-root/overrides")
+        run_dir = RunDir.open(args.resume)
+        config = run_dir.load_config()
+        results = train(config, run_dir, resume=True, progress=not args.no_progress)
+    else:
+        overrides = list(args.overrides)
+        if args.data_root:
+            overrides.append(f"data.root={Path(args.data_root).expanduser()}")
+        config = resolve_config(args.preset, overrides)
+        run_dir = RunDir.create(args.out or default_run_path(config), config, ["ccsam", *argv])
+        print(f"run folder: {run_dir.path}")
+        results = train(config, run_dir, progress=not args.no_progress)
+    print(format_results_table(results))
+    print(f"results: {run_dir.results_path}")
+    return 0

@@ -1,0 +1,163 @@
+"""YAML presets and dotted overrides to a validated :class:`RunConfig`, and back to YAML.
+
+Errors are :class:`ConfigError` with one line naming the key, the problem and, for unknown keys, the
+closest valid names.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from ccsam.config.schema import RunConfig
+from ccsam.errors import ConfigError
+
+PRESET_PACKAGE = "ccsam.presets"
+DEFAULT_PRESET = "digits-lt"
+
+
+def known_keys(model: type[BaseModel] = RunConfig, prefix: str = "") -> list[str]:
+    """All dotted keys of a config model, sections and leaves (``stage1``, ``stage1.lr``, ...)."""
+    keys: list[str] = []
+    for name, field in model.model_fields.items():
+        dotted = f"{prefix}{name}"
+        keys.append(dotted)
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            keys.extend(known_keys(annotation, prefix=f"{dotted}."))
+    return keys
+
+
+def _unknown_key_message(key: str) -> str:
+    candidates = known_keys()
+    close = difflib.get_close_matches(key, candidates, n=3, cutoff=0.6)
+    leaf = key.rsplit(".", 1)[-1]
+    close += [c for c in candidates if c.rsplit(".", 1)[-1] == leaf and c not in close][:3]
+    hint = f"; did you mean {', '.join(close)}?" if close else "; `ccsam train --help` lists the sections"
+    return f"unknown config key '{key}'{hint}"
+
+
+def _check_keys(tree: Mapping[str, Any], model: type[BaseModel] = RunConfig, prefix: str = "") -> None:
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        field = model.model_fields.get(key)
+        if field is None:
+            raise ConfigError(_unknown_key_message(dotted))
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"config key '{dotted}' is a section; set one of its keys, e.g. {dotted}.<key>=...")
+            _check_keys(value, annotation, prefix=f"{dotted}.")
+
+
+def _format_validation_error(error: ValidationError) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "config"
+    got = first.get("input")
+    got_text = "" if isinstance(got, Mapping) else f" (got {got!r})"
+    more = len(error.errors()) - 1
+    tail = f"; and {more} more problem(s)" if more else ""
+    return f"invalid value for '{where}': {first['msg']}{got_text}{tail}"
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Split ``key.sub=value`` into the dotted key and the YAML-parsed value (``1e-3`` -> float)."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"override '{text}' is not of the form key.sub=value (e.g. stage1.lr=0.05)")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override '{text}': value is not valid YAML ({exc.__class__.__name__})") from None
+    # YAML 1.1 reads `1e-3` as a string; the intent is plainly a number.
+    if isinstance(value, str):
+        try:
+            value = float(value) if any(ch in value for ch in ".eE") else int(value)
+        except ValueError:
+            pass
+    return key, value
+
+
+def apply_overrides(tree: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Return a copy of ``tree`` with each ``key.sub=value`` override set (keys checked later)."""
+    result = _deep_copy(tree)
+    for text in overrides:
+        key, value = parse_override(text)
+        node = result
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"config key '{key}': '{part}' is a value, not a section")
+            node = child
+        node[parts[-1]] = value
+    return result
+
+
+def _deep_copy(tree: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _deep_copy(v) if isinstance(v, Mapping) else v for k, v in tree.items()}
+
+
+def config_from_tree(tree: Mapping[str, Any]) -> RunConfig:
+    """Validate a nested dict into a :class:`RunConfig`; any problem is one :class:`ConfigError` line."""
+    _check_keys(tree)
+    try:
+        return RunConfig.model_validate(dict(tree))
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc)) from None
+
+
+def list_presets() -> list[tuple[str, str]]:
+    """(name, description) of every preset shipped in the package, sorted by name."""
+    out = []
+    for entry in resources.files(PRESET_PACKAGE).iterdir():
+        if entry.name.endswith(".yaml"):
+            tree = yaml.safe_load(entry.read_text()) or {}
+            out.append((entry.name[: -len(".yaml")], str(tree.get("description", ""))))
+    return sorted(out)
+
+
+def load_preset_tree(name_or_path: str) -> dict[str, Any]:
+    """The raw YAML tree of a shipped preset (by name) or of a YAML file (by path)."""
+    path = Path(name_or_path)
+    if path.suffix in {".yaml", ".yml"} and path.exists():
+        text = path.read_text()
+    else:
+        entry = resources.files(PRESET_PACKAGE).joinpath(f"{name_or_path}.yaml")
+        if not entry.is_file():
+            names = [n for n, _ in list_presets()]
+            close = difflib.get_close_matches(name_or_path, names, n=3, cutoff=0.5)
+            hint = f"did you mean {', '.join(close)}?" if close else f"available: {', '.join(names)}"
+            raise ConfigError(f"unknown preset '{name_or_path}'; {hint} (`ccsam presets` lists them)")
+        text = entry.read_text()
+    try:
+        tree = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"preset '{name_or_path}' is not valid YAML: {exc}") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"preset '{name_or_path}' must be a YAML mapping of config sections")
+    return tree
+
+
+def resolve_config(preset: str | None = None, overrides: Iterable[str] = ()) -> RunConfig:
+    """Preset (default ``digits-lt``) + dotted overrides -> validated :class:`RunConfig`."""
+    tree = load_preset_tree(preset or DEFAULT_PRESET)
+    return config_from_tree(apply_overrides(tree, overrides))
+
+
+def config_to_yaml(config: RunConfig) -> str:
+    """The fully resolved config as YAML (every field, defaults included)."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+def load_config_file(path: str | Path) -> RunConfig:
+    """Read a resolved ``config.yaml`` written by :func:`config_to_yaml`."""
+    tree = yaml.safe_load(Path(path).read_text()) or {}
+    return config_from_tree(tree)

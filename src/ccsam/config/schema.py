@@ -1,0 +1,145 @@
+"""Typed run configuration: one validated model per component, composed into :class:`RunConfig`.
+
+Defaults live here and only here. Presets (``ccsam/presets/*.yaml``) and command-line overrides
+(``stage1.lr=0.05``) are applied on top and the result is validated as a whole, so an unknown key or a
+bad value is reported before any work starts.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+DatasetName = Literal["digits", "fashion_mnist", "cifar10", "cifar100", "synthetic"]
+
+
+class _Section(BaseModel):
+    """Base of every config section: unknown keys are errors and values are immutable once built."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class SyntheticConfig(_Section):
+    """Shape of the generated data set used by tests (``data.dataset=synthetic``)."""
+
+    num_classes: int = Field(10, ge=2)
+    per_class_train: int = Field(100, ge=1)
+    per_class_test: int = Field(20, ge=1)
+    image_size: int = Field(8, ge=4)
+    channels: int = Field(1, ge=1)
+
+
+class DataConfig(_Section):
+    """Which data, which long-tailed profile of it, and how batches are made."""
+
+    dataset: DatasetName = "digits"
+    root: str | None = Field(None, description="folder holding the data set (CLI --data-root)")
+    download: bool = Field(False, description="fetch CIFAR / Fashion-MNIST through torchvision if absent")
+    profile: Literal["exp", "step"] = "exp"
+    imbalance_ratio: float = Field(100.0, ge=1.0, description="IR = n_max / n_min")
+    n_max: int | None = Field(None, ge=1, description="head-class size; default: the smallest full class size")
+    subset_seed: int = Field(0, description="seed of the long-tailed subset choice (independent of run.seed)")
+    val_per_class: int = Field(20, ge=0, description="balanced validation images per class, from unused images")
+    digits_test_per_class: int = Field(50, ge=1, description="digits only: held-out test images per class")
+    augment: Literal["none", "crop", "crop_flip"] = "crop_flip"
+    crop_padding: int = Field(4, ge=0)
+    batch_size: int = Field(64, ge=1)
+    eval_batch_size: int = Field(512, ge=1)
+    synthetic: SyntheticConfig = SyntheticConfig()
+
+
+class ModelConfig(_Section):
+    """Backbone architecture and the linear head on top of it."""
+
+    arch: str = "resnet32"
+    width: int = Field(32, ge=1, description="small_cnn only: channels of the first block")
+    bias: bool = True
+
+
+class ScheduleFields(_Section):
+    """Optimiser and learning-rate schedule of one stage (SGD with momentum)."""
+
+    epochs: int = Field(200, ge=0)
+    lr: float = Field(0.1, gt=0.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    weight_decay: float = Field(2e-4, ge=0.0)
+    nesterov: bool = False
+    schedule: Literal["official_step", "cosine", "constant"] = "official_step"
+    warmup_epochs: int = Field(5, ge=0)
+    warmup_start_factor: float = Field(1.0 / 3.0, ge=0.0, le=1.0)
+    milestones: tuple[int, ...] = (160, 180)
+    gamma: float = Field(0.1, gt=0.0)
+
+    @model_validator(mode="after")
+    def _milestones_increase(self) -> ScheduleFields:
+        if list(self.milestones) != sorted(self.milestones):
+            raise ValueError(f"milestones must increase, got {list(self.milestones)}")
+        return self
+
+
+class Stage1Config(ScheduleFields):
+    """Stage 1: joint training of backbone and head (ERM, or CC-SAM's class-conditional objective).
+
+    ``method=ccsam`` minimises (1 - flat_ratio) * clean loss + flat_ratio * mean_i CE(perturbed logits_i, y_i)
+    (spec section 1.3); ``method=erm`` is plain (mixup-aware) cross-entropy.
+    """
+
+    method: Literal["erm", "ccsam"] = "ccsam"
+    sampler: Literal["instance", "class_aware"] = "instance"
+    mixup_alpha: float = Field(0.0, ge=0.0, description="Beta(alpha, alpha) mixup; 0 turns mixup off")
+    flat_ratio: float = Field(0.3, ge=0.0, le=1.0, description="beta: weight of the class-conditional loss")
+    noise_scale: float = Field(1e-6, ge=0.0, description="s: multiplier of the closed-form radius")
+
+
+class Stage2Config(ScheduleFields):
+    """Stage 2: head-only re-training on class-balanced batches against adversarial features."""
+
+    method: Literal["ccsam"] = "ccsam"
+    epochs: int = Field(0, ge=0, description="0 turns stage 2 off")
+    lr: float = Field(0.01, gt=0.0)
+    schedule: Literal["official_step", "cosine", "constant"] = "constant"
+    warmup_epochs: int = Field(0, ge=0)
+    milestones: tuple[int, ...] = ()
+    sampler: Literal["instance", "class_aware"] = "class_aware"
+    bn_mode: Literal["train", "eval"] = Field("train", description="train = official (BN stats drift)")
+    up_limit: float = Field(1.0, ge=0.0, le=1.0, description="cap of the adversarial weight alpha")
+    div: float = Field(2.0, gt=0.0, description="w_c = ln(n_max / n_c + 0.01) / div")
+    step: float = Field(1.0, ge=0.0, description="feature step length (official adver_reg)")
+    init_from: Literal["last", "best_val"] = Field("last", description="stage-1 weights stage 2 starts from")
+
+
+class EvalConfig(_Section):
+    """Class groups by training-set size, and calibration bins."""
+
+    many_threshold: int = Field(100, ge=0, description="many-shot: n_c > many_threshold")
+    few_threshold: int = Field(20, ge=0, description="few-shot: n_c < few_threshold")
+    ece_bins: int = Field(15, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> EvalConfig:
+        if self.few_threshold > self.many_threshold:
+            raise ValueError(
+                f"few_threshold ({self.few_threshold}) must not exceed many_threshold ({self.many_threshold})"
+            )
+        return self
+
+
+class RunConfig(_Section):
+    """Everything one training run needs; written resolved into the run folder as ``config.yaml``."""
+
+    name: str = "run"
+    description: str = ""
+    seed: int = Field(0, description="training seed: initialisation, sampling, augmentation, mixup")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    out_dir: str = "runs"
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    stage1: Stage1Config = Stage1Config()
+    stage2: Stage2Config = Stage2Config()
+    eval: EvalConfig = EvalConfig()
+
+    @property
+    def total_epochs(self) -> int:
+        """Stage-1 plus stage-2 epochs: the global epoch counter runs over both."""
+        return self.stage1.epochs + self.stage2.epochs

@@ -1,0 +1,81 @@
+"""Batched image augmentation as pure tensor functions with per-sample randomness.
+
+Every function takes an explicit ``torch.Generator`` on the images' device, works on a whole batch at
+once (no per-sample Python) and runs unchanged on CPU and CUDA.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def normalize(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    """uint8 [B, C, H, W] in 0..255 -> float32 (x / 255 - mean_c) / std_c."""
+    x = images.to(torch.float32).div_(255.0)
+    m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    return (x - m) / s
+
+
+def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
+    """Zero-pad every image by ``padding`` pixels, then crop back to H x W at a random offset per image.
+
+    Equivalent to torchvision's ``RandomCrop(size, padding)`` applied independently to each image
+    (offsets uniform in {0, ..., 2 * padding} on each axis).
+    """
+    if padding == 0:
+        return images
+    b, c, h, w = images.shape
+    padded = F.pad(images, (padding, padding, padding, padding))
+    dy = torch.randint(0, 2 * padding + 1, (b,), generator=generator, device=images.device)
+    dx = torch.randint(0, 2 * padding + 1, (b,), generator=generator, device=images.device)
+    rows = (dy[:, None] + torch.arange(h, device=images.device))[:, None, :, None]
+    cols = (dx[:, None] + torch.arange(w, device=images.device))[:, None, None, :]
+    batch = torch.arange(b, device=images.device)[:, None, None, None]
+    channel = torch.arange(c, device=images.device)[None, :, None, None]
+    return padded[batch, channel, rows, cols]
+
+
+def random_horizontal_flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Mirror each image left-right with probability 1/2, independently per image."""
+    flip = torch.rand(images.shape[0], generator=generator, device=images.device) < 0.5
+    return torch.where(flip[:, None, None, None], images.flip(-1), images)
+
+
+@dataclass(frozen=True)
+class MixedBatch:
+    """A mixup batch: inputs = lam * x + (1 - lam) * x[perm], targets_a = y, targets_b = y[perm]."""
+
+    inputs: torch.Tensor
+    targets_a: torch.Tensor
+    targets_b: torch.Tensor
+    lam: float
+
+    def soft_targets(self, num_classes: int) -> torch.Tensor:
+        """lam * onehot(y_a) + (1 - lam) * onehot(y_b), float [B, C]."""
+        a = F.one_hot(self.targets_a, num_classes).to(self.inputs.dtype)
+        b = F.one_hot(self.targets_b, num_classes).to(self.inputs.dtype)
+        return self.lam * a + (1.0 - self.lam) * b
+
+
+def mixup(
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    alpha: float,
+    generator: torch.Generator,
+    beta_rng: np.random.Generator,
+) -> MixedBatch:
+    """Mixup (Zhang et al., ICLR 2018): lam ~ Beta(alpha, alpha) once per batch, a random pairing.
+
+    ``alpha = 0`` returns the batch unchanged (lam = 1, targets_b = targets).
+    """
+    if alpha <= 0:
+        return MixedBatch(inputs, targets, targets, 1.0)
+    lam = float(beta_rng.beta(alpha, alpha))
+    perm = torch.randperm(inputs.shape[0], generator=generator, device=inputs.device)
+    mixed = lam * inputs + (1.0 - lam) * inputs[perm]
+    return MixedBatch(mixed, targets, targets[perm], lam)

@@ -1,0 +1,109 @@
+"""From a :class:`DataConfig` to the long-tailed train set, a balanced validation set and the test set."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ccsam.config.schema import DataConfig
+from ccsam.data.arrays import ImageArrays
+from ccsam.data.profiles import long_tail_counts
+from ccsam.data.readers import read_dataset
+from ccsam.data.splits import SplitManifest, build_split
+
+DATA_ROOT_ENV = "CCSAM_DATA_ROOT"
+
+# Normalisation statistics. CIFAR: the official CC-SAM code's values (spec 1.4); Fashion-MNIST: the
+# training-set mean / std. Digits and synthetic data are computed from their training split.
+_FIXED_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
+    "cifar100": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
+    "fashion_mnist": ((0.2860,), (0.3530,)),
+}
+
+
+@dataclass(frozen=True)
+class LongTailData:
+    """The three splits of one run, its class counts and the manifest that pins the subset."""
+
+    name: str
+    train: ImageArrays
+    val: ImageArrays
+    test: ImageArrays
+    class_counts: torch.Tensor
+    manifest: SplitManifest
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @property
+    def num_classes(self) -> int:
+        return self.train.num_classes
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.train.images.shape[1])
+
+    def to(self, device: torch.device) -> LongTailData:
+        """The same data with every image and label tensor on ``device``."""
+        return LongTailData(
+            self.name,
+            _arrays_to(self.train, device),
+            _arrays_to(self.val, device),
+            _arrays_to(self.test, device),
+            self.class_counts,
+            self.manifest,
+            self.mean,
+            self.std,
+        )
+
+
+def _arrays_to(arrays: ImageArrays, device: torch.device) -> ImageArrays:
+    return ImageArrays(arrays.images.to(device), arrays.labels.to(device), arrays.class_names)
+
+
+def _subset(arrays: ImageArrays, indices: tuple[int, ...]) -> ImageArrays:
+    index = torch.as_tensor(indices, dtype=torch.long)
+    return ImageArrays(arrays.images[index].contiguous(), arrays.labels[index].contiguous(), arrays.class_names)
+
+
+def resolve_data_root(cfg: DataConfig) -> Path:
+    """``data.root`` if set, else ``$CCSAM_DATA_ROOT``, else ``./data``."""
+    return Path(cfg.root or os.environ.get(DATA_ROOT_ENV) or "data").expanduser()
+
+
+def _stats(name: str, train: ImageArrays) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    if name in _FIXED_STATS:
+        return _FIXED_STATS[name]
+    x = train.images.to(torch.float64) / 255.0
+    mean = x.mean(dim=(0, 2, 3))
+    std = x.std(dim=(0, 2, 3)).clamp_min(1e-3)
+    return tuple(float(v) for v in mean), tuple(float(v) for v in std)
+
+
+def build_data(cfg: DataConfig) -> LongTailData:
+    """Read the data set, choose its long-tailed subset and validation split, and return all three splits.
+
+    The long-tailed profile is ``long_tail_counts(n_max, C, IR, profile)`` with ``n_max`` defaulting to the
+    smallest full class size; the subset and the validation images are chosen with ``subset_seed`` only
+    (independent of the training seed). The test split is the data set's own, untouched.
+    """
+    root = resolve_data_root(cfg)
+    extra = cfg.synthetic.model_dump() if cfg.dataset == "synthetic" else {}
+    if cfg.dataset == "digits":
+        extra = {"test_per_class": cfg.digits_test_per_class}
+    full_train = read_dataset(cfg.dataset, root, "train", download=cfg.download, **extra)
+    test = read_dataset(cfg.dataset, root, "test", download=cfg.download, **extra)
+    available = torch.bincount(full_train.labels, minlength=full_train.num_classes)
+    n_max = cfg.n_max if cfg.n_max is not None else int(available.min())
+    counts = long_tail_counts(n_max, full_train.num_classes, cfg.imbalance_ratio, cfg.profile)
+    manifest = build_split(
+        full_train.labels, counts, subset_seed=cfg.subset_seed, val_per_class=cfg.val_per_class
+    )
+    train = _subset(full_train, manifest.train_indices)
+    val = _subset(full_train, manifest.val_indices)
+    mean, std = _stats(cfg.dataset, full_train)
+    class_counts = torch.as_tensor(manifest.class_counts, dtype=torch.long)
+    return LongTailData(cfg.dataset, train, val, test, class_counts, manifest, mean, std)

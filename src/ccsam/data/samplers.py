@@ -1,0 +1,247 @@
+"""Epoch index samplers over the long-tailed training set (positions ``0..N-1``).
+
+Each sampler owns one ``torch.Generator`` seeded at construction; every draw goes through it,
+and ``state_dict`` / ``load_state_dict`` capture it together with any iterator state, so a
+resumed run continues the exact index sequence of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal, Protocol
+
+import torch
+
+__all__ = ["ClassAwareSampler", "IndexSampler", "InstanceSampler", "build_sampler", "list_samplers"]
+
+
+class IndexSampler(Protocol):
+    """What the training loop needs from a sampler: one epoch of indices at a time, resumable."""
+
+    def __len__(self) -> int: ...
+
+    def sample_epoch(self) -> torch.Tensor: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+def _generator(seed: int) -> torch.Generator:
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"sampler seed must be a non-negative int, got {seed!r}")
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return generator
+
+
+def _permutation_rows(rows: int, size: int, generator: torch.Generator) -> torch.Tensor:
+    """Return ``rows`` independent random permutations of ``0..size-1`` as an int64 ``[rows, size]``."""
+    if rows == 1:
+        return torch.randperm(size, generator=generator).unsqueeze(0)
+    # One batched draw instead of a Python loop of randperm calls; float64 keys make ties
+    # (which would still give a valid permutation under a stable sort) vanishingly rare.
+    keys = torch.rand(rows, size, generator=generator, dtype=torch.float64)
+    return torch.argsort(keys, dim=1, stable=True)
+
+
+def _check_kind(state: dict[str, Any], kind: str) -> None:
+    if state.get("kind") != kind:
+        raise ValueError(
+            f"sampler state is for {state.get('kind')!r}, not {kind!r}; load it into the matching sampler"
+        )
+
+
+class InstanceSampler:
+    """Uniform sampling without replacement: a fresh random permutation of ``0..N-1`` per epoch.
+
+    Example:
+        >>> sampler = InstanceSampler(num_samples=12406, seed=0)
+        >>> order = sampler.sample_epoch()  # int64 permutation of 0..12405
+    """
+
+    def __init__(self, num_samples: int, seed: int) -> None:
+        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+            raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
+        self.num_samples = num_samples
+        self.seed = seed
+        self.epoch = 0
+        self._generator = _generator(seed)
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def sample_epoch(self) -> torch.Tensor:
+        """Return the next epoch's indices: a random permutation of ``0..num_samples-1`` (int64)."""
+        self.epoch += 1
+        return torch.randperm(self.num_samples, generator=self._generator)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Return the generator state and epoch counter (tensors cloned, safe to ``torch.save``)."""
+        return {
+            "kind": "instance",
+            "num_samples": self.num_samples,
+            "seed": self.seed,
+            "epoch": self.epoch,
+            "generator": self._generator.get_state().clone(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict`; the next :meth:`sample_epoch` continues that sequence."""
+        _check_kind(state, "instance")
+        if state["num_samples"] != self.num_samples:
+            raise ValueError(
+                f"sampler state is for {state['num_samples']} samples, this sampler has {self.num_samples}; "
+                "rebuild it on the same training split"
+            )
+        self.seed = int(state["seed"])
+        self.epoch = int(state["epoch"])
+        self._generator.set_state(state["generator"].clone())
+
+
+class ClassAwareSampler:
+    """Class-aware sampling (Shen et al. 2016; Kang et al. 2020 decoupling code).
+
+    Classes are visited in a random cyclic order: a shuffled list of the classes with at least one
+    sample, reshuffled each time it is exhausted. Each visit yields one sample from that class's
+    own cyclic iterator (a shuffled list of its positions, reshuffled when exhausted). Both kinds
+    of iterator persist across epochs; an epoch is ``samples_per_epoch`` samples.
+
+    Example:
+        >>> sampler = ClassAwareSampler(train_labels, num_classes=10, seed=0)
+        >>> order = sampler.sample_epoch()  # int64 positions, len(train_labels) of them
+    """
+
+    def __init__(
+        self, labels: torch.Tensor, num_classes: int, seed: int, samples_per_epoch: int | None = None
+    ) -> None:
+        if not isinstance(labels, torch.Tensor) or labels.dim() != 1 or labels.is_floating_point():
+            raise ValueError("labels must be a 1-D integer tensor of the long-tailed training set")
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+        labels = labels.detach().cpu().to(torch.int64)
+        if labels.numel() == 0:
+            raise ValueError("ClassAwareSampler needs at least one sample; the label tensor is empty")
+        if int(labels.min()) < 0 or int(labels.max()) >= num_classes:
+            raise ValueError(
+                f"labels span [{int(labels.min())}, {int(labels.max())}] but num_classes is {num_classes}; "
+                "pass the data set's num_classes"
+            )
+        samples = len(labels) if samples_per_epoch is None else samples_per_epoch
+        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+            raise ValueError(f"samples_per_epoch must be a positive int or None, got {samples_per_epoch!r}")
+        self.num_classes = num_classes
+        self.samples_per_epoch = samples
+        self.seed = seed
+        self.epoch = 0
+        self._generator = _generator(seed)
+        order = torch.argsort(labels, stable=True)
+        sizes = torch.bincount(labels, minlength=num_classes)
+        self._positions = list(torch.split(order, sizes.tolist()))
+        self._present = torch.nonzero(sizes).flatten()
+        # Iterators start exhausted, so the first visit shuffles (matching "reshuffle when empty").
+        self._class_order = self._present.clone()
+        self._class_pointer = len(self._present)
+        self._queues = [p.clone() for p in self._positions]
+        self._pointers = [len(p) for p in self._positions]
+
+    def __len__(self) -> int:
+        return self.samples_per_epoch
+
+    def sample_epoch(self) -> torch.Tensor:
+        """Return the next ``samples_per_epoch`` positions (int64), continuing every iterator."""
+        self.epoch += 1
+        visits = self._next_classes(self.samples_per_epoch)
+        # Fill the slots of each class, in visit order, from that class's own iterator.
+        slots = torch.argsort(visits, stable=True)
+        taken = torch.bincount(visits, minlength=self.num_classes).tolist()
+        draws = [self._next_positions(c, k) for c, k in enumerate(taken) if k > 0]
+        out = torch.empty(self.samples_per_epoch, dtype=torch.int64)
+        out[slots] = torch.cat(draws)
+        return out
+
+    def _next_classes(self, count: int) -> torch.Tensor:
+        head = self._class_order[self._class_pointer : self._class_pointer + count]
+        missing = count - len(head)
+        if missing == 0:
+            self._class_pointer += count
+            return head
+        cycle = len(self._present)
+        rows = -(-missing // cycle)
+        cycles = self._present[_permutation_rows(rows, cycle, self._generator)]
+        self._class_order = cycles[-1].clone()
+        self._class_pointer = missing - (rows - 1) * cycle
+        return torch.cat([head, cycles.flatten()[:missing]])
+
+    def _next_positions(self, cls: int, count: int) -> torch.Tensor:
+        queue, pointer = self._queues[cls], self._pointers[cls]
+        head = queue[pointer : pointer + count]
+        missing = count - len(head)
+        if missing == 0:
+            self._pointers[cls] = pointer + count
+            return head
+        positions = self._positions[cls]
+        size = len(positions)
+        rows = -(-missing // size)
+        blocks = positions[_permutation_rows(rows, size, self._generator)]
+        self._queues[cls] = blocks[-1].clone()
+        self._pointers[cls] = missing - (rows - 1) * size
+        return torch.cat([head, blocks.flatten()[:missing]])
+
+    def state_dict(self) -> dict[str, Any]:
+        """Return generator and iterator state (tensors cloned, safe to ``torch.save``)."""
+        return {
+            "kind": "class_aware",
+            "num_classes": self.num_classes,
+            "samples_per_epoch": self.samples_per_epoch,
+            "seed": self.seed,
+            "epoch": self.epoch,
+            "class_sizes": [len(p) for p in self._positions],
+            "generator": self._generator.get_state().clone(),
+            "class_order": self._class_order.clone(),
+            "class_pointer": self._class_pointer,
+            "queues": [q.clone() for q in self._queues],
+            "pointers": list(self._pointers),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict`; the next :meth:`sample_epoch` continues that sequence."""
+        _check_kind(state, "class_aware")
+        sizes = [len(p) for p in self._positions]
+        if state["num_classes"] != self.num_classes or list(state["class_sizes"]) != sizes:
+            raise ValueError(
+                "sampler state was saved for different class sizes than these labels; "
+                "rebuild the sampler on the same training split (same split manifest)"
+            )
+        self.samples_per_epoch = int(state["samples_per_epoch"])
+        self.seed = int(state["seed"])
+        self.epoch = int(state["epoch"])
+        self._generator.set_state(state["generator"].clone())
+        self._class_order = state["class_order"].clone().to(torch.int64)
+        self._class_pointer = int(state["class_pointer"])
+        self._queues = [q.clone().to(torch.int64) for q in state["queues"]]
+        self._pointers = [int(p) for p in state["pointers"]]
+
+
+_SAMPLERS: dict[str, Callable[[torch.Tensor, int, int], IndexSampler]] = {
+    "instance": lambda labels, num_classes, seed: InstanceSampler(len(labels), seed),
+    "class_aware": lambda labels, num_classes, seed: ClassAwareSampler(labels, num_classes, seed),
+}
+
+
+def list_samplers() -> list[str]:
+    """Return the sampler names :func:`build_sampler` accepts."""
+    return sorted(_SAMPLERS)
+
+
+def build_sampler(
+    name: Literal["instance", "class_aware"], labels: torch.Tensor, num_classes: int, seed: int
+) -> IndexSampler:
+    """Build the sampler called ``name`` over the long-tailed training ``labels``.
+
+    Example:
+        >>> sampler = build_sampler("class_aware", train_labels, num_classes=10, seed=0)
+    """
+    if name not in _SAMPLERS:
+        raise ValueError(f"unknown sampler {name!r}; choose one of {list_samplers()}")
+    return _SAMPLERS[name](labels, num_classes, seed)

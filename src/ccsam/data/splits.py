@@ -1,0 +1,248 @@
+"""Long-tailed training subsets and balanced validation sets as index lists, plus their manifest.
+
+The split is built once from the full training labels, a count profile and a dedicated seed
+(never the training seed), and saved as a :class:`SplitManifest` (indices plus sha256) in the
+run directory, so a run can be reproduced or audited without re-drawing anything. The test
+split is never touched here.
+
+Random streams: the subset uses ``numpy.random.Generator(PCG64(SeedSequence(seed)))`` and the
+validation draw ``SeedSequence(seed, spawn_key=(1,))``; both are independent of torch's and
+numpy's global state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = [
+    "SplitManifest",
+    "balanced_validation_subset",
+    "build_split",
+    "long_tail_subset",
+]
+
+_SUBSET_STREAM = 0
+_VALIDATION_STREAM = 1
+
+
+def _rng(seed: int, stream: int) -> np.random.Generator:
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"split seed must be a non-negative int, got {seed!r}")
+    # Stream 0 is plain SeedSequence(seed), i.e. PCG64(seed); other streams get their own spawn key.
+    spawn_key = (stream,) if stream else ()
+    sequence = np.random.SeedSequence(seed, spawn_key=spawn_key)
+    return np.random.Generator(np.random.PCG64(sequence))
+
+
+def _labels_numpy(labels: torch.Tensor, num_classes: int | None = None) -> np.ndarray:
+    if not isinstance(labels, torch.Tensor) or labels.dim() != 1 or labels.is_floating_point():
+        raise ValueError("labels must be a 1-D integer tensor; pass ImageArrays.labels")
+    array = labels.detach().cpu().numpy().astype(np.int64, copy=False)
+    if array.size and array.min() < 0:
+        raise ValueError(f"labels must be >= 0, found {int(array.min())}")
+    if num_classes is not None and array.size and array.max() >= num_classes:
+        raise ValueError(
+            f"label {int(array.max())} has no entry in counts (length {num_classes}); "
+            "pass one count per class"
+        )
+    return array
+
+
+def _members_by_class(array: np.ndarray, num_classes: int) -> list[np.ndarray]:
+    """Indices of each class in data set order (one stable argsort instead of C scans)."""
+    order = np.argsort(array, kind="stable")
+    ends = np.cumsum(np.bincount(array, minlength=num_classes)[:num_classes])
+    return [order[end - size : end] for end, size in zip(ends, np.diff(ends, prepend=0), strict=True)]
+
+
+def long_tail_subset(labels: torch.Tensor, counts: Sequence[int], seed: int = 0) -> torch.Tensor:
+    """Choose ``counts[c]`` training images of every class ``c``; return their ``int64`` indices.
+
+    Per class in ascending order, the indices of that class (in data set order) are shuffled with
+    one seeded generator used sequentially over the classes, and the first ``counts[c]`` kept.
+    Every class is shuffled whatever its count, so the subset of class ``c`` is a prefix of a
+    permutation fixed by ``seed`` alone: lower counts give nested subsets.
+
+    Returns:
+        Indices grouped by class (class 0 first), shuffled within each class.
+
+    Example:
+        >>> idx = long_tail_subset(train.labels, long_tail_counts(5000, 10, 100), seed=0)
+        >>> len(idx)
+        12406
+    """
+    array = _labels_numpy(labels, len(counts))
+    rng = _rng(seed, _SUBSET_STREAM)
+    chosen: list[np.ndarray] = []
+    for cls, (count, members) in enumerate(zip(counts, _members_by_class(array, len(counts)), strict=True)):
+        if isinstance(count, bool) or int(count) != count or count < 0:
+            raise ValueError(f"counts[{cls}] must be a non-negative int, got {count!r}")
+        if members.size < count:
+            raise ValueError(
+                f"class {cls} has {members.size} images but the profile asks for {int(count)}; "
+                "lower n_max or use the full training split"
+            )
+        chosen.append(members[rng.permutation(members.size)[: int(count)]])
+    return torch.from_numpy(np.concatenate(chosen) if chosen else np.zeros(0, np.int64)).to(torch.int64)
+
+
+def balanced_validation_subset(
+    labels: torch.Tensor, exclude: torch.Tensor, per_class: int = 20, seed: int = 0
+) -> torch.Tensor:
+    """Choose a class-balanced validation set from the images not in ``exclude``.
+
+    Class ``c`` gets ``min(per_class, available_c)`` images drawn at random from its images that
+    are not excluded (a head class used in full gets 0). The draw uses its own stream of ``seed``,
+    separate from :func:`long_tail_subset`'s, so passing the same seed to both is safe.
+
+    Returns:
+        ``int64`` indices grouped by class (class 0 first).
+
+    Example:
+        >>> val = balanced_validation_subset(train.labels, exclude=lt_indices, per_class=20, seed=0)
+    """
+    if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 0:
+        raise ValueError(f"per_class must be a non-negative int, got {per_class!r}")
+    array = _labels_numpy(labels)
+    excluded = torch.as_tensor(exclude, dtype=torch.int64).cpu().numpy().reshape(-1)
+    if excluded.size and (excluded.min() < 0 or excluded.max() >= array.size):
+        raise ValueError(
+            f"exclude holds indices outside [0, {array.size - 1}]; pass indices into the same labels"
+        )
+    available = np.ones(array.size, dtype=bool)
+    available[excluded] = False
+    num_classes = int(array.max()) + 1 if array.size else 0
+    rng = _rng(seed, _VALIDATION_STREAM)
+    chosen: list[np.ndarray] = []
+    for members in _members_by_class(array, num_classes):
+        members = members[available[members]]
+        take = min(per_class, members.size)
+        chosen.append(members[rng.permutation(members.size)[:take]])
+    return torch.from_numpy(np.concatenate(chosen) if chosen else np.zeros(0, np.int64)).to(torch.int64)
+
+
+@dataclass(frozen=True)
+class SplitManifest:
+    """The long-tailed training subset and the validation set of a run, as indices.
+
+    Attributes:
+        train_indices: indices into the full training :class:`ImageArrays` (the LT subset).
+        val_indices: class-balanced validation indices, disjoint from ``train_indices``.
+        class_counts: training images per class of the LT subset.
+        val_counts: validation images per class.
+        subset_seed: the seed both draws came from.
+
+    Example:
+        >>> manifest = build_split(train.labels, long_tail_counts(5000, 10, 100), subset_seed=0)
+        >>> manifest.save_json(run_dir / "split.json")
+    """
+
+    train_indices: tuple[int, ...]
+    val_indices: tuple[int, ...]
+    class_counts: tuple[int, ...]
+    val_counts: tuple[int, ...]
+    subset_seed: int
+
+    def __post_init__(self) -> None:
+        for name in ("train_indices", "val_indices", "class_counts", "val_counts"):
+            object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
+        if len(self.class_counts) != len(self.val_counts):
+            raise ValueError(
+                f"class_counts has {len(self.class_counts)} classes but val_counts {len(self.val_counts)}; "
+                "give one entry per class in both"
+            )
+        if sum(self.class_counts) != len(self.train_indices) or sum(self.val_counts) != len(self.val_indices):
+            raise ValueError("SplitManifest counts do not add up to the number of indices; rebuild the split")
+        if not set(self.train_indices).isdisjoint(self.val_indices):
+            raise ValueError("SplitManifest train_indices and val_indices overlap; rebuild the split")
+
+    @property
+    def num_classes(self) -> int:
+        """The number of classes, ``len(class_counts)``."""
+        return len(self.class_counts)
+
+    def sha256(self) -> str:
+        """Return the sha256 hex digest of the canonical JSON of ``train_indices`` and ``val_indices``."""
+        canonical = json.dumps(
+            {"train_indices": list(self.train_indices), "val_indices": list(self.val_indices)},
+            sort_keys=True,
+            separators=(",", ":"),
+        )
+        return hashlib.sha256(canonical.encode("ascii")).hexdigest()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict of all fields plus ``sha256``."""
+        return {
+            "train_indices": list(self.train_indices),
+            "val_indices": list(self.val_indices),
+            "class_counts": list(self.class_counts),
+            "val_counts": list(self.val_counts),
+            "subset_seed": self.subset_seed,
+            "sha256": self.sha256(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SplitManifest:
+        """Rebuild a manifest from :meth:`to_dict` output; a stored ``sha256``, if any, must match."""
+        fields = ("train_indices", "val_indices", "class_counts", "val_counts", "subset_seed")
+        missing = [name for name in fields if name not in data]
+        if missing:
+            raise ValueError(f"split manifest lacks {missing}; regenerate it with SplitManifest.save_json")
+        manifest = cls(**{name: data[name] for name in fields})
+        stored = data.get("sha256")
+        if stored is not None and stored != manifest.sha256():
+            raise ValueError(
+                f"split manifest sha256 mismatch (stored {stored}, computed {manifest.sha256()}): the "
+                "indices were modified; restore the original file or rebuild the split"
+            )
+        return manifest
+
+    def save_json(self, path: str | os.PathLike[str]) -> None:
+        """Write the manifest as JSON to ``path`` atomically (temporary file then ``os.replace``)."""
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary = target.with_name(target.name + ".tmp")
+        temporary.write_text(json.dumps(self.to_dict()) + "\n", encoding="utf-8")
+        os.replace(temporary, target)
+
+    @classmethod
+    def load_json(cls, path: str | os.PathLike[str]) -> SplitManifest:
+        """Read a manifest written by :meth:`save_json`, verifying its stored sha256."""
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        if not isinstance(data, dict) or "sha256" not in data:
+            raise ValueError(f"{path} is not a split manifest with a sha256; regenerate it with save_json")
+        return cls.from_dict(data)
+
+
+def build_split(
+    labels: torch.Tensor, counts: Sequence[int], *, subset_seed: int = 0, val_per_class: int = 20
+) -> SplitManifest:
+    """Draw the long-tailed training subset and the balanced validation set of one run.
+
+    Calls :func:`long_tail_subset` then :func:`balanced_validation_subset` on the remaining
+    images, both with ``subset_seed`` (on separate streams).
+
+    Example:
+        >>> manifest = build_split(train.labels, long_tail_counts(500, 100, 100), subset_seed=0)
+        >>> sum(manifest.class_counts)
+        10847
+    """
+    train = long_tail_subset(labels, counts, seed=subset_seed)
+    val = balanced_validation_subset(labels, train, per_class=val_per_class, seed=subset_seed)
+    val_counts = torch.bincount(labels.to(torch.int64)[val], minlength=len(counts))[: len(counts)]
+    return SplitManifest(
+        train_indices=tuple(train.tolist()),
+        val_indices=tuple(val.tolist()),
+        class_counts=tuple(int(c) for c in counts),
+        val_counts=tuple(val_counts.tolist()),
+        subset_seed=subset_seed,
+    )

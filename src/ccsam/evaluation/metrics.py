@@ -1,0 +1,136 @@
+"""Classification metrics for long-tailed recognition: top-1, per-class and many/medium/few-shot accuracy.
+
+Shot groups follow the OLTR / decoupling convention (Liu et al. 2019; Kang et al. 2020; ``ccsam-spec.md``
+section 3.1): with ``n_c`` the number of *training* samples of class c,
+
+    many = {c : n_c > 100},   few = {c : n_c < 20},   medium = the rest (20 <= n_c <= 100).
+
+The released CC-SAM code uses ``n_c >= 100`` and ``n_c <= 20`` instead (spec section 6 item 8); for
+integer counts that is ``many_threshold=99, few_threshold=21``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ccsam.evaluation.calibration import _check_logits_labels, expected_calibration_error
+
+__all__ = ["classification_report", "per_class_accuracy", "shot_groups"]
+
+_GROUPS = ("many", "medium", "few")
+
+
+def shot_groups(
+    class_counts: Tensor | Sequence[int], many_threshold: int = 100, few_threshold: int = 20
+) -> dict[str, Tensor]:
+    """Boolean class masks ``many: n_c > many_threshold``, ``few: n_c < few_threshold``, ``medium``: rest.
+
+    Args:
+        class_counts: ``[C]`` training samples per class.
+        many_threshold: a class is many-shot when its count is strictly above this.
+        few_threshold: a class is few-shot when its count is strictly below this.
+
+    Returns:
+        ``{"many": mask, "medium": mask, "few": mask}``, each a ``[C]`` bool tensor; every class is in
+        exactly one group.
+
+    Example:
+        >>> shot_groups([200, 100, 20, 5])["medium"]
+        tensor([False,  True,  True, False])
+    """
+    if few_threshold > many_threshold:
+        raise ValueError(f"few_threshold ({few_threshold}) must not exceed many_threshold ({many_threshold})")
+    counts = torch.as_tensor(class_counts)
+    if counts.dim() != 1 or counts.numel() == 0:
+        raise ValueError(f"class_counts must be a non-empty 1-D sequence, got shape {tuple(counts.shape)}")
+    if counts.dtype == torch.bool or counts.dtype.is_complex:
+        raise ValueError(f"class_counts must be numeric, got {counts.dtype}")
+    if bool((counts < 0).any()) or (counts.dtype.is_floating_point and not bool(torch.isfinite(counts).all())):
+        raise ValueError("class_counts must be finite and non-negative")
+    many = counts > many_threshold
+    few = counts <= few_threshold
+    return {"many": many, "medium": ~(many | few), "few": few}
+
+
+def per_class_accuracy(logits: Tensor, labels: Tensor, num_classes: int) -> Tensor:
+    """Per-class recall ``acc_c = #{i : y_i = c, argmax_k z_ik = c} / #{i : y_i = c}``, shape ``[C]``.
+
+    Classes with no sample in ``labels`` get NaN. Ties in the argmax go to the lowest class index.
+    The result is float32 on the logits' device.
+
+    Example:
+        >>> per_class_accuracy(torch.tensor([[2.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 0]), 2)
+        tensor([0.5000,    nan])
+    """
+    logits = _check_logits_labels(logits, labels)
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes != logits.shape[1]:
+        raise ValueError(f"num_classes ({num_classes!r}) must equal logits.shape[1] ({logits.shape[1]})")
+    hits = labels[logits.argmax(dim=1) == labels]
+    # Integer bincounts only: deterministic on every device.
+    total = torch.bincount(labels, minlength=num_classes).float()
+    correct = torch.bincount(hits, minlength=num_classes).float()
+    return correct / total  # 0 / 0 = NaN for absent classes
+
+
+def _nan_to_none(values: Tensor) -> list[float | None]:
+    return [None if math.isnan(v) else v for v in values.tolist()]
+
+
+def classification_report(
+    logits: Tensor,
+    labels: Tensor,
+    class_counts: Tensor | Sequence[int],
+    *,
+    many_threshold: int = 100,
+    few_threshold: int = 20,
+    ece_bins: int = 15,
+) -> dict:
+    """Top-1, shot-group accuracies, NLL and ECE of a set of predictions, as plain Python values.
+
+    All accuracies are fractions in ``[0, 1]``.
+
+    - ``top1``: sample accuracy ``(1/N) sum_i [argmax_k z_ik = y_i]``.
+    - ``many`` / ``medium`` / ``few``: mean of ``per_class_accuracy`` over the group's classes that occur
+      in ``labels`` (the class-balanced mean of OLTR ``shot_acc``); ``None`` when none does.
+    - ``nll``: mean cross-entropy ``-(1/N) sum_i log softmax(z_i)_{y_i}``.
+    - ``ece``: ``expected_calibration_error(logits, labels, ece_bins)``.
+    - ``per_class_accuracy``: list of C values, ``None`` for classes absent from ``labels``.
+    - ``group_sizes``: number of classes per group (from ``class_counts``, present in labels or not).
+    - ``thresholds``: ``{"many": many_threshold, "few": few_threshold}``.
+    - ``num_samples``: N.
+
+    Args:
+        logits: ``[N, C]`` test logits.
+        labels: ``[N]`` test labels.
+        class_counts: ``[C]`` *training* samples per class, which define the shot groups.
+
+    Example:
+        >>> report = classification_report(logits, labels, data.class_counts)
+        >>> report["top1"], report["few"]
+    """
+    logits = _check_logits_labels(logits, labels)
+    num_classes = logits.shape[1]
+    if logits.shape[0] == 0:
+        raise ValueError("classification_report needs at least one sample")
+    groups = shot_groups(class_counts, many_threshold, few_threshold)
+    if groups["many"].numel() != num_classes:
+        raise ValueError(f"class_counts has {groups['many'].numel()} entries, logits have {num_classes} classes")
+    acc = per_class_accuracy(logits, labels, num_classes)
+    num_correct = int((logits.argmax(dim=1) == labels).sum())
+    report: dict = {"top1": num_correct / logits.shape[0]}
+    for name in _GROUPS:
+        group_acc = acc[groups[name].to(acc.device)]
+        group_acc = group_acc[~group_acc.isnan()]
+        report[name] = float(group_acc.cpu().double().mean()) if group_acc.numel() else None
+    report["nll"] = float(F.cross_entropy(logits, labels))
+    report["ece"] = expected_calibration_error(logits, labels, ece_bins)
+    report["per_class_accuracy"] = _nan_to_none(acc)
+    report["group_sizes"] = {name: int(groups[name].sum()) for name in _GROUPS}
+    report["thresholds"] = {"many": many_threshold, "few": few_threshold}
+    report["num_samples"] = int(logits.shape[0])
+    return report

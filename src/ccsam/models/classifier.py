@@ -1,0 +1,110 @@
+"""A backbone plus a linear head, with the hooks that stage 2, cRT and CC-SAM need.
+
+Stage-2 code (classifier re-training, adversarial features, head-only CC-SAM) talks to a model only
+through ``features``, ``head``, ``freeze_backbone`` and ``reset_head`` (STYLE G9), so it never reaches
+into a backbone's internals or through a wrapper's ``.module``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from torch import Tensor, nn
+
+__all__ = ["Classifier"]
+
+
+def _check_positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
+class Classifier(nn.Module):
+    """``logits = head(backbone(x))`` with ``head = nn.Linear(feature_dim, num_classes)``.
+
+    The head gets PyTorch's default ``nn.Linear`` initialisation (as in the CC-SAM / LDAM-DRW code, where
+    the classifier is created after the backbone's Kaiming init).
+
+    Args:
+        backbone: module mapping an input batch to features of shape ``[B, feature_dim]``.
+        feature_dim: width of the backbone's output.
+        num_classes: number of classes (rows of the head's weight).
+        bias: whether the head has a bias.
+
+    Example:
+        >>> import torch
+        >>> from ccsam.models import build_model
+        >>> model = build_model("resnet32", in_channels=3, num_classes=10)
+        >>> model(torch.zeros(2, 3, 32, 32)).shape
+        torch.Size([2, 10])
+    """
+
+    def __init__(self, backbone: nn.Module, feature_dim: int, num_classes: int, bias: bool = True) -> None:
+        super().__init__()
+        if not isinstance(backbone, nn.Module):
+            raise ValueError(f"backbone must be an nn.Module, got {type(backbone).__name__}")
+        _check_positive_int("feature_dim", feature_dim)
+        _check_positive_int("num_classes", num_classes)
+        self.backbone = backbone
+        self.head = nn.Linear(feature_dim, num_classes, bias=bias)
+
+    @property
+    def feature_dim(self) -> int:
+        """Width of the features fed to the head."""
+        return self.head.in_features
+
+    @property
+    def num_classes(self) -> int:
+        """Number of output logits (follows ``reset_head(num_classes)``)."""
+        return self.head.out_features
+
+    def features(self, x: Tensor) -> Tensor:
+        """Backbone features ``z = backbone(x)`` of shape ``[B, feature_dim]``."""
+        z = self.backbone(x)
+        if z.dim() != 2 or z.shape[1] != self.feature_dim:
+            raise ValueError(
+                f"backbone returned shape {tuple(z.shape)}, expected [B, {self.feature_dim}]"
+            )
+        return z
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits ``W z + b`` with ``z = features(x)``, shape ``[B, num_classes]``."""
+        return self.head(self.features(x))
+
+    def freeze_backbone(self) -> None:
+        """Set ``requires_grad = False`` on every backbone parameter; the head stays trainable.
+
+        BatchNorm running statistics still update while the backbone is in train mode: whether stage 2
+        keeps BN in train mode (released code) or calls ``model.backbone.eval()`` is the caller's choice.
+        """
+        for p in self.backbone.parameters():
+            p.requires_grad_(False)
+
+    def backbone_parameters(self) -> Iterator[nn.Parameter]:
+        """Iterate over the backbone's parameters."""
+        return self.backbone.parameters()
+
+    def head_parameters(self) -> Iterator[nn.Parameter]:
+        """Iterate over the head's parameters (weight, then bias if any)."""
+        return self.head.parameters()
+
+    def reset_head(self, num_classes: int | None = None) -> None:
+        """Replace the head by a freshly initialised ``nn.Linear`` (cRT-style re-initialisation).
+
+        The new head keeps ``feature_dim``, the bias setting, and the old head's device and dtype;
+        ``num_classes`` defaults to the current number of classes. The head's parameters are new
+        objects, so build the head optimizer *after* calling this.
+        """
+        out = self.num_classes if num_classes is None else _check_positive_int("num_classes", num_classes)
+        old = self.head
+        self.head = nn.Linear(
+            old.in_features,
+            out,
+            bias=old.bias is not None,
+            device=old.weight.device,
+            dtype=old.weight.dtype,
+        )
+
+    def extra_repr(self) -> str:
+        return f"feature_dim={self.feature_dim}, num_classes={self.num_classes}"

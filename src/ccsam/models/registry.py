@@ -1,0 +1,100 @@
+"""Model registry: a plain dict of frozen entries, one per architecture the CLI can name (STYLE G7)."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+from ccsam.models.cifar_resnet import cifar_resnet_backbone
+from ccsam.models.classifier import Classifier
+from ccsam.models.small_cnn import small_cnn_backbone
+
+__all__ = ["MODELS", "ModelEntry", "build_model", "list_models"]
+
+BackboneBuilder = Callable[[int, int], tuple[nn.Module, int]]
+"""``(in_channels, width) -> (backbone, feature_dim)``."""
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One registered architecture.
+
+    Attributes:
+        name: the key used on the command line and in configs.
+        builder: ``(in_channels, width) -> (backbone, feature_dim)``.
+        description: one line for ``--help`` and ``list_models()``.
+        uses_width: whether ``width`` changes the network (the CIFAR ResNets ignore it).
+    """
+
+    name: str
+    builder: BackboneBuilder
+    description: str
+    uses_width: bool = False
+
+
+def _resnet(depth: int) -> BackboneBuilder:
+    def build(in_channels: int, width: int) -> tuple[nn.Module, int]:
+        del width  # fixed 16/32/64 channels, as in He et al. 2016
+        return cifar_resnet_backbone(depth, in_channels), 64
+
+    return build
+
+
+def _small_cnn(in_channels: int, width: int) -> tuple[nn.Module, int]:
+    return small_cnn_backbone(in_channels, width), 4 * width
+
+
+MODELS: dict[str, ModelEntry] = {
+    entry.name: entry
+    for entry in (
+        ModelEntry("resnet20", _resnet(20), "CIFAR ResNet-20 (3x3 BasicBlocks, option-A shortcuts), 64-d features"),
+        ModelEntry("resnet32", _resnet(32), "CIFAR ResNet-32 (3x5 BasicBlocks, option-A shortcuts), 64-d features"),
+        ModelEntry("resnet44", _resnet(44), "CIFAR ResNet-44 (3x7 BasicBlocks, option-A shortcuts), 64-d features"),
+        ModelEntry("resnet56", _resnet(56), "CIFAR ResNet-56 (3x9 BasicBlocks, option-A shortcuts), 64-d features"),
+        ModelEntry(
+            "small_cnn",
+            _small_cnn,
+            "3 conv-BN-ReLU blocks (w, 2w, 4w) with max-pooling, 4w-d features; for 8x8-32x32 CPU runs",
+            uses_width=True,
+        ),
+    )
+}
+
+
+def list_models() -> list[tuple[str, str]]:
+    """Return ``(name, description)`` for every registered architecture, sorted by name."""
+    return [(name, MODELS[name].description) for name in sorted(MODELS)]
+
+
+def build_model(
+    arch: str, *, in_channels: int, num_classes: int, width: int = 32, bias: bool = True
+) -> Classifier:
+    """Build ``Classifier(backbone, feature_dim, num_classes)`` for a registered architecture.
+
+    Weights are drawn from torch's global RNG: seed it (``torch.manual_seed``) for reproducible init.
+
+    Args:
+        arch: a name from ``list_models()``.
+        in_channels: channels of the input images (1 for grayscale, 3 for RGB).
+        num_classes: number of logits.
+        width: base width for architectures with ``uses_width`` (``small_cnn``); ignored otherwise.
+        bias: whether the linear head has a bias.
+
+    Example:
+        >>> model = build_model("small_cnn", in_channels=1, num_classes=10, width=16)
+        >>> model.feature_dim
+        64
+    """
+    entry = MODELS.get(arch) if isinstance(arch, str) else None
+    if entry is None:
+        close = difflib.get_close_matches(str(arch), list(MODELS), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(f"unknown model {arch!r}{hint} (valid: {', '.join(sorted(MODELS))})")
+    for name, value in (("in_channels", in_channels), ("num_classes", num_classes), ("width", width)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    backbone, feature_dim = entry.builder(in_channels, width)
+    return Classifier(backbone, feature_dim, num_classes, bias=bias)

@@ -1,0 +1,29 @@
+"""The console table of a run's test metrics: overall / many / medium / few, ECE and NLL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100.0 * value:.1f}"
+
+
+def format_results_table(results: dict[str, Any], split: str = "test") -> str:
+    """A fixed-width table of one split of ``results.json`` (accuracies in %, ECE in %, NLL in nats)."""
+    report = results[split]
+    sizes = report["group_sizes"]
+    header = ["", "overall", f"many ({sizes['many']})", f"medium ({sizes['medium']})",
+              f"few ({sizes['few']})", "ECE %", "NLL"]
+    row = [f"top-1 %", _pct(report["top1"]), _pct(report["many"]), _pct(report["medium"]),
+           _pct(report["few"]), _pct(report["ece"]), f"{report['nll']:.3f}"]
+    widths = [max(len(h), len(r)) for h, r in zip(header, row)]
+    title = (f"{results.get('name', 'run')} - {split} split, last epoch "
+             f"({report['num_samples']} images, seed {results.get('seed', '?')}); "
+             f"groups = classes with >{results.get('many_threshold', 100)} / "
+             f"{results.get('few_threshold', 20)}-{results.get('many_threshold', 100)} / "
+             f"<{results.get('few_threshold', 20)} training images")
+    lines = [title,
+             "  ".join(h.rjust(w) for h, w in zip(header, widths)),
+             "  ".join(r.rjust(w) for r, w in zip(row, widths))]
+    return "\n".join(lines)

@@ -1,0 +1,46 @@
+"""Checkpoints: one dict, written atomically, loaded onto any device."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ccsam.errors import RunDirError
+from ccsam.training.run_dir import atomic_write_bytes
+
+CHECKPOINT_FORMAT = 1
+
+
+def rng_states() -> dict[str, Any]:
+    """Global torch CPU (and CUDA, if present) generator states."""
+    states: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def restore_rng_states(states: dict[str, Any]) -> None:
+    """Inverse of :func:`rng_states` (CUDA states are skipped on a machine without CUDA)."""
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """``torch.save`` the state dict to ``path`` atomically (temporary file + ``os.replace``)."""
+    buffer = io.BytesIO()
+    torch.save({"format": CHECKPOINT_FORMAT, **state}, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Load a checkpoint onto the CPU; one clear error if it is missing or from another format."""
+    if not path.is_file():
+        raise RunDirError(f"checkpoint '{path}' not found; the run has not completed an epoch yet")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if state.get("format") != CHECKPOINT_FORMAT:
+        raise RunDirError(f"checkpoint '{path}' has format {state.get('format')}, expected {CHECKPOINT_FORMAT}")
+    return state

@@ -1,0 +1,42 @@
+"""Re-evaluate a finished (or interrupted) run from its folder alone."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ccsam.config.schema import RunConfig
+from ccsam.data.build import build_data
+from ccsam.errors import RunDirError
+from ccsam.models import build_model
+from ccsam.training.checkpoint import load_checkpoint
+from ccsam.training.run_dir import RunDir
+from ccsam.training.trainer import evaluate_split, select_device
+
+
+def evaluate_run(run: RunDir, *, split: str = "test", data_root: str | None = None) -> dict[str, Any]:
+    """Metrics of the run's last checkpoint on ``split``, after checking the split manifest still matches."""
+    cfg: RunConfig = run.load_config()
+    if data_root is not None:
+        cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"root": data_root})})
+    state = load_checkpoint(run.last_checkpoint)
+    data = build_data(cfg.data)
+    if state["manifest_sha256"] != data.manifest.sha256():
+        raise RunDirError(f"'{run.path}': the rebuilt data split differs from the run's (sha256 mismatch)")
+    device = select_device(cfg.device)
+    data = data.to(device)
+    model = build_model(cfg.model.arch, in_channels=data.in_channels, num_classes=data.num_classes,
+                        width=cfg.model.width, bias=cfg.model.bias).to(device)
+    model.load_state_dict(state["model"])
+    arrays = data.test if split == "test" else data.val
+    with torch.no_grad():
+        report = evaluate_split(model, arrays, data, cfg)
+    return {
+        "name": cfg.name,
+        "seed": cfg.seed,
+        "epochs_trained": state["epoch"],
+        "many_threshold": cfg.eval.many_threshold,
+        "few_threshold": cfg.eval.few_threshold,
+        split: report,
+    }

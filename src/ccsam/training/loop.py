@@ -1,0 +1,65 @@
+"""The two method-agnostic loop functions: one training epoch, and prediction over a split."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch.optim import Optimizer
+from tqdm.auto import tqdm
+
+from ccsam.data.arrays import ImageArrays
+from ccsam.data.augment import MixedBatch
+from ccsam.data.loader import InMemoryLoader, eval_batches
+from ccsam.models import Classifier
+from ccsam.optim.schedules import set_learning_rate
+from ccsam.training.objectives import StepOutput
+
+Objective = Callable[[Classifier, MixedBatch], StepOutput]
+
+
+def train_one_epoch(
+    model: Classifier,
+    loader: InMemoryLoader,
+    objective: Objective,
+    optimizer: Optimizer,
+    lr_at_step: Callable[[int], float],
+    *,
+    description: str = "",
+    progress: bool = True,
+) -> dict[str, float]:
+    """Run one epoch of SGD steps; returns the mean loss and the accuracy on ``targets_a``.
+
+    Loss and correct counts accumulate on the device and are read once at the end of the epoch.
+    """
+    device = loader.arrays.images.device
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen = 0
+    for step, batch in enumerate(tqdm(loader.epoch(), total=len(loader), desc=description,
+                                      leave=False, disable=not progress)):
+        set_learning_rate(optimizer, lr_at_step(step))
+        out = objective(model, batch)
+        optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        optimizer.step()
+        loss_sum += out.loss.detach() * batch.targets_a.shape[0]
+        correct += (out.logits.argmax(dim=1) == batch.targets_a).sum()
+        seen += batch.targets_a.shape[0]
+    if seen == 0:
+        return {"loss": float("nan"), "accuracy": float("nan")}
+    return {"loss": float(loss_sum) / seen, "accuracy": float(correct) / seen}
+
+
+@torch.no_grad()
+def predict(
+    model: Classifier, arrays: ImageArrays, batch_size: int, mean: tuple[float, ...], std: tuple[float, ...]
+) -> torch.Tensor:
+    """Logits [N, C] of the model in eval mode over a whole split (no augmentation); model mode restored."""
+    was_training = model.training
+    model.eval()
+    outputs = [model(inputs) for inputs, _ in eval_batches(arrays, batch_size, mean, std)]
+    model.train(was_training)
+    if not outputs:
+        return torch.empty(0, model.num_classes)
+    return torch.cat(outputs).float()

@@ -1,0 +1,241 @@
+"""The one training engine: stage 1 then (optionally) stage 2, checkpoints, validation, final test.
+
+Methods differ only in their config: the objective (:mod:`ccsam.training.objectives`), the sampler, the
+parameters optimised and the schedule of each stage. The test split is evaluated once, after the last
+epoch; the only model choice the engine makes (``stage2.init_from=best_val``) uses the validation split.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.optim import SGD
+
+from ccsam.config.schema import RunConfig, ScheduleFields
+from ccsam.data.build import LongTailData, build_data
+from ccsam.data.loader import AugmentSpec, InMemoryLoader
+from ccsam.data.samplers import build_sampler
+from ccsam.errors import RunDirError
+from ccsam.evaluation import classification_report
+from ccsam.models import Classifier, build_model
+from ccsam.optim.schedules import adversarial_weight, learning_rate
+from ccsam.training.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
+from ccsam.training.loop import predict, train_one_epoch
+from ccsam.training.objectives import CcsamStage1Objective, CcsamStage2Objective, ErmObjective
+from ccsam.training.run_dir import RunDir
+
+_logger = logging.getLogger(__name__)
+
+
+def select_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RunDirError("device=cuda was asked for but no CUDA device is available; use device=cpu or auto")
+    return torch.device(name)
+
+
+@dataclass
+class _Stage:
+    """The optimiser and batch source of one stage, and where it sits on the global epoch counter."""
+
+    number: int
+    config: ScheduleFields
+    first_epoch: int
+    optimizer: SGD
+    loader: InMemoryLoader
+
+
+def _sgd(params: Any, stage: ScheduleFields) -> SGD:
+    return SGD(params, lr=stage.lr, momentum=stage.momentum, weight_decay=stage.weight_decay,
+               nesterov=stage.nesterov)
+
+
+def _augment_spec(cfg: RunConfig, data: LongTailData) -> AugmentSpec:
+    return AugmentSpec(cfg.data.augment, cfg.data.crop_padding, data.mean, data.std)
+
+
+def _build_stage(number: int, cfg: RunConfig, model: Classifier, data: LongTailData) -> _Stage:
+    """Stage 1 optimises everything; stage 2 freezes the backbone and optimises a fresh SGD over the head."""
+    stage_cfg = cfg.stage1 if number == 1 else cfg.stage2
+    if number == 2:
+        model.freeze_backbone()
+    params = model.parameters() if number == 1 else model.head_parameters()
+    seed = cfg.seed + 1000 * (number - 1)  # independent streams per stage, fixed by the run seed
+    sampler = build_sampler(stage_cfg.sampler, data.train.labels.cpu(), data.num_classes, seed)
+    mixup_alpha = cfg.stage1.mixup_alpha if number == 1 else 0.0
+    loader = InMemoryLoader(data.train, sampler, cfg.data.batch_size, _augment_spec(cfg, data), mixup_alpha, seed)
+    first_epoch = 0 if number == 1 else cfg.stage1.epochs
+    return _Stage(number, stage_cfg, first_epoch, _sgd(params, stage_cfg), loader)
+
+
+def _objective(cfg: RunConfig, stage: _Stage, stage_epoch: int, counts: torch.Tensor) -> Any:
+    if stage.number == 2:
+        alpha = adversarial_weight(stage_epoch, cfg.stage2.epochs, cfg.stage2.up_limit)
+        return CcsamStage2Objective(counts, alpha, cfg.stage2.div, cfg.stage2.step)
+    if cfg.stage1.method == "erm":
+        return ErmObjective()
+    return CcsamStage1Objective(counts, cfg.stage1.flat_ratio, cfg.stage1.noise_scale)
+
+
+def _set_modes(model: Classifier, cfg: RunConfig, stage: _Stage) -> None:
+    model.train()
+    if stage.number == 2 and cfg.stage2.bn_mode == "eval":
+        model.backbone.eval()
+
+
+def evaluate_split(model: Classifier, arrays: Any, data: LongTailData, cfg: RunConfig) -> dict[str, Any]:
+    """Metrics of ``model`` on one split (top-1, many/medium/few, per-class accuracy, ECE, NLL)."""
+    logits = predict(model, arrays, cfg.data.eval_batch_size, data.mean, data.std)
+    return classification_report(
+        logits.cpu(), arrays.labels.cpu(), data.class_counts,
+        many_threshold=cfg.eval.many_threshold, few_threshold=cfg.eval.few_threshold, ece_bins=cfg.eval.ece_bins,
+    )
+
+
+def balanced_accuracy(report: dict[str, Any]) -> float:
+    """Mean per-class accuracy over the classes present in the split (the validation selection metric)."""
+    values = [v for v in report["per_class_accuracy"] if v is not None]
+    return sum(values) / len(values) if values else float("nan")
+
+
+class Trainer:
+    """Runs (or resumes) one configured run inside a run folder."""
+
+    def __init__(self, cfg: RunConfig, run: RunDir, *, progress: bool = True) -> None:
+        self.cfg = cfg
+        self.run = run
+        self.progress = progress
+        self.device = select_device(cfg.device)
+        data = build_data(cfg.data)
+        self.data = data.to(self.device)
+        self.counts = data.class_counts.to(self.device)
+        torch.manual_seed(cfg.seed)
+        self.model = build_model(cfg.model.arch, in_channels=data.in_channels, num_classes=data.num_classes,
+                                 width=cfg.model.width, bias=cfg.model.bias).to(self.device)
+        self.epoch = 0
+        self.best_val = -math.inf
+        self.elapsed = 0.0
+        self.stage: _Stage | None = None
+
+    # -- checkpoints -------------------------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        assert self.stage is not None
+        return {
+            "epoch": self.epoch,
+            "stage": self.stage.number,
+            "model": self.model.state_dict(),
+            "optimizer": self.stage.optimizer.state_dict(),
+            "loader": self.stage.loader.state_dict(),
+            "best_val": self.best_val,
+            "elapsed_s": self.elapsed,
+            "rng": rng_states(),
+            "config": self.cfg.model_dump(mode="json"),
+            "manifest_sha256": self.data.manifest.sha256(),
+        }
+
+    def resume(self) -> None:
+        """Continue from ``checkpoints/last.pt``: model, optimiser, sampler, RNGs and counters."""
+        state = load_checkpoint(self.run.last_checkpoint)
+        if state["manifest_sha256"] != self.data.manifest.sha256():
+            raise RunDirError(f"'{self.run.path}': the data split differs from the checkpoint's; cannot resume")
+        self.model.load_state_dict(state["model"])
+        self.epoch, self.best_val, self.elapsed = state["epoch"], state["best_val"], state["elapsed_s"]
+        self.stage = _build_stage(state["stage"], self.cfg, self.model, self.data)
+        self.stage.optimizer.load_state_dict(state["optimizer"])
+        self.stage.loader.load_state_dict(state["loader"])
+        restore_rng_states(state["rng"])
+        self.run.keep_metrics_before(self.epoch)
+        _logger.info("resuming %s at epoch %d/%d", self.run.path, self.epoch, self.cfg.total_epochs)
+
+    # -- the loop ----------------------------------------------------------------------------------
+    def _enter_stage(self, number: int) -> None:
+        if number == 2 and self.cfg.stage2.init_from == "best_val" and self.run.best_val_checkpoint.is_file():
+            self.model.load_state_dict(load_checkpoint(self.run.best_val_checkpoint)["model"])
+            _logger.info("stage 2 starts from the best-validation stage-1 weights")
+        self.stage = _build_stage(number, self.cfg, self.model, self.data)
+
+    def _run_epoch(self) -> None:
+        number = 1 if self.epoch < self.cfg.stage1.epochs else 2
+        if self.stage is None or self.stage.number != number:
+            self._enter_stage(number)
+        stage = self.stage
+        assert stage is not None
+        stage_epoch = self.epoch - stage.first_epoch
+        objective = _objective(self.cfg, stage, stage_epoch, self.counts)
+        steps = len(stage.loader)
+        start = time.perf_counter()
+        _set_modes(self.model, self.cfg, stage)
+        train_stats = train_one_epoch(
+            self.model, stage.loader, objective, stage.optimizer,
+            lambda step: learning_rate(stage.config, stage_epoch, step, steps),
+            description=f"stage{number} {stage_epoch + 1}/{stage.config.epochs}", progress=self.progress,
+        )
+        record: dict[str, Any] = {"epoch": self.epoch, "stage": number, "stage_epoch": stage_epoch,
+                                  "lr": learning_rate(stage.config, stage_epoch, 0, steps), **train_stats}
+        if number == 2:
+            record["alpha"] = objective.alpha
+        if len(self.data.val):
+            val = evaluate_split(self.model, self.data.val, self.data, self.cfg)
+            record["val"] = {k: val[k] for k in ("top1", "many", "medium", "few", "ece", "nll")}
+            record["val"]["balanced"] = balanced_accuracy(val)
+            if number == 1 and record["val"]["balanced"] > self.best_val:
+                self.best_val = record["val"]["balanced"]
+                save_checkpoint(self.run.best_val_checkpoint, {"epoch": self.epoch, "model": self.model.state_dict()})
+        self.elapsed += time.perf_counter() - start
+        record["time_s"] = time.perf_counter() - start
+        self.run.append_metrics(record)
+        self.epoch += 1
+        save_checkpoint(self.run.last_checkpoint, self._state())
+        _log_epoch(record, self.cfg)
+
+    def fit(self) -> dict[str, Any]:
+        """Train to the last epoch, then evaluate the last-epoch model on the test split once."""
+        if not self.run.manifest_path.exists():
+            self.data.manifest.save_json(self.run.manifest_path)
+        while self.epoch < self.cfg.total_epochs:
+            self._run_epoch()
+        results = {
+            "name": self.cfg.name,
+            "seed": self.cfg.seed,
+            "epochs": self.cfg.total_epochs,
+            "device": str(self.device),
+            "train_time_s": self.elapsed,
+            "manifest_sha256": self.data.manifest.sha256(),
+            "class_counts": self.data.class_counts.tolist(),
+            "many_threshold": self.cfg.eval.many_threshold,
+            "few_threshold": self.cfg.eval.few_threshold,
+            "test": evaluate_split(self.model, self.data.test, self.data, self.cfg),
+            "val": evaluate_split(self.model, self.data.val, self.data, self.cfg) if len(self.data.val) else None,
+        }
+        self.run.write_results(results)
+        return results
+
+
+def _fmt(value: float | None) -> str:
+    return "  -  " if value is None else f"{100 * value:5.1f}"
+
+
+def _log_epoch(record: dict[str, Any], cfg: RunConfig) -> None:
+    total = cfg.stage1.epochs if record["stage"] == 1 else cfg.stage2.epochs
+    text = (f"stage{record['stage']} {record['stage_epoch'] + 1:>3}/{total} lr {record['lr']:.4g} "
+            f"loss {record['loss']:.4f} train-acc {_fmt(record['accuracy'])}")
+    if "val" in record:
+        v = record["val"]
+        text += (f" | val bal {_fmt(v['balanced'])} many {_fmt(v['many'])} med {_fmt(v['medium'])} "
+                 f"few {_fmt(v['few'])}")
+    _logger.info("%s (%.1fs)", text, record["time_s"])
+
+
+def train(cfg: RunConfig, run: RunDir, *, resume: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Train ``cfg`` in ``run`` (resuming from its last checkpoint if asked) and return ``results.json``."""
+    trainer = Trainer(cfg, run, progress=progress)
+    if resume:
+        trainer.resume()
+    return trainer.fit()
