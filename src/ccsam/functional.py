@@ -17,7 +17,6 @@ training count of class ``c``.
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Sequence
 
 import torch

@@ -21,6 +21,7 @@ from ccsam.data.readers import (
     read_digits,
     read_fashion_mnist,
 )
+from ccsam.errors import CcsamError
 
 CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -30,11 +31,11 @@ def _shared_data_root() -> Path:
     return Path(os.environ.get("CCSAM_DATA_ROOT", default))
 
 
-@pytest.fixture(scope="module")
-def data_root() -> Path:
+def _real(folder: str) -> Path:
+    """The shared data root, skipping the test when its ``folder`` is absent (the only reason to skip)."""
     root = _shared_data_root()
-    if not root.is_dir():
-        pytest.skip(f"real data folder {root} is absent; set CCSAM_DATA_ROOT to run the real-data tests")
+    if not (root / folder).is_dir():
+        pytest.skip(f"real data {root / folder} is absent; set CCSAM_DATA_ROOT to run this test")
     return root
 
 
@@ -97,7 +98,7 @@ def test_cifar10_missing_folder_and_file(tmp_path: Path, fake_cifar10) -> None:
     message = str(info.value)
     assert str(empty / "cifar-10-batches-py" / "data_batch_1") in message
     assert "--data-root" in message and "data.download=true" in message
-    assert isinstance(info.value, FileNotFoundError)
+    assert isinstance(info.value, FileNotFoundError) and isinstance(info.value, CcsamError)
     root, _ = fake_cifar10
     (root / "cifar-10-batches-py" / "data_batch_3").unlink()
     with pytest.raises(DatasetNotFoundError, match="data_batch_3"):
@@ -224,7 +225,8 @@ def test_read_dataset_dispatch(fake_cifar10) -> None:
     assert set(DATASET_NAMES) == {"digits", "fashion_mnist", "cifar10", "cifar100", "synthetic"}
 
 
-def test_real_cifar10(data_root: Path) -> None:
+def test_real_cifar10() -> None:
+    data_root = _real("cifar-10-batches-py")
     train = read_cifar10(data_root, "train")
     assert train.images.shape == (50_000, 3, 32, 32)
     assert train.class_counts().tolist() == [5000] * 10
@@ -236,7 +238,8 @@ def test_real_cifar10(data_root: Path) -> None:
     assert len(test) == 10_000 and test.class_counts().tolist() == [1000] * 10
 
 
-def test_real_fashion_mnist(data_root: Path) -> None:
+def test_real_fashion_mnist() -> None:
+    data_root = _real("fashion-mnist")
     train = read_fashion_mnist(data_root, "train")
     test = read_fashion_mnist(data_root, "test")
     assert train.images.shape == (60_000, 1, 28, 28) and len(test) == 10_000

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ccsam.data.arrays import ImageArrays
+from ccsam.errors import CcsamError
 
 __all__ = [
     "DATASET_NAMES",
@@ -46,8 +47,11 @@ _IDX_IMAGES_MAGIC = 2051  # 0x00000803: unsigned byte, 3 dimensions
 _IDX_LABELS_MAGIC = 2049  # 0x00000801: unsigned byte, 1 dimension
 
 
-class DatasetNotFoundError(FileNotFoundError):
-    """A data set's files are not where the reader looked; the message names the path and the fix."""
+class DatasetNotFoundError(CcsamError, FileNotFoundError):
+    """A data set's files are not where the reader looked; the message names the path and the fix.
+
+    A :class:`~ccsam.errors.CcsamError`, so the command line reports it as one line.
+    """
 
 
 def _check_split(split: str) -> None:

@@ -53,7 +53,7 @@ def shot_groups(
     if bool((counts < 0).any()) or (counts.dtype.is_floating_point and not bool(torch.isfinite(counts).all())):
         raise ValueError("class_counts must be finite and non-negative")
     many = counts > many_threshold
-    few = counts <= few_threshold
+    few = counts < few_threshold
     return {"many": many, "medium": ~(many | few), "few": few}
 
 

@@ -195,11 +195,17 @@ class Trainer:
         save_checkpoint(self.run.last_checkpoint, self._state())
         _log_epoch(record, self.cfg)
 
-    def fit(self) -> dict[str, Any]:
-        """Train to the last epoch, then evaluate the last-epoch model on the test split once."""
+    def fit(self, stop_at: int | None = None) -> dict[str, Any] | None:
+        """Train to the last epoch, then evaluate the last-epoch model on the test split once.
+
+        ``stop_at`` ends the run early after that many (global) epochs, with no test evaluation, as an
+        interruption would: the run folder can then be continued with ``resume``.
+        """
         if not self.run.manifest_path.exists():
             self.data.manifest.save_json(self.run.manifest_path)
         while self.epoch < self.cfg.total_epochs:
+            if stop_at is not None and self.epoch >= stop_at:
+                return None
             self._run_epoch()
         results = {
             "name": self.cfg.name,
@@ -238,4 +244,6 @@ def train(cfg: RunConfig, run: RunDir, *, resume: bool = False, progress: bool =
     trainer = Trainer(cfg, run, progress=progress)
     if resume:
         trainer.resume()
-    return trainer.fit()
+    results = trainer.fit()
+    assert results is not None
+    return results
