@@ -278,7 +278,8 @@ def _check_head(
     if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
         raise ValueError(f"labels must be an integer tensor, got {labels.dtype}")
     if labels.numel() and (bool(labels.min() < 0) or bool(labels.max() >= num_classes)):
-        raise ValueError(f"labels must lie in [0, {num_classes}), got range [{labels.min()}, {labels.max()}]")
+        got = f"[{int(labels.min())}, {int(labels.max())}]"
+        raise ValueError(f"labels must lie in [0, {num_classes}), got range {got}")
     for name, t in (("features", features), ("weight", weight), ("bias", bias)):
         if t is not None and not t.is_floating_point():
             raise ValueError(f"{name} must be a floating-point tensor, got {t.dtype}")

@@ -58,7 +58,12 @@ def test_unknown_arch_without_close_match() -> None:
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"in_channels": 0, "num_classes": 3}, {"in_channels": 1, "num_classes": 0}, {"in_channels": 1, "num_classes": 3, "width": 0}]
+    "kwargs",
+    [
+        {"in_channels": 0, "num_classes": 3},
+        {"in_channels": 1, "num_classes": 0},
+        {"in_channels": 1, "num_classes": 3, "width": 0},
+    ],
 )
 def test_invalid_sizes_raise(kwargs: dict) -> None:
     with pytest.raises(ValueError, match="positive int"):

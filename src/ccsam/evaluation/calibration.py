@@ -33,7 +33,8 @@ def _check_logits_labels(logits: Tensor, labels: Tensor) -> Tensor:
     if not logits.dtype.is_floating_point:
         raise ValueError(f"logits must be a floating-point tensor, got {logits.dtype}")
     if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= logits.shape[1]):
-        raise ValueError(f"labels must lie in [0, {logits.shape[1]}), got [{int(labels.min())}, {int(labels.max())}]")
+        low, high = int(labels.min()), int(labels.max())
+        raise ValueError(f"labels must lie in [0, {logits.shape[1]}), got values in [{low}, {high}]")
     if logits.dtype in (torch.float16, torch.bfloat16):
         logits = logits.float()
     return logits.detach()

@@ -50,7 +50,8 @@ def shot_groups(
         raise ValueError(f"class_counts must be a non-empty 1-D sequence, got shape {tuple(counts.shape)}")
     if counts.dtype == torch.bool or counts.dtype.is_complex:
         raise ValueError(f"class_counts must be numeric, got {counts.dtype}")
-    if bool((counts < 0).any()) or (counts.dtype.is_floating_point and not bool(torch.isfinite(counts).all())):
+    finite = bool(torch.isfinite(counts).all()) if counts.dtype.is_floating_point else True
+    if not finite or bool((counts < 0).any()):
         raise ValueError("class_counts must be finite and non-negative")
     many = counts > many_threshold
     few = counts < few_threshold
@@ -119,7 +120,8 @@ def classification_report(
         raise ValueError("classification_report needs at least one sample")
     groups = shot_groups(class_counts, many_threshold, few_threshold)
     if groups["many"].numel() != num_classes:
-        raise ValueError(f"class_counts has {groups['many'].numel()} entries, logits have {num_classes} classes")
+        num_counts = groups["many"].numel()
+        raise ValueError(f"class_counts has {num_counts} entries, logits have {num_classes} classes")
     acc = per_class_accuracy(logits, labels, num_classes)
     num_correct = int((logits.argmax(dim=1) == labels).sum())
     report: dict = {"top1": num_correct / logits.shape[0]}

@@ -47,13 +47,16 @@ def _small_cnn(in_channels: int, width: int) -> tuple[nn.Module, int]:
     return small_cnn_backbone(in_channels, width), 4 * width
 
 
+def _resnet_entry(depth: int) -> ModelEntry:
+    n = (depth - 2) // 6
+    description = f"CIFAR ResNet-{depth}: 3x{n} BasicBlocks, option-A shortcuts, 64-d features"
+    return ModelEntry(f"resnet{depth}", _resnet(depth), description)
+
+
 MODELS: dict[str, ModelEntry] = {
     entry.name: entry
     for entry in (
-        ModelEntry("resnet20", _resnet(20), "CIFAR ResNet-20 (3x3 BasicBlocks, option-A shortcuts), 64-d features"),
-        ModelEntry("resnet32", _resnet(32), "CIFAR ResNet-32 (3x5 BasicBlocks, option-A shortcuts), 64-d features"),
-        ModelEntry("resnet44", _resnet(44), "CIFAR ResNet-44 (3x7 BasicBlocks, option-A shortcuts), 64-d features"),
-        ModelEntry("resnet56", _resnet(56), "CIFAR ResNet-56 (3x9 BasicBlocks, option-A shortcuts), 64-d features"),
+        *(_resnet_entry(depth) for depth in (20, 32, 44, 56)),
         ModelEntry(
             "small_cnn",
             _small_cnn,

@@ -1,0 +1,7 @@
+"""The training engine: objectives, the epoch loop, checkpoints, run folders."""
+
+from ccsam.training.evaluate_run import evaluate_run
+from ccsam.training.run_dir import RunDir
+from ccsam.training.trainer import Trainer, train
+
+__all__ = ["RunDir", "Trainer", "evaluate_run", "train"]
