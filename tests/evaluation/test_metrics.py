@@ -177,3 +177,22 @@ def test_report_validation() -> None:
         classification_report(LOGITS, LABELS, [200, 50, 30])
     with pytest.raises(ValueError, match="at least one sample"):
         classification_report(LOGITS[:0], LABELS[:0], COUNTS)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_report_on_cuda_matches_cpu_under_deterministic_mode() -> None:
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(1000, 20, generator=g)
+    labels = torch.randint(0, 20, (1000,), generator=g)
+    counts = torch.arange(20) * 12
+    expected = classification_report(logits, labels, counts)
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        got = classification_report(logits.cuda(), labels.cuda(), counts.cuda())
+    finally:
+        torch.use_deterministic_algorithms(previous)
+    for key in ("top1", "many", "medium", "few", "nll", "ece"):
+        assert got[key] == pytest.approx(expected[key], abs=1e-5)
+    assert got["per_class_accuracy"] == pytest.approx(expected["per_class_accuracy"], abs=1e-6)

@@ -92,3 +92,12 @@ def test_backbone_with_wrong_feature_width_raises() -> None:
     model = Classifier(nn.Flatten(), feature_dim=5, num_classes=3)
     with pytest.raises(ValueError, match=r"expected \[B, 5\]"):
         model(torch.randn(2, 3, 2))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_reset_head_keeps_cuda_device() -> None:
+    model = _tiny().cuda()
+    model.reset_head(num_classes=3)
+    assert model.head.weight.is_cuda
+    assert model(torch.randn(2, 3, 2, 2, device="cuda")).shape == (2, 3)

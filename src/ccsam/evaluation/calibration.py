@@ -28,6 +28,8 @@ def _check_logits_labels(logits: Tensor, labels: Tensor) -> Tensor:
         raise ValueError(f"logits must have shape [N, C] with C >= 1, got {tuple(logits.shape)}")
     if labels.dim() != 1 or labels.shape[0] != logits.shape[0]:
         raise ValueError(f"labels must have shape [{logits.shape[0]}], got {tuple(labels.shape)}")
+    if labels.device != logits.device:
+        raise ValueError(f"logits ({logits.device}) and labels ({labels.device}) must be on the same device")
     if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
         raise ValueError(f"labels must be an integer tensor, got {labels.dtype}")
     if not logits.dtype.is_floating_point:
