@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from ccsam.data.arrays import ImageArrays
-from ccsam.data.augment import mixup, normalize, random_crop, random_horizontal_flip
+from ccsam.data.augment import cutout, mixup, normalize, random_crop, random_horizontal_flip
 from ccsam.data.loader import AugmentSpec, InMemoryLoader
 from ccsam.data.samplers import ClassAwareSampler
 
@@ -50,6 +50,22 @@ def test_flip_is_exact_and_per_sample():
     kept = [torch.equal(out[i], images[i]) for i in range(len(images))]
     assert all(f != k for f, k in zip(flipped, kept))
     assert 16 < sum(flipped) < 48
+
+
+def test_cutout_zeroes_one_clipped_square_per_image():
+    images = torch.full((400, 3, 32, 32), 255, dtype=torch.uint8)
+    out = cutout(images, 16, _generator(5))
+    holes = out[:, 0] == 0
+    assert torch.equal(holes[:, None].expand_as(out), out == 0)  # same hole in every channel
+    areas = holes.sum((1, 2))
+    assert int(areas.max()) == 256 and int(areas.min()) >= 64  # centre inside: at least a quarter remains
+    assert float((areas == 256).float().mean()) > 0.15  # holes fully inside happen (centre in [8, 24))
+    for hole in holes[:50]:
+        rows, cols = hole.any(1).nonzero().flatten(), hole.any(0).nonzero().flatten()
+        # the zeros fill exactly the bounding box: one axis-aligned rectangle of side <= 16
+        assert int(hole.sum()) == len(rows) * len(cols) and len(rows) <= 16 and len(cols) <= 16
+        assert rows.max() - rows.min() + 1 == len(rows) and cols.max() - cols.min() + 1 == len(cols)
+    assert torch.equal(cutout(images, 0, _generator()), images)
 
 
 def test_normalize_matches_the_formula():
@@ -115,3 +131,27 @@ def test_augmentations_run_on_cuda():
     g = torch.Generator(device="cuda")
     g.manual_seed(0)
     assert random_crop(images, 2, g).is_cuda and random_horizontal_flip(images, g).is_cuda
+
+
+@pytest.mark.parametrize("mode", ["none", "crop", "crop_flip", "crop_flip_cutout", "autoaugment_cutout"])
+def test_every_augment_mode_yields_normalised_float_batches(mode):
+    labels = torch.arange(24) % 3
+    images = (torch.arange(24 * 3 * 32 * 32) % 251).to(torch.uint8).view(24, 3, 32, 32)
+    arrays = ImageArrays(images, labels, ("a", "b", "c"))
+    spec = AugmentSpec(mode, 4, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), cutout_size=8)
+    loader = InMemoryLoader(arrays, ClassAwareSampler(labels, 3, seed=0), 8, spec, 0.0, 0)
+    batches = list(loader.epoch())
+    assert len(batches) == 3 and all(b.inputs.dtype == torch.float32 for b in batches)
+    assert all(b.inputs.shape == (8, 3, 32, 32) for b in batches)
+    if mode == "none":
+        first = batches[0]
+        # un-augmented inputs are exact normalised copies of some training images of the right class
+        flat = normalize(images, spec.mean, spec.std).flatten(1)
+        for x, y in zip(first.inputs.flatten(1), first.targets_a):
+            match = (flat == x).all(1).nonzero().flatten()
+            assert len(match) == 1 and labels[match[0]] == y
+
+
+def test_unknown_augment_mode_is_rejected():
+    with pytest.raises(ValueError, match="unknown augment mode"):
+        AugmentSpec("mixup_everything", 4, (0.5,), (0.25,))

@@ -42,8 +42,12 @@ class DataConfig(_Section):
     subset_seed: int = Field(0, description="seed of the long-tailed subset choice (independent of run.seed)")
     val_per_class: int = Field(20, ge=0, description="balanced validation images per class, from unused images")
     digits_test_per_class: int = Field(50, ge=1, description="digits only: held-out test images per class")
-    augment: Literal["none", "crop", "crop_flip"] = "crop_flip"
+    augment: Literal["none", "crop", "crop_flip", "crop_flip_cutout", "autoaugment_cutout"] = Field(
+        "crop_flip", description="autoaugment_cutout = official 'strong' CIFAR augmentation (use with mixup off)"
+    )
     crop_padding: int = Field(4, ge=0)
+    cutout_size: int = Field(16, ge=0, description="side of the Cutout hole in pixels")
+    autoaugment_fill: int = Field(128, ge=0, le=255, description="fill of AutoAugment's geometric ops")
     batch_size: int = Field(64, ge=1)
     eval_batch_size: int = Field(512, ge=1)
     synthetic: SyntheticConfig = SyntheticConfig()

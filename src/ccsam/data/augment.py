@@ -46,6 +46,27 @@ def random_horizontal_flip(images: torch.Tensor, generator: torch.Generator) -> 
     return torch.where(flip[:, None, None, None], images.flip(-1), images)
 
 
+def cutout(images: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+    """Cutout (DeVries & Taylor, 2017) with one square hole per image, zero-filled.
+
+    The hole's centre is uniform over the image (cy in [0, H), cx in [0, W)) and it covers rows
+    [cy - size // 2, cy - size // 2 + size) and the same for columns, clipped at the border, so holes
+    near an edge are partly outside the image (as in the reference implementation). Applied to uint8
+    images before normalisation, a zero pixel is black (the official code cuts after ``ToTensor``).
+    """
+    if size <= 0:
+        return images
+    b, _, h, w = images.shape
+    cy = torch.randint(0, h, (b,), generator=generator, device=images.device)
+    cx = torch.randint(0, w, (b,), generator=generator, device=images.device)
+    rows = torch.arange(h, device=images.device)[None, :] - (cy[:, None] - size // 2)
+    cols = torch.arange(w, device=images.device)[None, :] - (cx[:, None] - size // 2)
+    inside_rows = (rows >= 0) & (rows < size)
+    inside_cols = (cols >= 0) & (cols < size)
+    hole = inside_rows[:, :, None] & inside_cols[:, None, :]
+    return images.masked_fill(hole[:, None], 0)
+
+
 @dataclass(frozen=True)
 class MixedBatch:
     """A mixup batch: inputs = lam * x + (1 - lam) * x[perm], targets_a = y, targets_b = y[perm]."""

@@ -16,17 +16,34 @@ import numpy as np
 import torch
 
 from ccsam.data.arrays import ImageArrays
-from ccsam.data.augment import MixedBatch, mixup, normalize, random_crop, random_horizontal_flip
+from ccsam.data.augment import MixedBatch, cutout, mixup, normalize, random_crop, random_horizontal_flip
+from ccsam.data.autoaugment import autoaugment_cifar10
+
+# Train-time augmentation modes and the operations each applies, in this order. "autoaugment_cutout" is
+# the official code's "strong augmentation": RandomCrop, HFlip, CIFAR10Policy, then Cutout.
+AUGMENT_MODES: dict[str, tuple[str, ...]] = {
+    "none": (),
+    "crop": ("crop",),
+    "crop_flip": ("crop", "flip"),
+    "crop_flip_cutout": ("crop", "flip", "cutout"),
+    "autoaugment_cutout": ("crop", "flip", "autoaugment", "cutout"),
+}
 
 
 @dataclass(frozen=True)
 class AugmentSpec:
-    """Which train-time augmentation to apply, and the normalisation statistics."""
+    """Which train-time augmentation to apply (a key of :data:`AUGMENT_MODES`), and normalisation."""
 
-    mode: str  # "none" | "crop" | "crop_flip"
+    mode: str
     padding: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    cutout_size: int = 16
+    autoaugment_fill: int = 128
+
+    def __post_init__(self) -> None:
+        if self.mode not in AUGMENT_MODES:
+            raise ValueError(f"unknown augment mode '{self.mode}'; choose one of {', '.join(AUGMENT_MODES)}")
 
 
 def _generator_state(generator: torch.Generator) -> torch.Tensor:
@@ -68,11 +85,17 @@ class InMemoryLoader:
         return len(self.arrays) // self.batch_size
 
     def _augment(self, images: torch.Tensor) -> torch.Tensor:
-        if self.augment.mode in ("crop", "crop_flip"):
-            images = random_crop(images, self.augment.padding, self.generator)
-        if self.augment.mode == "crop_flip":
-            images = random_horizontal_flip(images, self.generator)
-        return normalize(images, self.augment.mean, self.augment.std)
+        spec = self.augment
+        for op in AUGMENT_MODES[spec.mode]:
+            if op == "crop":
+                images = random_crop(images, spec.padding, self.generator)
+            elif op == "flip":
+                images = random_horizontal_flip(images, self.generator)
+            elif op == "autoaugment":
+                images = autoaugment_cifar10(images, self.generator, fill=spec.autoaugment_fill)
+            elif op == "cutout":
+                images = cutout(images, spec.cutout_size, self.generator)
+        return normalize(images, spec.mean, spec.std)
 
     def epoch(self) -> Iterator[MixedBatch]:
         """One epoch of augmented (and, if enabled, mixed) batches."""

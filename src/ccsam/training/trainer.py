@@ -58,7 +58,8 @@ def _sgd(params: Any, stage: ScheduleFields) -> SGD:
 
 
 def _augment_spec(cfg: RunConfig, data: LongTailData) -> AugmentSpec:
-    return AugmentSpec(cfg.data.augment, cfg.data.crop_padding, data.mean, data.std)
+    return AugmentSpec(cfg.data.augment, cfg.data.crop_padding, data.mean, data.std,
+                       cutout_size=cfg.data.cutout_size, autoaugment_fill=cfg.data.autoaugment_fill)
 
 
 def _build_stage(number: int, cfg: RunConfig, model: Classifier, data: LongTailData) -> _Stage:
