@@ -103,6 +103,11 @@ def adversarial_class_weights(class_counts: Tensor | Sequence[float], div: float
         raise ValueError("class_counts is empty")
     if not bool((counts > 0).all()):
         raise ValueError("class_counts must all be > 0 for the adversarial class weights")
+    return _class_weights(counts, div)
+
+
+def _class_weights(counts: Tensor, div: float) -> Tensor:
+    """``ln(n_max / n_c + 0.01) / div`` without input checks (no host synchronisation)."""
     counts = counts.to(torch.promote_types(counts.dtype, torch.float32))
     return torch.log(counts.max() / counts + 0.01) / div
 
@@ -116,6 +121,7 @@ def class_conditional_logits(
     *,
     noise_scale: float,
     soft_targets: Tensor | None = None,
+    validate: bool = True,
 ) -> Tensor:
     """Logits of every sample under its class's CC-SAM perturbation of the linear head (spec §1.3).
 
@@ -142,6 +148,8 @@ def class_conditional_logits(
         noise_scale: ``s >= 0`` (the code's ``noise_ratio``); ``0`` gives the clean logits.
         soft_targets: ``[B, C]`` targets ``q`` for the gradient direction, e.g. ``lam e_{y_a} + (1-lam)
             e_{y_b}`` under mixup; defaults to ``one_hot(labels)``.
+        validate: check label range and counts (reads values back to the host); training loops that
+            built their inputs themselves pass ``False`` to avoid a device synchronisation per step.
 
     Returns:
         ``[B, C]`` perturbed logits in ``promote_types(input dtype, float32)``; the head is evaluated
@@ -153,13 +161,13 @@ def class_conditional_logits(
         >>> class_conditional_logits(z, W, b, y, [500, 50, 5], noise_scale=1e-2).shape
         torch.Size([8, 3])
     """
-    num_classes, dtype = _check_head(features, weight, bias, labels)
+    num_classes, dtype = _check_head(features, weight, bias, labels, validate)
     if not noise_scale >= 0:
         raise ValueError(f"noise_scale must be >= 0, got {noise_scale}")
     if soft_targets is not None and soft_targets.shape != (features.shape[0], num_classes):
         want = (features.shape[0], num_classes)
         raise ValueError(f"soft_targets must have shape {want}, got {tuple(soft_targets.shape)}")
-    counts = _check_counts(class_counts, num_classes, features.device, dtype)
+    counts = _check_counts(class_counts, num_classes, features.device, dtype, validate)
     labels = labels.to(device=features.device, dtype=torch.long)
 
     with _no_autocast(features.device.type):
@@ -202,6 +210,7 @@ def adversarial_feature_losses(
     *,
     div: float = 2.0,
     step: float = 1.0,
+    validate: bool = True,
 ) -> Tensor:
     """Per-sample stage-2 adversarial-feature losses of the released code (ccsam-spec §2.2 step 4).
 
@@ -221,6 +230,7 @@ def adversarial_feature_losses(
         class_counts: ``[C]`` training counts, all ``> 0``.
         div: divisor of the class weights (the code's ``div = 2``).
         step: step multiplier ``>= 0`` (the code's ``adver_reg = 1``).
+        validate: check label range and counts > 0 (a host read); ``False`` skips it.
 
     Returns:
         ``[B]`` losses in ``promote_types(input dtype, float32)``; autocast is disabled inside.
@@ -231,11 +241,12 @@ def adversarial_feature_losses(
         >>> adversarial_feature_losses(z, W, None, y, [500, 50, 5]).shape
         torch.Size([6])
     """
-    num_classes, dtype = _check_head(features, weight, bias, labels)
+    num_classes, dtype = _check_head(features, weight, bias, labels, validate)
     if not step >= 0:
         raise ValueError(f"step must be >= 0, got {step}")
-    counts = _check_counts(class_counts, num_classes, features.device, dtype)
-    class_w = adversarial_class_weights(counts, div)  # in the compute dtype, even for integer counts
+    counts = _check_counts(class_counts, num_classes, features.device, dtype, validate)
+    # in the compute dtype, even for integer counts
+    class_w = adversarial_class_weights(counts, div) if validate else _class_weights(counts, div)
     labels = labels.to(device=features.device, dtype=torch.long)
 
     with _no_autocast(features.device.type):
@@ -261,9 +272,12 @@ def _no_autocast(device_type: str) -> contextlib.AbstractContextManager[object]:
 
 
 def _check_head(
-    features: Tensor, weight: Tensor, bias: Tensor | None, labels: Tensor
+    features: Tensor, weight: Tensor, bias: Tensor | None, labels: Tensor, validate: bool = True
 ) -> tuple[int, torch.dtype]:
-    """Validate the head inputs; return ``C`` and the compute dtype (at least float32)."""
+    """Validate the head inputs; return ``C`` and the compute dtype (at least float32).
+
+    Shapes and dtypes are always checked; the label range (a device-to-host read) only if ``validate``.
+    """
     if features.dim() != 2:
         raise ValueError(f"features must be [B, d], got shape {tuple(features.shape)}")
     if weight.dim() != 2 or weight.shape[1] != features.shape[1]:
@@ -277,7 +291,7 @@ def _check_head(
         raise ValueError(f"labels must have shape ({features.shape[0]},), got {tuple(labels.shape)}")
     if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
         raise ValueError(f"labels must be an integer tensor, got {labels.dtype}")
-    if labels.numel() and (bool(labels.min() < 0) or bool(labels.max() >= num_classes)):
+    if validate and labels.numel() and (bool(labels.min() < 0) or bool(labels.max() >= num_classes)):
         got = f"[{int(labels.min())}, {int(labels.max())}]"
         raise ValueError(f"labels must lie in [0, {num_classes}), got range {got}")
     for name, t in (("features", features), ("weight", weight), ("bias", bias)):
@@ -299,14 +313,18 @@ def _counts_tensor(class_counts: Tensor | Sequence[float]) -> Tensor:
 
 
 def _check_counts(
-    class_counts: Tensor | Sequence[float], num_classes: int, device: torch.device, dtype: torch.dtype
+    class_counts: Tensor | Sequence[float],
+    num_classes: int,
+    device: torch.device,
+    dtype: torch.dtype,
+    validate: bool = True,
 ) -> Tensor:
     """Validate ``class_counts`` (shape ``[C]``, finite, ``>= 0``) and move it to ``device``/``dtype``."""
     counts = _counts_tensor(class_counts)
     if counts.shape != (num_classes,):
         raise ValueError(f"class_counts must have shape ({num_classes},), got {tuple(counts.shape)}")
     counts = counts.to(device=device, dtype=dtype)
-    if not bool((torch.isfinite(counts) & (counts >= 0)).all()):
+    if validate and not bool((torch.isfinite(counts) & (counts >= 0)).all()):
         raise ValueError("class_counts must be finite and >= 0")
     return counts
 

@@ -129,6 +129,18 @@ class EvalConfig(_Section):
         return self
 
 
+class RuntimeConfig(_Section):
+    """How the run uses the hardware; none of these change the method, only speed and numerics."""
+
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="auto = bf16 autocast on CUDA (fp32 master weights), fp32 on the CPU"
+    )
+    channels_last: bool | None = Field(None, description="None (auto) = on for CUDA, off on the CPU")
+    cudnn_benchmark: bool = True
+    compile: bool = Field(False, description="torch.compile the backbone (CLI --compile)")
+    threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice)")
+
+
 class RunConfig(_Section):
     """Everything one training run needs; written resolved into the run folder as ``config.yaml``."""
 
@@ -142,6 +154,7 @@ class RunConfig(_Section):
     stage1: Stage1Config = Stage1Config()
     stage2: Stage2Config = Stage2Config()
     eval: EvalConfig = EvalConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
 
     @property
     def total_epochs(self) -> int:

@@ -60,6 +60,7 @@ class InMemoryLoader:
         augment: augmentation mode and normalisation.
         mixup_alpha: Beta(alpha, alpha) mixup; 0 disables it.
         seed: seeds the augmentation generator and the mixup RNG.
+        memory_format: layout of the float batches (``torch.channels_last`` on CUDA).
     """
 
     def __init__(
@@ -70,8 +71,10 @@ class InMemoryLoader:
         augment: AugmentSpec,
         mixup_alpha: float,
         seed: int,
+        memory_format: torch.memory_format = torch.contiguous_format,
     ) -> None:
         self.arrays = arrays
+        self.memory_format = memory_format
         self.sampler = sampler
         self.batch_size = batch_size
         self.augment = augment
@@ -95,7 +98,7 @@ class InMemoryLoader:
                 images = autoaugment_cifar10(images, self.generator, fill=spec.autoaugment_fill)
             elif op == "cutout":
                 images = cutout(images, spec.cutout_size, self.generator)
-        return normalize(images, spec.mean, spec.std)
+        return normalize(images, spec.mean, spec.std).contiguous(memory_format=self.memory_format)
 
     def epoch(self) -> Iterator[MixedBatch]:
         """One epoch of augmented (and, if enabled, mixed) batches."""
@@ -121,9 +124,14 @@ class InMemoryLoader:
 
 
 def eval_batches(
-    arrays: ImageArrays, batch_size: int, mean: tuple[float, ...], std: tuple[float, ...]
+    arrays: ImageArrays,
+    batch_size: int,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    memory_format: torch.memory_format = torch.contiguous_format,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Normalised, un-augmented (inputs, labels) batches in order, the last one possibly short."""
     for start in range(0, len(arrays), batch_size):
         images = arrays.images[start : start + batch_size]
-        yield normalize(images, mean, std), arrays.labels[start : start + batch_size]
+        inputs = normalize(images, mean, std).contiguous(memory_format=memory_format)
+        yield inputs, arrays.labels[start : start + batch_size]

@@ -11,6 +11,7 @@ from ccsam.data.build import build_data
 from ccsam.errors import RunDirError
 from ccsam.models import build_model
 from ccsam.training.checkpoint import load_checkpoint
+from ccsam.training.precision import Runtime, prepare_model
 from ccsam.training.run_dir import RunDir
 from ccsam.training.trainer import evaluate_split, select_device
 
@@ -29,9 +30,11 @@ def evaluate_run(run: RunDir, *, split: str = "test", data_root: str | None = No
     model = build_model(cfg.model.arch, in_channels=data.in_channels, num_classes=data.num_classes,
                         width=cfg.model.width, bias=cfg.model.bias).to(device)
     model.load_state_dict(state["model"])
+    runtime = Runtime.resolve(cfg.runtime, device)
+    model = prepare_model(model, cfg.runtime.model_copy(update={"compile": False}), runtime)
     arrays = data.test if split == "test" else data.val
     with torch.no_grad():
-        report = evaluate_split(model, arrays, data, cfg)
+        report = evaluate_split(model, arrays, data, cfg, runtime)
     return {
         "name": cfg.name,
         "seed": cfg.seed,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import torch
@@ -14,6 +15,7 @@ from ccsam.data.loader import InMemoryLoader, eval_batches
 from ccsam.models import Classifier
 from ccsam.optim.schedules import set_learning_rate
 from ccsam.training.objectives import StepOutput
+from ccsam.training.precision import Runtime
 
 Objective = Callable[[Classifier, MixedBatch], StepOutput]
 
@@ -25,13 +27,16 @@ def train_one_epoch(
     optimizer: Optimizer,
     lr_at_step: Callable[[int], float],
     *,
+    runtime: Runtime | None = None,
     description: str = "",
     progress: bool = True,
 ) -> dict[str, float]:
     """Run one epoch of SGD steps; returns the mean loss and the accuracy on ``targets_a``.
 
-    Loss and correct counts accumulate on the device and are read once at the end of the epoch.
+    Loss and correct counts accumulate on the device and are read once at the end of the epoch (no
+    host synchronisation per step). The forward pass runs under ``runtime.autocast()``.
     """
+    autocast = runtime.autocast if runtime is not None else contextlib.nullcontext
     device = loader.arrays.images.device
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
@@ -39,7 +44,8 @@ def train_one_epoch(
     for step, batch in enumerate(tqdm(loader.epoch(), total=len(loader), desc=description,
                                       leave=False, disable=not progress)):
         set_learning_rate(optimizer, lr_at_step(step))
-        out = objective(model, batch)
+        with autocast():
+            out = objective(model, batch)
         optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         optimizer.step()
@@ -53,12 +59,20 @@ def train_one_epoch(
 
 @torch.no_grad()
 def predict(
-    model: Classifier, arrays: ImageArrays, batch_size: int, mean: tuple[float, ...], std: tuple[float, ...]
+    model: Classifier,
+    arrays: ImageArrays,
+    batch_size: int,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    runtime: Runtime | None = None,
 ) -> torch.Tensor:
-    """Logits [N, C] of the model in eval mode over a whole split (no augmentation); model mode restored."""
+    """Logits [N, C] (fp32) of the model in eval mode over a whole split (no augmentation)."""
     was_training = model.training
     model.eval()
-    outputs = [model(inputs) for inputs, _ in eval_batches(arrays, batch_size, mean, std)]
+    memory_format = torch.channels_last if runtime is not None and runtime.channels_last else torch.contiguous_format
+    autocast = runtime.autocast if runtime is not None else contextlib.nullcontext
+    with autocast():
+        outputs = [model(x) for x, _ in eval_batches(arrays, batch_size, mean, std, memory_format)]
     model.train(was_training)
     if not outputs:
         return torch.empty(0, model.num_classes)

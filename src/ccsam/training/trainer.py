@@ -27,6 +27,7 @@ from ccsam.optim.schedules import adversarial_weight, learning_rate
 from ccsam.training.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
 from ccsam.training.loop import predict, train_one_epoch
 from ccsam.training.objectives import CcsamStage1Objective, CcsamStage2Objective, ErmObjective
+from ccsam.training.precision import Runtime, prepare_model
 from ccsam.training.run_dir import RunDir
 
 _logger = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ def _augment_spec(cfg: RunConfig, data: LongTailData) -> AugmentSpec:
                        cutout_size=cfg.data.cutout_size, autoaugment_fill=cfg.data.autoaugment_fill)
 
 
-def _build_stage(number: int, cfg: RunConfig, model: Classifier, data: LongTailData) -> _Stage:
+def _build_stage(number: int, cfg: RunConfig, model: Classifier, data: LongTailData, runtime: Runtime) -> _Stage:
     """Stage 1 optimises everything; stage 2 freezes the backbone and optimises a fresh SGD over the head."""
     stage_cfg = cfg.stage1 if number == 1 else cfg.stage2
     if number == 2:
@@ -71,7 +72,9 @@ def _build_stage(number: int, cfg: RunConfig, model: Classifier, data: LongTailD
     seed = cfg.seed + 1000 * (number - 1)  # independent streams per stage, fixed by the run seed
     sampler = build_sampler(stage_cfg.sampler, data.train.labels.cpu(), data.num_classes, seed)
     mixup_alpha = cfg.stage1.mixup_alpha if number == 1 else 0.0
-    loader = InMemoryLoader(data.train, sampler, cfg.data.batch_size, _augment_spec(cfg, data), mixup_alpha, seed)
+    memory_format = torch.channels_last if runtime.channels_last else torch.contiguous_format
+    loader = InMemoryLoader(data.train, sampler, cfg.data.batch_size, _augment_spec(cfg, data), mixup_alpha, seed,
+                            memory_format=memory_format)
     first_epoch = 0 if number == 1 else cfg.stage1.epochs
     return _Stage(number, stage_cfg, first_epoch, _sgd(params, stage_cfg), loader)
 
@@ -91,9 +94,11 @@ def _set_modes(model: Classifier, cfg: RunConfig, stage: _Stage) -> None:
         model.backbone.eval()
 
 
-def evaluate_split(model: Classifier, arrays: Any, data: LongTailData, cfg: RunConfig) -> dict[str, Any]:
+def evaluate_split(
+    model: Classifier, arrays: Any, data: LongTailData, cfg: RunConfig, runtime: Runtime | None = None
+) -> dict[str, Any]:
     """Metrics of ``model`` on one split (top-1, many/medium/few, per-class accuracy, ECE, NLL)."""
-    logits = predict(model, arrays, cfg.data.eval_batch_size, data.mean, data.std)
+    logits = predict(model, arrays, cfg.data.eval_batch_size, data.mean, data.std, runtime)
     return classification_report(
         logits.cpu(), arrays.labels.cpu(), data.class_counts,
         many_threshold=cfg.eval.many_threshold, few_threshold=cfg.eval.few_threshold, ece_bins=cfg.eval.ece_bins,
@@ -117,9 +122,11 @@ class Trainer:
         data = build_data(cfg.data)
         self.data = data.to(self.device)
         self.counts = data.class_counts.to(self.device)
+        self.runtime = Runtime.resolve(cfg.runtime, self.device)
         torch.manual_seed(cfg.seed)
-        self.model = build_model(cfg.model.arch, in_channels=data.in_channels, num_classes=data.num_classes,
-                                 width=cfg.model.width, bias=cfg.model.bias).to(self.device)
+        model = build_model(cfg.model.arch, in_channels=data.in_channels, num_classes=data.num_classes,
+                            width=cfg.model.width, bias=cfg.model.bias).to(self.device)
+        self.model = prepare_model(model, cfg.runtime, self.runtime)
         self.epoch = 0
         self.best_val = -math.inf
         self.elapsed = 0.0
@@ -148,7 +155,7 @@ class Trainer:
             raise RunDirError(f"'{self.run.path}': the data split differs from the checkpoint's; cannot resume")
         self.model.load_state_dict(state["model"])
         self.epoch, self.best_val, self.elapsed = state["epoch"], state["best_val"], state["elapsed_s"]
-        self.stage = _build_stage(state["stage"], self.cfg, self.model, self.data)
+        self.stage = _build_stage(state["stage"], self.cfg, self.model, self.data, self.runtime)
         self.stage.optimizer.load_state_dict(state["optimizer"])
         self.stage.loader.load_state_dict(state["loader"])
         restore_rng_states(state["rng"])
@@ -160,7 +167,7 @@ class Trainer:
         if number == 2 and self.cfg.stage2.init_from == "best_val" and self.run.best_val_checkpoint.is_file():
             self.model.load_state_dict(load_checkpoint(self.run.best_val_checkpoint)["model"])
             _logger.info("stage 2 starts from the best-validation stage-1 weights")
-        self.stage = _build_stage(number, self.cfg, self.model, self.data)
+        self.stage = _build_stage(number, self.cfg, self.model, self.data, self.runtime)
 
     def _run_epoch(self) -> None:
         number = 1 if self.epoch < self.cfg.stage1.epochs else 2
@@ -175,7 +182,7 @@ class Trainer:
         _set_modes(self.model, self.cfg, stage)
         train_stats = train_one_epoch(
             self.model, stage.loader, objective, stage.optimizer,
-            lambda step: learning_rate(stage.config, stage_epoch, step, steps),
+            lambda step: learning_rate(stage.config, stage_epoch, step, steps), runtime=self.runtime,
             description=f"stage{number} {stage_epoch + 1}/{stage.config.epochs}", progress=self.progress,
         )
         record: dict[str, Any] = {"epoch": self.epoch, "stage": number, "stage_epoch": stage_epoch,
@@ -183,7 +190,7 @@ class Trainer:
         if number == 2:
             record["alpha"] = objective.alpha
         if len(self.data.val):
-            val = evaluate_split(self.model, self.data.val, self.data, self.cfg)
+            val = evaluate_split(self.model, self.data.val, self.data, self.cfg, self.runtime)
             record["val"] = {k: val[k] for k in ("top1", "many", "medium", "few", "ece", "nll")}
             record["val"]["balanced"] = balanced_accuracy(val)
             if number == 1 and record["val"]["balanced"] > self.best_val:
@@ -218,8 +225,8 @@ class Trainer:
             "class_counts": self.data.class_counts.tolist(),
             "many_threshold": self.cfg.eval.many_threshold,
             "few_threshold": self.cfg.eval.few_threshold,
-            "test": evaluate_split(self.model, self.data.test, self.data, self.cfg),
-            "val": evaluate_split(self.model, self.data.val, self.data, self.cfg) if len(self.data.val) else None,
+            "test": evaluate_split(self.model, self.data.test, self.data, self.cfg, self.runtime),
+            "val": evaluate_split(self.model, self.data.val, self.data, self.cfg, self.runtime) if len(self.data.val) else None,
         }
         self.run.write_results(results)
         return results

@@ -1,0 +1,93 @@
+"""Input checks and small tensor helpers shared by the loss modules (private)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+ClassCounts = Tensor | Sequence[float]
+"""Training-set size of every class, shape ``[C]`` (a tensor or any sequence of numbers)."""
+
+
+def check_real(
+    name: str,
+    value: object,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
+    """Return ``value`` as a finite float inside the given bounds, else raise a one-line ValueError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite real number, got {value!r}")
+    v = float(value)
+    below = low is not None and (v <= low if low_open else v < low)
+    above = high is not None and (v >= high if high_open else v > high)
+    if below or above:
+        left = "(-inf" if low is None else f"{'(' if low_open else '['}{low:g}"
+        right = "inf)" if high is None else f"{high:g}{')' if high_open else ']'}"
+        raise ValueError(f"{name} must lie in {left}, {right}, got {value!r}")
+    return v
+
+
+def as_class_counts(class_counts: ClassCounts, name: str = "class_counts") -> Tensor:
+    """``class_counts`` as a 1-D float32 tensor of positive finite values (kept on its device).
+
+    float32 holds integer counts exactly up to 2**24 per class, far beyond any LT benchmark.
+    """
+    try:
+        counts = torch.as_tensor(class_counts)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise ValueError(f"{name} must be a 1-D tensor or sequence of numbers ({err})") from None
+    if counts.dim() != 1 or counts.numel() == 0 or counts.dtype == torch.bool or counts.is_complex():
+        raise ValueError(f"{name} must be a non-empty 1-D real tensor, got {counts.dtype} {tuple(counts.shape)}")
+    counts = counts.detach().to(torch.float32)
+    if not bool((torch.isfinite(counts) & (counts > 0)).all()):
+        raise ValueError(f"{name} must be finite and > 0 for every class")
+    return counts
+
+
+def as_class_vector(values: ClassCounts, name: str) -> Tensor:
+    """A per-class vector (e.g. class weights) as a 1-D float32 tensor of finite values ``>= 0``."""
+    try:
+        vec = torch.as_tensor(values)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise ValueError(f"{name} must be a 1-D tensor or sequence of numbers ({err})") from None
+    if vec.dim() != 1 or vec.numel() == 0 or vec.dtype == torch.bool or vec.is_complex():
+        raise ValueError(f"{name} must be a non-empty 1-D real tensor, got {vec.dtype} {tuple(vec.shape)}")
+    vec = vec.detach().to(torch.float32)
+    if not bool((torch.isfinite(vec) & (vec >= 0)).all()):
+        raise ValueError(f"{name} must be finite and >= 0 for every class")
+    return vec
+
+
+def check_logits_targets(logits: Tensor, targets: Tensor, num_classes: int | None = None) -> torch.dtype:
+    """Check shapes and dtypes; return the compute dtype ``promote_types(logits.dtype, float32)``.
+
+    Target *values* are not range-checked here (that would force a host-device sync every step);
+    out-of-range labels fail inside ``gather`` / ``cross_entropy``.
+    """
+    if not isinstance(logits, Tensor) or logits.dim() != 2 or not logits.is_floating_point():
+        got = f"{logits.dtype} {tuple(logits.shape)}" if isinstance(logits, Tensor) else type(logits).__name__
+        raise ValueError(f"logits must be a floating [B, C] tensor, got {got}")
+    if num_classes is not None and logits.shape[1] != num_classes:
+        raise ValueError(f"logits have {logits.shape[1]} classes but the loss was built for {num_classes}")
+    if not isinstance(targets, Tensor) or targets.dtype != torch.long or targets.shape != logits.shape[:1]:
+        got = f"{targets.dtype} {tuple(targets.shape)}" if isinstance(targets, Tensor) else type(targets).__name__
+        raise ValueError(f"targets must be an int64 tensor of shape ({logits.shape[0]},), got {got}")
+    return torch.promote_types(logits.dtype, torch.float32)
+
+
+def subtract_at_targets(logits: Tensor, targets: Tensor, per_class: Tensor) -> Tensor:
+    """``z - per_class[y_i] e_{y_i}`` row-wise: lower only the true-class logit (out of place)."""
+    shift = per_class.to(logits.dtype)[targets].unsqueeze(1)
+    return logits.scatter_add(1, targets.unsqueeze(1), -shift)
+
+
+def log_prior(class_counts: Tensor) -> Tensor:
+    """``log pi_c = log n_c - log sum_j n_j`` (the empirical class prior, in log space)."""
+    return torch.log(class_counts) - torch.log(class_counts.sum())
