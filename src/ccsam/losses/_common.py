@@ -34,6 +34,13 @@ def check_real(
     return v
 
 
+def check_epoch(name: str, value: object) -> int:
+    """Return ``value`` if it is an int ``>= 0`` (an epoch counter), else raise a one-line ValueError."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+    return value
+
+
 def as_class_counts(class_counts: ClassCounts, name: str = "class_counts") -> Tensor:
     """``class_counts`` as a 1-D float32 tensor of positive finite values (kept on its device).
 

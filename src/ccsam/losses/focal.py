@@ -37,8 +37,8 @@ class FocalLoss(nn.Module):
 
     Example:
         >>> import torch
-        >>> FocalLoss(gamma=2.0)(torch.zeros(1, 2), torch.tensor([0])).item()  # 0.25 * log 2
-        0.17328679561614990
+        >>> FocalLoss(gamma=2.0)(torch.zeros(1, 2), torch.tensor([0])).item()  # (1 - 1/2)^2 * log 2
+        0.1732867956161499
     """
 
     alpha: Tensor | None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -9,10 +10,11 @@ from ccsam.losses._common import (
     ClassCounts,
     as_class_counts,
     check_logits_targets,
+    check_epoch,
     check_real,
     subtract_at_targets,
 )
-from ccsam.losses.weights import _check_epoch, drw_weights
+from ccsam.losses.weights import _effective_number_weights
 
 __all__ = ["LDAMLoss", "ldam_margins"]
 
@@ -27,7 +29,10 @@ def ldam_margins(class_counts: ClassCounts, max_margin: float = 0.5) -> Tensor:
         [0.0889, 0.5]
     """
     max_margin = check_real("max_margin", max_margin, low=0.0)
-    counts = as_class_counts(class_counts)
+    return _ldam_margins(as_class_counts(class_counts), max_margin)
+
+
+def _ldam_margins(counts: Tensor, max_margin: float) -> Tensor:
     return max_margin * (counts.min() / counts).pow(0.25)
 
 
@@ -71,22 +76,24 @@ class LDAMLoss(nn.Module):
         self.max_margin = check_real("max_margin", max_margin, low=0.0)
         self.scale = check_real("scale", scale, low=0.0, low_open=True)
         self.beta = check_real("beta", beta, low=0.0, high=1.0, high_open=True)
-        self.drw_start_epoch = None if drw_start_epoch is None else _check_epoch("drw_start_epoch", drw_start_epoch)
+        self.drw_start_epoch = None if drw_start_epoch is None else check_epoch("drw_start_epoch", drw_start_epoch)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         """Set the 0-based epoch that selects the DRW weights (no effect without ``drw_start_epoch``)."""
-        self.epoch = _check_epoch("epoch", epoch)
+        self.epoch = check_epoch("epoch", epoch)
 
     def margins(self) -> Tensor:
         """Per-class margins ``m_c`` ``[C]`` on the buffer's device."""
-        return ldam_margins(self.class_counts, self.max_margin)
+        return _ldam_margins(self.class_counts, self.max_margin)
 
     def class_weights(self) -> Tensor | None:
-        """The CE weights for the current epoch, or ``None`` when DRW is off."""
+        """The CE weights for the current epoch (``drw_weights``), or ``None`` when DRW is off."""
         if self.drw_start_epoch is None:
             return None
-        return drw_weights(self.class_counts, self.epoch, self.drw_start_epoch, self.beta)
+        if self.epoch < self.drw_start_epoch:
+            return torch.ones_like(self.class_counts)
+        return _effective_number_weights(self.class_counts, self.beta)
 
     def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
         """Mean LDAM loss of cosine ``logits [B, C]`` against ``targets [B]``."""

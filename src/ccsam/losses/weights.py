@@ -13,15 +13,9 @@ import math
 import torch
 from torch import Tensor
 
-from ccsam.losses._common import ClassCounts, as_class_counts, check_real
+from ccsam.losses._common import ClassCounts, as_class_counts, check_epoch, check_real
 
 __all__ = ["drw_weights", "effective_number_weights"]
-
-
-def _check_epoch(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name} must be an int >= 0, got {value!r}")
-    return value
 
 
 def effective_number_weights(class_counts: ClassCounts, beta: float = 0.9999) -> Tensor:
@@ -44,7 +38,11 @@ def effective_number_weights(class_counts: ClassCounts, beta: float = 0.9999) ->
         [1.0, 1.0]
     """
     beta = check_real("beta", beta, low=0.0, high=1.0, high_open=True)
-    counts = as_class_counts(class_counts)
+    return _effective_number_weights(as_class_counts(class_counts), beta)
+
+
+def _effective_number_weights(counts: Tensor, beta: float) -> Tensor:
+    """Kernel of :func:`effective_number_weights` for validated counts (no host-device sync)."""
     log_beta = math.log(beta) if beta > 0.0 else -math.inf
     inv_effective = (1.0 - beta) / -torch.expm1(counts * log_beta)
     return inv_effective * (counts.numel() / inv_effective.sum())
@@ -60,8 +58,8 @@ def drw_weights(class_counts: ClassCounts, epoch: int, start_epoch: int, beta: f
         >>> drw_weights([100, 10], epoch=0, start_epoch=1).tolist()
         [1.0, 1.0]
     """
-    epoch = _check_epoch("epoch", epoch)
-    start_epoch = _check_epoch("start_epoch", start_epoch)
+    epoch = check_epoch("epoch", epoch)
+    start_epoch = check_epoch("start_epoch", start_epoch)
     if epoch >= start_epoch:
         return effective_number_weights(class_counts, beta)
     check_real("beta", beta, low=0.0, high=1.0, high_open=True)

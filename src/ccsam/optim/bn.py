@@ -1,0 +1,71 @@
+"""BatchNorm running statistics updated once per two-pass (SAM-family) step.
+
+A SAM step runs two forward passes in train mode; without care every BatchNorm layer folds both
+batches into ``running_mean`` / ``running_var`` (the second at the perturbed weights ``w + eps``) and
+counts ``num_batches_tracked`` twice. Here the second pass is run with ``track_running_stats = False``:
+in train mode BatchNorm then normalises with the batch statistics exactly as before but neither reads
+nor writes its buffers, so the step leaves them as one forward pass at ``w`` would. (Setting
+``momentum = 0`` instead, as davda54/sam does, still increments ``num_batches_tracked``, breaks
+``momentum=None`` (cumulative averaging), and turns a NaN batch statistic into NaN buffers via ``0 * NaN``.)
+
+Covers every ``torch.nn.modules.batchnorm._BatchNorm`` (BatchNorm1d/2d/3d, SyncBatchNorm, lazy ones);
+not InstanceNorm, whose functional form updates tracked buffers regardless.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import weakref
+from collections.abc import Iterator
+
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+__all__ = ["bn_stats_frozen", "disable_running_stats", "enable_running_stats"]
+
+# Each layer's own flag before disable_running_stats, restored by enable_running_stats. Weak keys:
+# no attribute is added to the user's modules and no module is kept alive by this table.
+_saved_flags: weakref.WeakKeyDictionary[nn.Module, bool] = weakref.WeakKeyDictionary()
+
+
+def _batch_norms(model: nn.Module) -> Iterator[_BatchNorm]:
+    return (m for m in model.modules() if isinstance(m, _BatchNorm))
+
+
+def disable_running_stats(model: nn.Module) -> None:
+    """Stop every BatchNorm layer of ``model`` from updating its running statistics.
+
+    Train-mode outputs are unchanged (batch statistics); eval-mode layers keep using their buffers.
+    Idempotent: a second call does not overwrite the saved flags.
+
+    Example:
+        >>> disable_running_stats(model); loss_fn(model(x), y).backward(); enable_running_stats(model)
+    """
+    for m in _batch_norms(model):
+        if m not in _saved_flags:
+            _saved_flags[m] = m.track_running_stats
+        m.track_running_stats = False
+
+
+def enable_running_stats(model: nn.Module) -> None:
+    """Undo :func:`disable_running_stats`: each layer gets back its own ``track_running_stats``."""
+    for m in _batch_norms(model):
+        if m in _saved_flags:
+            m.track_running_stats = _saved_flags.pop(m)
+
+
+@contextlib.contextmanager
+def bn_stats_frozen(model: nn.Module) -> Iterator[nn.Module]:
+    """Context in which BatchNorm running statistics of ``model`` are not updated (restored on exit).
+
+    Use it around the second (perturbed) forward pass of a SAM-family step.
+
+    Example:
+        >>> with bn_stats_frozen(model):
+        ...     loss_fn(model(x), y).backward()
+    """
+    disable_running_stats(model)
+    try:
+        yield model
+    finally:
+        enable_running_stats(model)
