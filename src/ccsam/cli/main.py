@@ -7,10 +7,10 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from ccsam.cli import eval_cmd, presets_cmd, train_cmd
+from ccsam.cli import data_cmd, eval_cmd, presets_cmd, train_cmd
 from ccsam.errors import CcsamError
 
-_SUBCOMMANDS = {"train": train_cmd, "eval": eval_cmd, "presets": presets_cmd}
+_SUBCOMMANDS = {"train": train_cmd, "eval": eval_cmd, "presets": presets_cmd, "data": data_cmd}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,7 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ccsam",
         description="Deep long-tailed recognition with CC-SAM (Class-Conditional Sharpness-Aware Minimization).",
     )
-    sub = parser.add_subparsers(dest="command", metavar="{train,eval,presets}")
+    sub = parser.add_subparsers(dest="command", metavar="{train,eval,presets,data}")
     for name, module in _SUBCOMMANDS.items():
         module.add_parser(sub)
     return parser

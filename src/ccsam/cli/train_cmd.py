@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ccsam.config import DEFAULT_PRESET, known_keys, resolve_config
-from ccsam.errors import ConfigError
+from ccsam.errors import CcsamError, ConfigError
 from ccsam.reporting import format_results_table
 from ccsam.training.run_dir import RunDir, default_run_path
 from ccsam.training.trainer import train
@@ -30,6 +30,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--preset", default=None, help=f"preset name or YAML file (default: {DEFAULT_PRESET})")
     p.add_argument("--data-root", default=None, help="folder that holds the data set (sets data.root)")
+    p.add_argument("--data-cache", default=None, metavar="FILE",
+                   help="train from a `ccsam data export` file instead of the data set (sets data.cache)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the backbone (sets runtime.compile)")
     p.add_argument("--out", default=None, help="run folder to create (default: <out_dir>/<name>-<time>)")
     p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue an interrupted run")
     p.add_argument("--no-progress", action="store_true", help="no per-epoch progress bar")
@@ -38,7 +41,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if args.resume:
-        if args.preset or args.overrides or args.out or args.data_root:
+        if args.preset or args.overrides or args.out or args.data_root or args.data_cache or args.compile:
             raise ConfigError("--resume takes the run folder's own config; drop --preset/--out/--data-root/overrides")
         run_dir = RunDir.open(args.resume)
         config = run_dir.load_config()
@@ -47,10 +50,18 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         overrides = list(args.overrides)
         if args.data_root:
             overrides.append(f"data.root={Path(args.data_root).expanduser()}")
+        if args.data_cache:
+            overrides.append(f"data.cache={Path(args.data_cache).expanduser()}")
+        if args.compile:
+            overrides.append("runtime.compile=true")
         config = resolve_config(args.preset, overrides)
         run_dir = RunDir.create(args.out or default_run_path(config), config, ["ccsam", *argv])
         print(f"run folder: {run_dir.path}")
-        results = train(config, run_dir, progress=not args.no_progress)
+        try:
+            results = train(config, run_dir, progress=not args.no_progress)
+        except (CcsamError, FileNotFoundError):
+            run_dir.remove_if_unstarted()  # a set-up error leaves no half-made run folder behind
+            raise
     print(format_results_table(results))
     print(f"results: {run_dir.results_path}")
     return 0

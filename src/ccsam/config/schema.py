@@ -36,6 +36,7 @@ class DataConfig(_Section):
     dataset: DatasetName = "digits"
     root: str | None = Field(None, description="folder holding the data set (CLI --data-root)")
     download: bool = Field(False, description="fetch CIFAR / Fashion-MNIST through torchvision if absent")
+    cache: str | None = Field(None, description="read all splits from a `ccsam data export` file (CLI --data-cache)")
     profile: Literal["exp", "step"] = "exp"
     imbalance_ratio: float = Field(100.0, ge=1.0, description="IR = n_max / n_min")
     n_max: int | None = Field(None, ge=1, description="head-class size; default: the smallest full class size")

@@ -88,8 +88,13 @@ def build_data(cfg: DataConfig) -> LongTailData:
 
     The long-tailed profile is ``long_tail_counts(n_max, C, IR, profile)`` with ``n_max`` defaulting to the
     smallest full class size; the subset and the validation images are chosen with ``subset_seed`` only
-    (independent of the training seed). The test split is the data set's own, untouched.
+    (independent of the training seed). The test split is the data set's own, untouched. With
+    ``data.cache`` set, all three splits come from that file instead (checked against ``cfg``).
     """
+    if cfg.cache is not None:
+        from ccsam.data.cache import load_cache  # the cache module builds on this one
+
+        return load_cache(cfg.cache, cfg)
     root = resolve_data_root(cfg)
     extra = cfg.synthetic.model_dump() if cfg.dataset == "synthetic" else {}
     if cfg.dataset == "digits":

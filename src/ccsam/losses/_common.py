@@ -46,13 +46,7 @@ def as_class_counts(class_counts: ClassCounts, name: str = "class_counts") -> Te
 
     float32 holds integer counts exactly up to 2**24 per class, far beyond any LT benchmark.
     """
-    try:
-        counts = torch.as_tensor(class_counts)
-    except (TypeError, ValueError, RuntimeError) as err:
-        raise ValueError(f"{name} must be a 1-D tensor or sequence of numbers ({err})") from None
-    if counts.dim() != 1 or counts.numel() == 0 or counts.dtype == torch.bool or counts.is_complex():
-        raise ValueError(f"{name} must be a non-empty 1-D real tensor, got {counts.dtype} {tuple(counts.shape)}")
-    counts = counts.detach().to(torch.float32)
+    counts = _as_vector(class_counts, name)
     if not bool((torch.isfinite(counts) & (counts > 0)).all()):
         raise ValueError(f"{name} must be finite and > 0 for every class")
     return counts
@@ -60,16 +54,24 @@ def as_class_counts(class_counts: ClassCounts, name: str = "class_counts") -> Te
 
 def as_class_vector(values: ClassCounts, name: str) -> Tensor:
     """A per-class vector (e.g. class weights) as a 1-D float32 tensor of finite values ``>= 0``."""
+    vec = _as_vector(values, name)
+    if not bool((torch.isfinite(vec) & (vec >= 0)).all()):
+        raise ValueError(f"{name} must be finite and >= 0 for every class")
+    return vec
+
+
+def _as_vector(values: ClassCounts, name: str) -> Tensor:
     try:
         vec = torch.as_tensor(values)
     except (TypeError, ValueError, RuntimeError) as err:
         raise ValueError(f"{name} must be a 1-D tensor or sequence of numbers ({err})") from None
     if vec.dim() != 1 or vec.numel() == 0 or vec.dtype == torch.bool or vec.is_complex():
         raise ValueError(f"{name} must be a non-empty 1-D real tensor, got {vec.dtype} {tuple(vec.shape)}")
-    vec = vec.detach().to(torch.float32)
-    if not bool((torch.isfinite(vec) & (vec >= 0)).all()):
-        raise ValueError(f"{name} must be finite and >= 0 for every class")
-    return vec
+    return vec.detach().to(torch.float32)
+
+
+def _describe(x: object) -> str:
+    return f"{x.dtype} {tuple(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
 
 
 def check_logits_targets(logits: Tensor, targets: Tensor, num_classes: int | None = None) -> torch.dtype:
@@ -79,13 +81,12 @@ def check_logits_targets(logits: Tensor, targets: Tensor, num_classes: int | Non
     out-of-range labels fail inside ``gather`` / ``cross_entropy``.
     """
     if not isinstance(logits, Tensor) or logits.dim() != 2 or not logits.is_floating_point():
-        got = f"{logits.dtype} {tuple(logits.shape)}" if isinstance(logits, Tensor) else type(logits).__name__
-        raise ValueError(f"logits must be a floating [B, C] tensor, got {got}")
+        raise ValueError(f"logits must be a floating [B, C] tensor, got {_describe(logits)}")
     if num_classes is not None and logits.shape[1] != num_classes:
         raise ValueError(f"logits have {logits.shape[1]} classes but the loss was built for {num_classes}")
     if not isinstance(targets, Tensor) or targets.dtype != torch.long or targets.shape != logits.shape[:1]:
-        got = f"{targets.dtype} {tuple(targets.shape)}" if isinstance(targets, Tensor) else type(targets).__name__
-        raise ValueError(f"targets must be an int64 tensor of shape ({logits.shape[0]},), got {got}")
+        expected = f"int64 tensor of shape ({logits.shape[0]},)"
+        raise ValueError(f"targets must be an {expected}, got {_describe(targets)}")
     return torch.promote_types(logits.dtype, torch.float32)
 
 

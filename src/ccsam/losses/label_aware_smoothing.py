@@ -42,7 +42,8 @@ def label_aware_epsilons(
 def _label_aware_epsilons(counts: Tensor, eps_head: float, eps_tail: float, shape: str) -> Tensor:
     """Kernel of :func:`label_aware_epsilons` (no data-dependent branch, so no host-device sync)."""
     span = counts.max() - counts.min()
-    ratio = torch.where(span > 0, (counts - counts.min()) / span.clamp_min(torch.finfo(counts.dtype).tiny), torch.ones_like(counts))
+    ratio = (counts - counts.min()) / span.clamp_min(torch.finfo(counts.dtype).tiny)
+    ratio = torch.where(span > 0, ratio, torch.ones_like(counts))
     if shape == "concave":
         ratio = (0.5 * math.pi * ratio).sin()
     return eps_tail + (eps_head - eps_tail) * ratio

@@ -76,7 +76,9 @@ class LDAMLoss(nn.Module):
         self.max_margin = check_real("max_margin", max_margin, low=0.0)
         self.scale = check_real("scale", scale, low=0.0, low_open=True)
         self.beta = check_real("beta", beta, low=0.0, high=1.0, high_open=True)
-        self.drw_start_epoch = None if drw_start_epoch is None else check_epoch("drw_start_epoch", drw_start_epoch)
+        self.drw_start_epoch = (
+            None if drw_start_epoch is None else check_epoch("drw_start_epoch", drw_start_epoch)
+        )
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:

@@ -115,7 +115,8 @@ def build_loss(name: str, class_counts: ClassCounts | None = None, **kwargs: obj
     accepted = [p for p in inspect.signature(entry.builder).parameters if p != "class_counts"]
     unknown = sorted(set(kwargs) - set(accepted))
     if unknown:
-        raise ValueError(f"loss {name!r} got unknown options {', '.join(unknown)} (valid: {', '.join(accepted)})")
+        valid = ", ".join(accepted)
+        raise ValueError(f"loss {name!r} got unknown options {', '.join(unknown)} (valid: {valid})")
     if not entry.needs_class_counts:
         return entry.builder(**kwargs)
     if class_counts is None:

@@ -40,7 +40,7 @@ def _check_linear(linear: object) -> nn.Linear:
 
 
 class CosineHead(nn.Module):
-    """``logits = s * normalize(f) @ normalize(W)^T``: cosines between features and class weights, times ``s``.
+    """``logits = s * normalize(f) @ normalize(W)^T``: ``s`` times the feature-to-class-weight cosines.
 
     No bias (``.bias`` is ``None``). For LDAM and GCL use ``scale=1.0`` (the loss applies its own scale
     after the margin); for a stand-alone cosine classifier ``scale`` around 16-30. Rows of ``W`` start
@@ -83,7 +83,7 @@ class CosineHead(nn.Module):
 
 
 def tau_normalized_weight(weight: Tensor, tau: float) -> Tensor:
-    """``w_c / ||w_c||_2^tau`` row-wise (Kang et al. 2020): ``tau = 0`` is the identity, ``tau = 1`` unit rows.
+    """``w_c / ||w_c||_2^tau`` row-wise (Kang et al. 2020): ``tau = 0`` is identity, ``tau = 1`` unit rows.
 
     Row norms are clamped at ``1e-12`` so that an all-zero row stays zero. Returns a new tensor.
 

@@ -38,8 +38,11 @@ def disable_running_stats(model: nn.Module) -> None:
     Train-mode outputs are unchanged (batch statistics); eval-mode layers keep using their buffers.
     Idempotent: a second call does not overwrite the saved flags.
 
-    Example:
-        >>> disable_running_stats(model); loss_fn(model(x), y).backward(); enable_running_stats(model)
+    Example::
+
+        disable_running_stats(model)
+        loss_fn(model(x), y).backward()  # the perturbed pass of a SAM step
+        enable_running_stats(model)
     """
     for m in _batch_norms(model):
         if m not in _saved_flags:
@@ -60,9 +63,10 @@ def bn_stats_frozen(model: nn.Module) -> Iterator[nn.Module]:
 
     Use it around the second (perturbed) forward pass of a SAM-family step.
 
-    Example:
-        >>> with bn_stats_frozen(model):
-        ...     loss_fn(model(x), y).backward()
+    Example::
+
+        with bn_stats_frozen(model):
+            loss_fn(model(x), y).backward()
     """
     disable_running_stats(model)
     try:

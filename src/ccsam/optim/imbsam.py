@@ -54,7 +54,7 @@ def split_head_tail_loss(
         (tensor(0.5000), tensor(1.5000))
     """
     if losses.dim() != 1 or labels.shape != losses.shape:
-        raise ValueError(f"losses and labels must both be [B], got {tuple(losses.shape)} and {tuple(labels.shape)}")
+        raise ValueError(f"losses and labels must be [B], got {tuple(losses.shape)}, {tuple(labels.shape)}")
     if class_counts.dim() != 1:
         raise ValueError(f"class_counts must be [C], got shape {tuple(class_counts.shape)}")
     is_tail = (class_counts < tail_threshold).to(labels.device)[labels]
@@ -84,14 +84,20 @@ class ImbSAM(SAM):
         One step (``loss_fn`` with ``reduction="none"``)::
 
             opt = ImbSAM(model.parameters(), torch.optim.SGD, class_counts, rho=0.05, lr=0.01, momentum=0.9)
-            head, tail = opt.split_loss(loss_fn(model(x), y), y)          # at w
+            head, tail = opt.split_loss(loss_fn(model(x), y), y)       # at w
             head.backward(retain_graph=True)
-            opt.store_head_grad()                                         # keeps grad L_head(w), zeroes p.grad
+            opt.store_head_grad()                                      # keep grad L_head(w); zero p.grad
             tail.backward()
-            opt.first_step(zero_grad=True)                                # w <- w + rho g_tail / ||g_tail||
+            opt.first_step(zero_grad=True)                             # w <- w + rho g_tail / ||g_tail||
             with bn_stats_frozen(model):
-                opt.split_loss(loss_fn(model(x), y), y)[1].backward()     # grad L_tail(w + eps)
-            opt.second_step(zero_grad=True)                               # restore w; step with head + tail
+                opt.split_loss(loss_fn(model(x), y), y)[1].backward()  # grad L_tail(w + eps)
+            opt.second_step(zero_grad=True)                            # restore w; step with head + tail
+
+        fp16: backpropagate ``scaler.scale(...)`` of all three losses (one scale per step, so the kept
+        head gradient and the tail gradient add up consistently) and pass ``grad_scaler`` as for SAM.
+        DDP: one forward cannot feed two synchronised backwards, so the two first-pass backwards run
+        under ``maybe_no_sync(model)``; the kept head gradient is then rank-local (all-reduce it in the
+        caller if the exact single-device update is wanted).
     """
 
     def __init__(
@@ -104,10 +110,11 @@ class ImbSAM(SAM):
         **base_kwargs: Any,
     ) -> None:
         if "eta" in base_kwargs or "adaptive" in base_kwargs:
-            raise ValueError("ImbSAM's head/tail threshold is `tail_threshold` (the paper's eta); ASAM options are not taken")
+            raise ValueError("ImbSAM takes no ASAM options; the paper's eta is `tail_threshold`")
         counts = torch.as_tensor(class_counts).detach().clone()
         if counts.dim() != 1 or counts.numel() == 0 or bool((counts < 0).any()):
-            raise ValueError(f"class_counts must be a non-empty 1-D tensor of counts >= 0, got shape {tuple(counts.shape)}")
+            shape = tuple(counts.shape)
+            raise ValueError(f"class_counts must be a non-empty 1-D tensor of counts >= 0, got shape {shape}")
         if not tail_threshold >= 0:
             raise ValueError(f"tail_threshold must be >= 0, got {tail_threshold}")
         super().__init__(params, base_optimizer_cls, rho=rho, **base_kwargs)
@@ -128,7 +135,7 @@ class ImbSAM(SAM):
     def store_head_grad(self) -> None:
         """Keep the current ``p.grad`` (``grad L_head(w)``) for :meth:`second_step`, then zero ``p.grad``."""
         if self._backup is not None:
-            raise RuntimeError("store_head_grad() must come before first_step(): the head gradient is taken at w")
+            raise RuntimeError("store_head_grad() must come before first_step(): the head gradient is at w")
         # A copy, not the tensor itself: under DDP p.grad may be a view of a bucket the next backward reuses.
         self._head_grads = {
             p: p.grad.detach().clone() for g in self.param_groups for p in g["params"] if p.grad is not None

@@ -54,9 +54,10 @@ def maybe_no_sync(model: nn.Module) -> contextlib.AbstractContextManager[Any]:
     Wrap SAM's *first* forward + backward in it: the perturbation is computed from the rank-local
     gradient and only the gradient at ``w + eps`` is all-reduced (one all-reduce per step, as SGD).
 
-    Example:
-        >>> with maybe_no_sync(model):
-        ...     loss_fn(model(x), y).backward()
+    Example::
+
+        with maybe_no_sync(model):
+            loss_fn(model(x), y).backward()
     """
     no_sync = getattr(model, "no_sync", None)
     return no_sync() if callable(no_sync) else contextlib.nullcontext()
@@ -138,9 +139,9 @@ class SAM(Optimizer):
 
     @torch.no_grad()
     def first_step(self, zero_grad: bool = False) -> None:
-        """Save ``w`` and move to ``w + eps`` with ``eps`` from the current ``p.grad`` (eq. 2 of Foret et al.)."""
+        """Save ``w``, move to ``w + eps``, ``eps`` from the current ``p.grad`` (Foret et al., eq. 2)."""
         if self._backup is not None:
-            raise RuntimeError("first_step() called twice without second_step(); the saved weights would be lost")
+            raise RuntimeError("first_step() called twice without second_step(); the saved w would be lost")
         norm = self._grad_norm()
         self._backup = {}
         for group in self.param_groups:
@@ -183,7 +184,7 @@ class SAM(Optimizer):
         ``grad_scaler.scale(loss)``.
         """
         if closure is None:
-            raise ValueError("SAM.step needs a closure that re-runs forward and backward; or call first_step/second_step")
+            raise ValueError("SAM.step needs a closure that re-runs forward and backward at w + eps")
         self.first_step(zero_grad=True)
         with torch.enable_grad():
             loss = closure()

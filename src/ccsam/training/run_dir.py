@@ -111,6 +111,14 @@ class RunDir:
             raise RunDirError(f"'{run.path}' is not a ccsam run folder (no config.yaml); pass a folder made by `ccsam train`")
         return run
 
+    def remove_if_unstarted(self) -> None:
+        """Delete a folder that :meth:`create` made but no epoch ever wrote to (set-up failed)."""
+        created = {"config.yaml", "argv.txt", "env.json", "split_manifest.json"}
+        if self.path.is_dir() and {p.name for p in self.path.iterdir()} <= created:
+            for name in created:
+                (self.path / name).unlink(missing_ok=True)
+            self.path.rmdir()
+
     def load_config(self) -> RunConfig:
         return load_config_file(self.config_path)
 

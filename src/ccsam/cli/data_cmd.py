@@ -1,0 +1,38 @@
+"""``ccsam data export``: a preset's train / validation / test splits in one lossless file."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+from ccsam.config import DEFAULT_PRESET, resolve_config
+from ccsam.data.build import build_data
+from ccsam.data.cache import export_cache
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("data", help="export a preset's data splits to one file (for machines without the data)",
+                       description="Data utilities.")
+    actions = p.add_subparsers(dest="data_command", metavar="{export}", required=True)
+    export = actions.add_parser(
+        "export", help="write the long-tailed train, validation and test splits of a preset to FILE",
+        description="Write the long-tailed train subset, the validation and the test split of a preset "
+        "(with its split manifest and normalisation statistics) to one losslessly compressed file; "
+        "`ccsam train --data-cache FILE` then trains from it with no data set on disk.")
+    export.add_argument("--preset", default=None, help=f"preset name or YAML file (default: {DEFAULT_PRESET})")
+    export.add_argument("--data-root", default=None, help="folder that holds the data set")
+    export.add_argument("--out", required=True, help="file to create (never overwritten)")
+    export.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="data.* overrides, e.g. data.imbalance_ratio=200")
+
+
+def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    overrides = list(args.overrides)
+    if args.data_root:
+        overrides.append(f"data.root={Path(args.data_root).expanduser()}")
+    config = resolve_config(args.preset, overrides)
+    data = build_data(config.data)
+    info = export_cache(data, config.data, args.out)
+    print(f"wrote {info['path']}: {info['bytes'] / 1e6:.1f} MB for {info['raw_pixel_bytes'] / 1e6:.1f} MB of pixels "
+          f"({len(data.train)} train / {len(data.val)} val / {len(data.test)} test images)")
+    return 0
