@@ -49,6 +49,10 @@ class DataConfig(_Section):
     crop_padding: int = Field(4, ge=0)
     cutout_size: int = Field(16, ge=0, description="side of the Cutout hole in pixels")
     autoaugment_fill: int = Field(128, ge=0, le=255, description="fill of AutoAugment's geometric ops")
+    loader: Literal["memory", "dataloader"] = Field(
+        "memory", description="memory = whole split on the device, batched augmentation; dataloader = workers"
+    )
+    num_workers: int = Field(2, ge=0, description="dataloader only: worker processes")
     batch_size: int = Field(64, ge=1)
     eval_batch_size: int = Field(512, ge=1)
     synthetic: SyntheticConfig = SyntheticConfig()

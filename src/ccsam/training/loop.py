@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 
 from ccsam.data.arrays import ImageArrays
 from ccsam.data.augment import MixedBatch
+from ccsam.data.dataloader import DataLoaderBatches
 from ccsam.data.loader import InMemoryLoader, eval_batches
 from ccsam.models import Classifier
 from ccsam.optim.schedules import set_learning_rate
@@ -22,7 +23,7 @@ Objective = Callable[[Classifier, MixedBatch], StepOutput]
 
 def train_one_epoch(
     model: Classifier,
-    loader: InMemoryLoader,
+    loader: InMemoryLoader | DataLoaderBatches,
     objective: Objective,
     optimizer: Optimizer,
     lr_at_step: Callable[[int], float],
@@ -37,7 +38,7 @@ def train_one_epoch(
     host synchronisation per step). The forward pass runs under ``runtime.autocast()``.
     """
     autocast = runtime.autocast if runtime is not None else contextlib.nullcontext
-    device = loader.arrays.images.device
+    device = next(model.parameters()).device
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
@@ -72,7 +73,8 @@ def predict(
     memory_format = torch.channels_last if runtime is not None and runtime.channels_last else torch.contiguous_format
     autocast = runtime.autocast if runtime is not None else contextlib.nullcontext
     with autocast():
-        outputs = [model(x) for x, _ in eval_batches(arrays, batch_size, mean, std, memory_format)]
+        device = next(model.parameters()).device
+        outputs = [model(x.to(device)) for x, _ in eval_batches(arrays, batch_size, mean, std, memory_format)]
     model.train(was_training)
     if not outputs:
         return torch.empty(0, model.num_classes)

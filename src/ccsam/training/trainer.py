@@ -18,6 +18,7 @@ from torch.optim import SGD
 
 from ccsam.config.schema import RunConfig, ScheduleFields
 from ccsam.data.build import LongTailData, build_data
+from ccsam.data.dataloader import DataLoaderBatches
 from ccsam.data.loader import AugmentSpec, InMemoryLoader
 from ccsam.data.samplers import build_sampler
 from ccsam.errors import RunDirError
@@ -50,7 +51,7 @@ class _Stage:
     config: ScheduleFields
     first_epoch: int
     optimizer: SGD
-    loader: InMemoryLoader
+    loader: InMemoryLoader | DataLoaderBatches
 
 
 def _sgd(params: Any, stage: ScheduleFields) -> SGD:
@@ -73,8 +74,14 @@ def _build_stage(number: int, cfg: RunConfig, model: Classifier, data: LongTailD
     sampler = build_sampler(stage_cfg.sampler, data.train.labels.cpu(), data.num_classes, seed)
     mixup_alpha = cfg.stage1.mixup_alpha if number == 1 else 0.0
     memory_format = torch.channels_last if runtime.channels_last else torch.contiguous_format
-    loader = InMemoryLoader(data.train, sampler, cfg.data.batch_size, _augment_spec(cfg, data), mixup_alpha, seed,
-                            memory_format=memory_format)
+    spec = _augment_spec(cfg, data)
+    loader: Any
+    if cfg.data.loader == "dataloader":
+        loader = DataLoaderBatches(data.train, sampler, cfg.data.batch_size, spec, mixup_alpha, seed, runtime.device,
+                                   num_workers=cfg.data.num_workers, memory_format=memory_format)
+    else:
+        loader = InMemoryLoader(data.train, sampler, cfg.data.batch_size, spec, mixup_alpha, seed,
+                                memory_format=memory_format)
     first_epoch = 0 if number == 1 else cfg.stage1.epochs
     return _Stage(number, stage_cfg, first_epoch, _sgd(params, stage_cfg), loader)
 
@@ -120,7 +127,8 @@ class Trainer:
         self.progress = progress
         self.device = select_device(cfg.device)
         data = build_data(cfg.data)
-        self.data = data.to(self.device)
+        # The DataLoader path keeps images in host memory and moves each batch; otherwise all on the device.
+        self.data = data if cfg.data.loader == "dataloader" else data.to(self.device)
         self.counts = data.class_counts.to(self.device)
         self.runtime = Runtime.resolve(cfg.runtime, self.device)
         torch.manual_seed(cfg.seed)
