@@ -143,7 +143,7 @@ def test_class_aware_handles_cifar100_lt_scale() -> None:
 
 def test_build_sampler() -> None:
     labels = _lt_labels([6, 3, 1])
-    assert list_samplers() == ["class_aware", "instance"]
+    assert list_samplers() == ["class_aware", "class_balanced", "instance", "progressive", "sqrt"]
     assert isinstance(build_sampler("instance", labels, 3, seed=0), InstanceSampler)
     class_aware = build_sampler("class_aware", labels, 3, seed=0)
     assert isinstance(class_aware, ClassAwareSampler) and len(class_aware) == len(labels)

@@ -58,12 +58,15 @@ def _check_keys(tree: Mapping[str, Any], model: type[BaseModel] = RunConfig, pre
 
 def _format_validation_error(error: ValidationError) -> str:
     first = error.errors()[0]
-    where = ".".join(str(part) for part in first["loc"]) or "config"
+    message = str(first["msg"]).removeprefix("Value error, ")
     got = first.get("input")
     got_text = "" if isinstance(got, Mapping) else f" (got {got!r})"
     more = len(error.errors()) - 1
     tail = f"; and {more} more problem(s)" if more else ""
-    return f"invalid value for '{where}': {first['msg']}{got_text}{tail}"
+    where = ".".join(str(part) for part in first["loc"])
+    if not where:
+        return f"invalid config: {message}{tail}"
+    return f"invalid value for '{where}': {message}{got_text}{tail}"
 
 
 def parse_override(text: str) -> tuple[str, Any]:

@@ -58,12 +58,37 @@ class DataConfig(_Section):
     synthetic: SyntheticConfig = SyntheticConfig()
 
 
+LossName = Literal["ce", "focal", "ldam", "balanced_softmax", "logit_adjusted", "vs", "label_aware_smoothing", "gcl"]
+COSINE_LOSSES = ("ldam", "gcl")  # expect cosine logits in [-1, 1] and apply their own scale
+
+
+class LossConfig(_Section):
+    """A registered loss (``ccsam.losses``) and its constructor options, e.g. ``{drw_start_epoch: 160}``."""
+
+    name: LossName = "ce"
+    options: dict[str, float | int | bool | None] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _known_options(self) -> LossConfig:
+        import inspect
+
+        from ccsam.losses.registry import LOSSES
+
+        accepted = [p for p in inspect.signature(LOSSES[self.name].builder).parameters if p != "class_counts"]
+        unknown = sorted(set(self.options) - set(accepted) - {"generator"})
+        if unknown:
+            raise ValueError(f"loss '{self.name}' has no option {', '.join(unknown)}; it takes {', '.join(accepted)}")
+        return self
+
+
 class ModelConfig(_Section):
-    """Backbone architecture and the linear head on top of it."""
+    """Backbone architecture and the classifier head on top of it."""
 
     arch: str = "resnet32"
     width: int = Field(32, ge=1, description="small_cnn only: channels of the first block")
     bias: bool = True
+    head: Literal["linear", "cosine"] = Field("linear", description="cosine: s * cos(f, w_c), no bias")
+    head_scale: float = Field(1.0, gt=0.0, description="cosine head scale s (1 for LDAM / GCL, which scale)")
 
 
 class ScheduleFields(_Section):
@@ -95,22 +120,32 @@ class Stage1Config(ScheduleFields):
     """
 
     method: Literal["erm", "ccsam"] = "ccsam"
-    sampler: Literal["instance", "class_aware"] = "instance"
+    loss: LossConfig = LossConfig()
+    sampler: Literal["instance", "class_aware", "class_balanced", "sqrt", "progressive"] = "instance"
     mixup_alpha: float = Field(0.0, ge=0.0, description="Beta(alpha, alpha) mixup; 0 turns mixup off")
     flat_ratio: float = Field(0.3, ge=0.0, le=1.0, description="beta: weight of the class-conditional loss")
     noise_scale: float = Field(1e-6, ge=0.0, description="s: multiplier of the closed-form radius")
+    optimizer: Literal["sgd", "sam", "asam", "imbsam"] = Field("sgd", description="SGD, or a two-pass SAM variant")
+    rho: float = Field(0.05, ge=0.0, description="SAM / ASAM / ImbSAM radius")
+    asam_eta: float = Field(0.01, ge=0.0, description="ASAM: T_w = |w| + eta")
+    imbsam_tail_threshold: int = Field(20, ge=1, description="ImbSAM: classes with n_c below it are tail")
 
 
 class Stage2Config(ScheduleFields):
     """Stage 2: head-only re-training on class-balanced batches against adversarial features."""
 
-    method: Literal["ccsam"] = "ccsam"
+    method: Literal["ccsam", "retrain", "lws"] = Field(
+        "ccsam", description="ccsam: adversarial features; retrain: head (cRT, MiSLAS, GCL); lws: per-class scales"
+    )
+    loss: LossConfig = Field(LossConfig(), description="loss of retrain / lws (ccsam uses its own)")
+    reinit_head: bool = Field(False, description="retrain: start from a fresh head (cRT)")
+    train_bn: bool = Field(False, description="also train BatchNorm affine parameters (MiSLAS shift learning)")
     epochs: int = Field(0, ge=0, description="0 turns stage 2 off")
     lr: float = Field(0.01, gt=0.0)
     schedule: Literal["official_step", "cosine", "constant"] = "constant"
     warmup_epochs: int = Field(0, ge=0)
     milestones: tuple[int, ...] = ()
-    sampler: Literal["instance", "class_aware"] = "class_aware"
+    sampler: Literal["instance", "class_aware", "class_balanced", "sqrt", "progressive"] = "class_aware"
     bn_mode: Literal["train", "eval"] = Field("train", description="train = official (BN stats drift)")
     up_limit: float = Field(1.0, ge=0.0, le=1.0, description="cap of the adversarial weight alpha")
     div: float = Field(2.0, gt=0.0, description="w_c = ln(n_max / n_c + 0.01) / div")
@@ -124,6 +159,8 @@ class EvalConfig(_Section):
     many_threshold: int = Field(100, ge=0, description="many-shot: n_c > many_threshold")
     few_threshold: int = Field(20, ge=0, description="few-shot: n_c < few_threshold")
     ece_bins: int = Field(15, ge=1)
+    posthoc_tau: float = Field(0.0, ge=0.0, description="post-hoc logit adjustment z - tau log pi at prediction")
+    tau_norm: float | None = Field(None, ge=0.0, description="tau-normalise the head's class weights at prediction")
 
     @model_validator(mode="after")
     def _ordered(self) -> EvalConfig:
@@ -160,6 +197,22 @@ class RunConfig(_Section):
     stage2: Stage2Config = Stage2Config()
     eval: EvalConfig = EvalConfig()
     runtime: RuntimeConfig = RuntimeConfig()
+
+    @model_validator(mode="after")
+    def _compatible(self) -> RunConfig:
+        cosine = self.model.head == "cosine"
+        for stage, loss in (("stage1", self.stage1.loss), ("stage2", self.stage2.loss)):
+            if loss.name in COSINE_LOSSES and not cosine:
+                raise ValueError(f"{stage}.loss.name={loss.name} needs model.head=cosine (with model.head_scale=1)")
+        if cosine and self.stage1.method == "ccsam":
+            raise ValueError("stage1.method=ccsam needs model.head=linear (its closed form is for a linear head)")
+        if self.stage2.epochs and cosine and self.stage2.method in ("ccsam", "lws"):
+            raise ValueError(f"stage2.method={self.stage2.method} needs model.head=linear")
+        if cosine and self.eval.tau_norm is not None:
+            raise ValueError("eval.tau_norm needs model.head=linear")
+        if self.stage1.optimizer == "imbsam" and self.stage1.method == "ccsam":
+            raise ValueError("stage1.optimizer=imbsam works with stage1.method=erm")
+        return self
 
     @property
     def total_epochs(self) -> int:

@@ -3,6 +3,12 @@
 Each sampler owns one ``torch.Generator`` seeded at construction; every draw goes through it,
 and ``state_dict`` / ``load_state_dict`` capture it together with any iterator state, so a
 resumed run continues the exact index sequence of an uninterrupted one.
+
+Samplers: ``instance`` (a permutation per epoch), ``class_aware`` (cyclic class / instance
+iterators), and the class-conditional with-replacement family of Kang et al., ICLR 2020
+("Decoupling Representation and Classifier for Long-Tailed Recognition"): ``class_balanced``
+(``p_c`` uniform over classes), ``sqrt`` (``p_c`` proportional to ``sqrt(n_c)``) and ``progressive``
+(linear interpolation from instance-balanced to class-balanced over the stage).
 """
 
 from __future__ import annotations
@@ -12,7 +18,16 @@ from typing import Any, Literal, Protocol
 
 import torch
 
-__all__ = ["ClassAwareSampler", "IndexSampler", "InstanceSampler", "build_sampler", "list_samplers"]
+__all__ = [
+    "ClassAwareSampler",
+    "ClassBalancedSampler",
+    "IndexSampler",
+    "InstanceSampler",
+    "ProgressiveSampler",
+    "SquareRootSampler",
+    "build_sampler",
+    "list_samplers",
+]
 
 
 class IndexSampler(Protocol):
@@ -43,6 +58,31 @@ def _permutation_rows(rows: int, size: int, generator: torch.Generator) -> torch
     # (which would still give a valid permutation under a stable sort) vanishingly rare.
     keys = torch.rand(rows, size, generator=generator, dtype=torch.float64)
     return torch.argsort(keys, dim=1, stable=True)
+
+
+def _check_labels(labels: torch.Tensor, num_classes: int, owner: str) -> torch.Tensor:
+    """Validate training labels against ``num_classes``; return them as a CPU int64 tensor."""
+    if not isinstance(labels, torch.Tensor) or labels.dim() != 1 or labels.is_floating_point():
+        raise ValueError("labels must be a 1-D integer tensor of the long-tailed training set")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    labels = labels.detach().cpu().to(torch.int64)
+    if labels.numel() == 0:
+        raise ValueError(f"{owner} needs at least one sample; the label tensor is empty")
+    if int(labels.min()) < 0 or int(labels.max()) >= num_classes:
+        raise ValueError(
+            f"labels span [{int(labels.min())}, {int(labels.max())}] but num_classes is {num_classes}; "
+            "pass the data set's num_classes"
+        )
+    return labels
+
+
+def _epoch_length(samples_per_epoch: int | None, num_samples: int) -> int:
+    """Resolve ``samples_per_epoch`` (``None`` means one pass worth, ``num_samples``)."""
+    samples = num_samples if samples_per_epoch is None else samples_per_epoch
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+        raise ValueError(f"samples_per_epoch must be a positive int or None, got {samples_per_epoch!r}")
+    return samples
 
 
 def _check_kind(state: dict[str, Any], kind: str) -> None:
@@ -115,21 +155,8 @@ class ClassAwareSampler:
     def __init__(
         self, labels: torch.Tensor, num_classes: int, seed: int, samples_per_epoch: int | None = None
     ) -> None:
-        if not isinstance(labels, torch.Tensor) or labels.dim() != 1 or labels.is_floating_point():
-            raise ValueError("labels must be a 1-D integer tensor of the long-tailed training set")
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-        labels = labels.detach().cpu().to(torch.int64)
-        if labels.numel() == 0:
-            raise ValueError("ClassAwareSampler needs at least one sample; the label tensor is empty")
-        if int(labels.min()) < 0 or int(labels.max()) >= num_classes:
-            raise ValueError(
-                f"labels span [{int(labels.min())}, {int(labels.max())}] but num_classes is {num_classes}; "
-                "pass the data set's num_classes"
-            )
-        samples = len(labels) if samples_per_epoch is None else samples_per_epoch
-        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-            raise ValueError(f"samples_per_epoch must be a positive int or None, got {samples_per_epoch!r}")
+        labels = _check_labels(labels, num_classes, "ClassAwareSampler")
+        samples = _epoch_length(samples_per_epoch, len(labels))
         self.num_classes = num_classes
         self.samples_per_epoch = samples
         self.seed = seed
@@ -223,25 +250,214 @@ class ClassAwareSampler:
         self._pointers = [int(p) for p in state["pointers"]]
 
 
-_SAMPLERS: dict[str, Callable[[torch.Tensor, int, int], IndexSampler]] = {
-    "instance": lambda labels, num_classes, seed: InstanceSampler(len(labels), seed),
-    "class_aware": lambda labels, num_classes, seed: ClassAwareSampler(labels, num_classes, seed),
+class _ClassConditionalSampler:
+    """Shared machinery: draw classes i.i.d. from ``p_c``, then an instance uniformly within the class.
+
+    One epoch of ``S = samples_per_epoch`` draws, with replacement, is::
+
+        c_i ~ Categorical(p_1, ..., p_C)            (torch.multinomial)
+        x_i ~ Uniform{ j : y_j = c_i }              (one batched torch.rand, scaled by n_{c_i})
+
+    so an instance ``j`` of class ``c`` appears with probability ``p_c / n_c`` per draw. Classes with
+    ``n_c = 0`` always get ``p_c = 0``. Subclasses define ``p_c`` through :meth:`class_probabilities`,
+    which may depend on the epoch counter ``t`` (0 for the first epoch).
+    """
+
+    kind: str = ""
+
+    def __init__(
+        self, labels: torch.Tensor, num_classes: int, seed: int, samples_per_epoch: int | None = None
+    ) -> None:
+        labels = _check_labels(labels, num_classes, type(self).__name__)
+        self.samples_per_epoch = _epoch_length(samples_per_epoch, len(labels))
+        self.num_classes = num_classes
+        self.seed = seed
+        self.epoch = 0
+        self._generator = _generator(seed)
+        self._sizes = torch.bincount(labels, minlength=num_classes)  # n_c, int64 [C]
+        self._order = torch.argsort(labels, stable=True)  # positions grouped by class
+        self._starts = torch.cumsum(self._sizes, 0) - self._sizes  # first slot of each class in _order
+
+    def __len__(self) -> int:
+        return self.samples_per_epoch
+
+    @property
+    def class_sizes(self) -> list[int]:
+        """Per-class training counts ``n_c``."""
+        return self._sizes.tolist()
+
+    def _power_probabilities(self, q: float) -> torch.Tensor:
+        """``p_c = n_c^q / sum_k n_k^q`` over the classes with ``n_k > 0`` (float64 ``[C]``)."""
+        sizes = self._sizes.to(torch.float64)
+        weights = torch.where(self._sizes > 0, sizes.pow(q), torch.zeros_like(sizes))
+        return weights / weights.sum()
+
+    def class_probabilities(self, epoch: int | None = None) -> torch.Tensor:
+        """Return ``p_c`` (float64 ``[C]``) used at ``epoch`` (default: the next epoch drawn)."""
+        raise NotImplementedError
+
+    def sample_epoch(self) -> torch.Tensor:
+        """Return the next ``samples_per_epoch`` positions (int64), drawn with replacement."""
+        probs = self.class_probabilities(self.epoch)
+        self.epoch += 1
+        count = self.samples_per_epoch
+        classes = torch.multinomial(probs, count, replacement=True, generator=self._generator)
+        sizes = self._sizes[classes]
+        uniform = torch.rand(count, generator=self._generator, dtype=torch.float64)
+        within = torch.minimum((uniform * sizes).to(torch.int64), sizes - 1)  # guard the u*n == n edge
+        return self._order[self._starts[classes] + within]
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {}
+
+    def _load_extra_state(self, state: dict[str, Any]) -> None:
+        return None
+
+    def state_dict(self) -> dict[str, Any]:
+        """Return the generator state and epoch counter (tensors cloned, safe to ``torch.save``)."""
+        return {
+            "kind": self.kind,
+            "num_classes": self.num_classes,
+            "samples_per_epoch": self.samples_per_epoch,
+            "seed": self.seed,
+            "epoch": self.epoch,
+            "class_sizes": self.class_sizes,
+            "generator": self._generator.get_state().clone(),
+            **self._extra_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict`; the next :meth:`sample_epoch` continues that sequence."""
+        _check_kind(state, self.kind)
+        if state["num_classes"] != self.num_classes or list(state["class_sizes"]) != self.class_sizes:
+            raise ValueError(
+                "sampler state was saved for different class sizes than these labels; "
+                "rebuild the sampler on the same training split (same split manifest)"
+            )
+        self._load_extra_state(state)
+        self.samples_per_epoch = int(state["samples_per_epoch"])
+        self.seed = int(state["seed"])
+        self.epoch = int(state["epoch"])
+        self._generator.set_state(state["generator"].clone())
+
+
+class ClassBalancedSampler(_ClassConditionalSampler):
+    """Class-balanced sampling (Kang et al., ICLR 2020, "Decoupling Representation and Classifier").
+
+    ``p_c = n_c^q / sum_k n_k^q`` with ``q = 0``: every non-empty class is drawn with probability
+    ``1 / C'`` (``C'`` non-empty classes), then an instance uniformly within it, with replacement.
+    Unlike :class:`ClassAwareSampler` the class and instance draws are i.i.d., not cyclic.
+
+    Example:
+        >>> sampler = ClassBalancedSampler(train_labels, num_classes=10, seed=0)
+        >>> order = sampler.sample_epoch()  # int64 positions, len(train_labels) of them
+    """
+
+    kind = "class_balanced"
+
+    def class_probabilities(self, epoch: int | None = None) -> torch.Tensor:
+        """Return ``p_c = 1 / C'`` on non-empty classes, 0 elsewhere (float64 ``[C]``)."""
+        return self._power_probabilities(0.0)
+
+
+class SquareRootSampler(_ClassConditionalSampler):
+    """Square-root sampling (Mahajan et al. 2018; Kang et al., ICLR 2020 "Decoupling").
+
+    ``p_c = n_c^q / sum_k n_k^q`` with ``q = 1/2``, i.e. ``p_c ∝ sqrt(n_c)``; then an instance
+    uniformly within the class, with replacement.
+
+    Example:
+        >>> sampler = SquareRootSampler(train_labels, num_classes=10, seed=0)
+    """
+
+    kind = "sqrt"
+
+    def class_probabilities(self, epoch: int | None = None) -> torch.Tensor:
+        """Return ``p_c ∝ sqrt(n_c)`` (float64 ``[C]``)."""
+        return self._power_probabilities(0.5)
+
+
+class ProgressiveSampler(_ClassConditionalSampler):
+    """Progressively-balanced sampling (Kang et al., ICLR 2020, "Decoupling Representation and Classifier").
+
+    ``p_c(t) = (1 - t/T) * p_c^IB + (t/T) * p_c^CB`` with ``p_c^IB = n_c / N`` (instance-balanced,
+    ``q = 1``) and ``p_c^CB = 1 / C'`` (class-balanced, ``q = 0``); ``t`` is this sampler's epoch
+    counter (0 for the first epoch), ``T = total_epochs`` and ``t/T`` is clamped to 1, so epochs
+    ``t >= T`` are fully class-balanced. Then an instance uniformly within the class, with replacement.
+
+    Example:
+        >>> sampler = ProgressiveSampler(train_labels, num_classes=10, seed=0, total_epochs=200)
+    """
+
+    kind = "progressive"
+
+    def __init__(
+        self,
+        labels: torch.Tensor,
+        num_classes: int,
+        seed: int,
+        total_epochs: int,
+        samples_per_epoch: int | None = None,
+    ) -> None:
+        if isinstance(total_epochs, bool) or not isinstance(total_epochs, int) or total_epochs < 1:
+            raise ValueError(f"total_epochs must be a positive int, got {total_epochs!r}")
+        super().__init__(labels, num_classes, seed, samples_per_epoch)
+        self.total_epochs = total_epochs
+
+    def class_probabilities(self, epoch: int | None = None) -> torch.Tensor:
+        """Return ``(1 - t/T) p^IB + (t/T) p^CB`` at ``t = epoch`` (default: the next epoch drawn)."""
+        t = self.epoch if epoch is None else epoch
+        if isinstance(t, bool) or not isinstance(t, int) or t < 0:
+            raise ValueError(f"epoch must be a non-negative int, got {epoch!r}")
+        alpha = min(t / self.total_epochs, 1.0)
+        return (1.0 - alpha) * self._power_probabilities(1.0) + alpha * self._power_probabilities(0.0)
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {"total_epochs": self.total_epochs}
+
+    def _load_extra_state(self, state: dict[str, Any]) -> None:
+        self.total_epochs = int(state["total_epochs"])
+
+
+def _progressive(labels: torch.Tensor, num_classes: int, seed: int, total_epochs: int | None) -> IndexSampler:
+    if total_epochs is None:
+        raise ValueError("sampler 'progressive' needs total_epochs (the stage length T); pass total_epochs=")
+    return ProgressiveSampler(labels, num_classes, seed, total_epochs)
+
+
+SamplerName = Literal["instance", "class_aware", "class_balanced", "sqrt", "progressive"]
+
+# Each builder takes (labels, num_classes, seed, total_epochs); only "progressive" uses total_epochs.
+_SAMPLERS: dict[str, Callable[[torch.Tensor, int, int, int | None], IndexSampler]] = {
+    "instance": lambda labels, classes, seed, _: InstanceSampler(len(labels), seed),
+    "class_aware": lambda labels, classes, seed, _: ClassAwareSampler(labels, classes, seed),
+    "class_balanced": lambda labels, classes, seed, _: ClassBalancedSampler(labels, classes, seed),
+    "sqrt": lambda labels, classes, seed, _: SquareRootSampler(labels, classes, seed),
+    "progressive": _progressive,
 }
 
 
 def list_samplers() -> list[str]:
-    """Return the sampler names :func:`build_sampler` accepts."""
+    """Return the sampler names :func:`build_sampler` accepts (sorted)."""
     return sorted(_SAMPLERS)
 
 
 def build_sampler(
-    name: Literal["instance", "class_aware"], labels: torch.Tensor, num_classes: int, seed: int
+    name: SamplerName,
+    labels: torch.Tensor,
+    num_classes: int,
+    seed: int,
+    *,
+    total_epochs: int | None = None,
 ) -> IndexSampler:
     """Build the sampler called ``name`` over the long-tailed training ``labels``.
 
+    ``total_epochs`` (the stage length ``T``) is required by ``progressive`` and ignored by the others.
+
     Example:
         >>> sampler = build_sampler("class_aware", train_labels, num_classes=10, seed=0)
+        >>> sampler = build_sampler("progressive", train_labels, 10, seed=0, total_epochs=200)
     """
     if name not in _SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; choose one of {list_samplers()}")
-    return _SAMPLERS[name](labels, num_classes, seed)
+    return _SAMPLERS[name](labels, num_classes, seed, total_epochs)

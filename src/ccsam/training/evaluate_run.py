@@ -11,6 +11,7 @@ from ccsam.data.build import build_data
 from ccsam.errors import RunDirError
 from ccsam.models import build_model
 from ccsam.training.checkpoint import load_checkpoint
+from ccsam.training.components import install_head, prepare_stage2
 from ccsam.training.precision import Runtime, prepare_model
 from ccsam.training.run_dir import RunDir
 from ccsam.training.trainer import evaluate_split, select_device
@@ -29,6 +30,9 @@ def evaluate_run(run: RunDir, *, split: str = "test", data_root: str | None = No
     data = data.to(device)
     model = build_model(cfg.model.arch, in_channels=data.in_channels, num_classes=data.num_classes,
                         width=cfg.model.width, bias=cfg.model.bias).to(device)
+    model = install_head(model, cfg.model)
+    if state["stage"] == 2:
+        prepare_stage2(model, cfg)  # the stage-2 head (e.g. LWS) has its own parameters
     model.load_state_dict(state["model"])
     runtime = Runtime.resolve(cfg.runtime, device)
     model = prepare_model(model, cfg.runtime.model_copy(update={"compile": False}), runtime)

@@ -17,6 +17,7 @@ from ccsam.models import Classifier
 from ccsam.optim.schedules import set_learning_rate
 from ccsam.training.objectives import StepOutput
 from ccsam.training.precision import Runtime
+from ccsam.training.updates import select_update
 
 Objective = Callable[[Classifier, MixedBatch], StepOutput]
 
@@ -32,12 +33,15 @@ def train_one_epoch(
     description: str = "",
     progress: bool = True,
 ) -> dict[str, float]:
-    """Run one epoch of SGD steps; returns the mean loss and the accuracy on ``targets_a``.
+    """Run one epoch of optimiser steps; returns the mean loss and the accuracy on ``targets_a``.
+
+    The update (one SGD pass, or SAM / ASAM / ImbSAM's two passes) follows the optimiser's type.
 
     Loss and correct counts accumulate on the device and are read once at the end of the epoch (no
     host synchronisation per step). The forward pass runs under ``runtime.autocast()``.
     """
     autocast = runtime.autocast if runtime is not None else contextlib.nullcontext
+    update = select_update(optimizer)
     device = next(model.parameters()).device
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
@@ -45,11 +49,7 @@ def train_one_epoch(
     for step, batch in enumerate(tqdm(loader.epoch(), total=len(loader), desc=description,
                                       leave=False, disable=not progress)):
         set_learning_rate(optimizer, lr_at_step(step))
-        with autocast():
-            out = objective(model, batch)
-        optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
-        optimizer.step()
+        out = update(model, objective, batch, optimizer, autocast)
         loss_sum += out.loss.detach() * batch.targets_a.shape[0]
         correct += (out.logits.argmax(dim=1) == batch.targets_a).sum()
         seen += batch.targets_a.shape[0]
@@ -66,15 +66,20 @@ def predict(
     mean: tuple[float, ...],
     std: tuple[float, ...],
     runtime: Runtime | None = None,
+    head: torch.nn.Module | None = None,
 ) -> torch.Tensor:
-    """Logits [N, C] (fp32) of the model in eval mode over a whole split (no augmentation)."""
+    """Logits [N, C] (fp32) of the model in eval mode over a whole split (no augmentation).
+
+    ``head`` replaces ``model.head`` for prediction (e.g. a tau-normalised copy)."""
     was_training = model.training
     model.eval()
     memory_format = torch.channels_last if runtime is not None and runtime.channels_last else torch.contiguous_format
     autocast = runtime.autocast if runtime is not None else contextlib.nullcontext
     with autocast():
         device = next(model.parameters()).device
-        outputs = [model(x.to(device)) for x, _ in eval_batches(arrays, batch_size, mean, std, memory_format)]
+        head = model.head if head is None else head
+        outputs = [head(model.features(x.to(device)))
+                   for x, _ in eval_batches(arrays, batch_size, mean, std, memory_format)]
     model.train(was_training)
     if not outputs:
         return torch.empty(0, model.num_classes)

@@ -1,15 +1,17 @@
 """Per-method training objectives: ``objective(model, batch) -> StepOutput``.
 
 The training loop is the same for every method; what differs is the loss computed from a batch, and
-that lives here. The CC-SAM math itself is in :mod:`ccsam.functional` (pure tensor functions).
+that lives here. Every objective applies a configurable criterion (``ccsam.losses``: CE, focal, LDAM,
+Balanced Softmax, ...) to logits; the CC-SAM math itself is in :mod:`ccsam.functional`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ccsam.data.augment import MixedBatch
 from ccsam.functional import adversarial_feature_losses, class_conditional_logits
@@ -24,40 +26,65 @@ class StepOutput:
     logits: torch.Tensor
 
 
+def _cross_entropy() -> nn.Module:
+    return nn.CrossEntropyLoss()
+
+
+def mixup_loss(criterion: nn.Module, logits: torch.Tensor, batch: MixedBatch,
+               mask: torch.Tensor | None = None) -> torch.Tensor:
+    """lam * criterion(o, y_a) + (1 - lam) * criterion(o, y_b); the criterion alone when lam = 1.
+
+    With a boolean ``mask`` the criterion sees only those rows and the result is scaled by their batch
+    fraction, so that masked parts of a batch add up to the whole (used by ImbSAM's head / tail split).
+    """
+    targets_a, targets_b = batch.targets_a, batch.targets_b
+    if mask is not None:
+        fraction = mask.sum() / mask.numel()
+        logits, targets_a, targets_b = logits[mask], targets_a[mask], targets_b[mask]
+        if logits.shape[0] == 0:
+            return logits.sum()
+    loss = criterion(logits, targets_a)
+    if batch.lam < 1.0:
+        loss = batch.lam * loss + (1.0 - batch.lam) * criterion(logits, targets_b)
+    return loss if mask is None else loss * fraction
+
+
 def mixup_cross_entropy(logits: torch.Tensor, batch: MixedBatch) -> torch.Tensor:
     """mean_i [lam CE(o_i, y_a,i) + (1 - lam) CE(o_i, y_b,i)]; plain CE when lam = 1."""
-    loss = F.cross_entropy(logits, batch.targets_a)
-    if batch.lam < 1.0:
-        loss = batch.lam * loss + (1.0 - batch.lam) * F.cross_entropy(logits, batch.targets_b)
-    return loss
+    return mixup_loss(_cross_entropy(), logits, batch)
 
 
 @dataclass(frozen=True)
 class ErmObjective:
-    """Empirical risk minimisation: (mixup-aware) cross-entropy on the clean logits."""
+    """Empirical risk minimisation: the (mixup-aware) criterion on the clean logits."""
 
-    def __call__(self, model: Classifier, batch: MixedBatch) -> StepOutput:
+    criterion: nn.Module = field(default_factory=_cross_entropy)
+
+    def __call__(self, model: Classifier, batch: MixedBatch, mask: torch.Tensor | None = None) -> StepOutput:
         logits = model(batch.inputs)
-        return StepOutput(mixup_cross_entropy(logits, batch), logits.detach())
+        return StepOutput(mixup_loss(self.criterion, logits, batch, mask), logits.detach())
 
 
 @dataclass(frozen=True)
 class CcsamStage1Objective:
     """CC-SAM stage 1 (released-code semantics, spec 1.3):
 
-    L = (1 - beta) * clean mixup CE + beta * mean_i CE(h_{theta + eps_{y_a,i}}(z_i), y_a,i),
+    L = (1 - beta) * clean mixup loss + beta * mean_i loss(h_{theta + eps_{y_a,i}}(z_i), y_a,i),
     with eps_c the class-conditional perturbation of the linear head computed in closed form by
-    :func:`ccsam.functional.class_conditional_logits` (one backbone pass; no per-class loop).
+    :func:`ccsam.functional.class_conditional_logits` (one backbone pass; no per-class loop). The
+    perturbation direction is the gradient of the class's cross-entropy (the paper's L_S^c); the
+    criterion (CE by default, e.g. Balanced Softmax for "BS + CC-SAM") is what is evaluated there.
     """
 
     class_counts: torch.Tensor
     flat_ratio: float
     noise_scale: float
+    criterion: nn.Module = field(default_factory=_cross_entropy)
 
     def __call__(self, model: Classifier, batch: MixedBatch) -> StepOutput:
         features = model.features(batch.inputs)
         logits = model.head(features)
-        clean = mixup_cross_entropy(logits, batch)
+        clean = mixup_loss(self.criterion, logits, batch)
         if self.flat_ratio == 0.0:
             return StepOutput(clean, logits.detach())
         soft = batch.soft_targets(logits.shape[1]) if batch.lam < 1.0 else None
@@ -71,9 +98,24 @@ class CcsamStage1Objective:
             soft_targets=soft,
             validate=False,
         )
-        flat = F.cross_entropy(perturbed, batch.targets_a)
+        flat = self.criterion(perturbed, batch.targets_a)
         loss = (1.0 - self.flat_ratio) * clean + self.flat_ratio * flat
         return StepOutput(loss, logits.detach())
+
+
+@dataclass(frozen=True)
+class HeadRetrainObjective:
+    """Stage-2 re-training of the head on frozen features (cRT, LWS, MiSLAS, GCL stage 2): the criterion
+    on h(z). Features are computed without a graph unless BatchNorm parameters are trained too."""
+
+    criterion: nn.Module
+    backbone_grad: bool = False
+
+    def __call__(self, model: Classifier, batch: MixedBatch) -> StepOutput:
+        with torch.set_grad_enabled(self.backbone_grad and torch.is_grad_enabled()):
+            features = model.features(batch.inputs)
+        logits = model.head(features)
+        return StepOutput(mixup_loss(self.criterion, logits, batch), logits.detach())
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.optim import SGD
+from torch.optim import Optimizer
 
 from ccsam.config.schema import RunConfig, ScheduleFields
 from ccsam.data.build import LongTailData, build_data
@@ -27,7 +27,20 @@ from ccsam.models import Classifier, build_model
 from ccsam.optim.schedules import adversarial_weight, learning_rate
 from ccsam.training.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
 from ccsam.training.loop import predict, train_one_epoch
-from ccsam.training.objectives import CcsamStage1Objective, CcsamStage2Objective, ErmObjective
+from ccsam.training.components import (
+    adjust_logits,
+    build_criterion,
+    build_optimizer,
+    install_head,
+    prediction_head,
+    prepare_stage2,
+)
+from ccsam.training.objectives import (
+    CcsamStage1Objective,
+    CcsamStage2Objective,
+    ErmObjective,
+    HeadRetrainObjective,
+)
 from ccsam.training.precision import Runtime, prepare_model
 from ccsam.training.run_dir import RunDir
 
@@ -50,13 +63,9 @@ class _Stage:
     number: int
     config: ScheduleFields
     first_epoch: int
-    optimizer: SGD
+    optimizer: Optimizer
     loader: InMemoryLoader | DataLoaderBatches
-
-
-def _sgd(params: Any, stage: ScheduleFields) -> SGD:
-    return SGD(params, lr=stage.lr, momentum=stage.momentum, weight_decay=stage.weight_decay,
-               nesterov=stage.nesterov)
+    criterion: torch.nn.Module
 
 
 def _augment_spec(cfg: RunConfig, data: LongTailData) -> AugmentSpec:
@@ -64,14 +73,18 @@ def _augment_spec(cfg: RunConfig, data: LongTailData) -> AugmentSpec:
                        cutout_size=cfg.data.cutout_size, autoaugment_fill=cfg.data.autoaugment_fill)
 
 
-def _build_stage(number: int, cfg: RunConfig, model: Classifier, data: LongTailData, runtime: Runtime) -> _Stage:
-    """Stage 1 optimises everything; stage 2 freezes the backbone and optimises a fresh SGD over the head."""
+def _stage_parameters(number: int, cfg: RunConfig, model: Classifier) -> list[torch.nn.Parameter]:
+    """Stage 1 trains everything; stage 2 freezes the backbone and sets up its head (see prepare_stage2)."""
+    return list(model.parameters()) if number == 1 else prepare_stage2(model, cfg)
+
+
+def _build_stage(number: int, cfg: RunConfig, model: Classifier, data: LongTailData, runtime: Runtime,
+                 params: list[torch.nn.Parameter], counts: torch.Tensor) -> _Stage:
+    """Sampler, batches, criterion and a fresh optimiser over ``params`` for one stage."""
     stage_cfg = cfg.stage1 if number == 1 else cfg.stage2
-    if number == 2:
-        model.freeze_backbone()
-    params = model.parameters() if number == 1 else model.head_parameters()
     seed = cfg.seed + 1000 * (number - 1)  # independent streams per stage, fixed by the run seed
-    sampler = build_sampler(stage_cfg.sampler, data.train.labels.cpu(), data.num_classes, seed)
+    extra = {"total_epochs": stage_cfg.epochs} if stage_cfg.sampler == "progressive" else {}
+    sampler = build_sampler(stage_cfg.sampler, data.train.labels.cpu(), data.num_classes, seed, **extra)
     mixup_alpha = cfg.stage1.mixup_alpha if number == 1 else 0.0
     memory_format = torch.channels_last if runtime.channels_last else torch.contiguous_format
     spec = _augment_spec(cfg, data)
@@ -83,16 +96,23 @@ def _build_stage(number: int, cfg: RunConfig, model: Classifier, data: LongTailD
         loader = InMemoryLoader(data.train, sampler, cfg.data.batch_size, spec, mixup_alpha, seed,
                                 memory_format=memory_format)
     first_epoch = 0 if number == 1 else cfg.stage1.epochs
-    return _Stage(number, stage_cfg, first_epoch, _sgd(params, stage_cfg), loader)
+    criterion = build_criterion(stage_cfg.loss, counts)
+    optimizer = build_optimizer(stage_cfg, params, counts)
+    return _Stage(number, stage_cfg, first_epoch, optimizer, loader, criterion)
 
 
 def _objective(cfg: RunConfig, stage: _Stage, stage_epoch: int, counts: torch.Tensor) -> Any:
+    """The stage's objective at ``stage_epoch`` (the epoch sets stage 2's alpha and the DRW switch)."""
+    if hasattr(stage.criterion, "set_epoch"):
+        stage.criterion.set_epoch(stage_epoch)
     if stage.number == 2:
-        alpha = adversarial_weight(stage_epoch, cfg.stage2.epochs, cfg.stage2.up_limit)
-        return CcsamStage2Objective(counts, alpha, cfg.stage2.div, cfg.stage2.step)
+        if cfg.stage2.method == "ccsam":
+            alpha = adversarial_weight(stage_epoch, cfg.stage2.epochs, cfg.stage2.up_limit)
+            return CcsamStage2Objective(counts, alpha, cfg.stage2.div, cfg.stage2.step)
+        return HeadRetrainObjective(stage.criterion, backbone_grad=cfg.stage2.train_bn)
     if cfg.stage1.method == "erm":
-        return ErmObjective()
-    return CcsamStage1Objective(counts, cfg.stage1.flat_ratio, cfg.stage1.noise_scale)
+        return ErmObjective(stage.criterion)
+    return CcsamStage1Objective(counts, cfg.stage1.flat_ratio, cfg.stage1.noise_scale, stage.criterion)
 
 
 def _set_modes(model: Classifier, cfg: RunConfig, stage: _Stage) -> None:
@@ -105,7 +125,9 @@ def evaluate_split(
     model: Classifier, arrays: Any, data: LongTailData, cfg: RunConfig, runtime: Runtime | None = None
 ) -> dict[str, Any]:
     """Metrics of ``model`` on one split (top-1, many/medium/few, per-class accuracy, ECE, NLL)."""
-    logits = predict(model, arrays, cfg.data.eval_batch_size, data.mean, data.std, runtime)
+    logits = predict(model, arrays, cfg.data.eval_batch_size, data.mean, data.std, runtime,
+                     head=prediction_head(model, cfg))
+    logits = adjust_logits(logits, cfg, data.class_counts)
     return classification_report(
         logits.cpu(), arrays.labels.cpu(), data.class_counts,
         many_threshold=cfg.eval.many_threshold, few_threshold=cfg.eval.few_threshold, ece_bins=cfg.eval.ece_bins,
@@ -134,6 +156,7 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         model = build_model(cfg.model.arch, in_channels=data.in_channels, num_classes=data.num_classes,
                             width=cfg.model.width, bias=cfg.model.bias).to(self.device)
+        model = install_head(model, cfg.model)
         self.model = prepare_model(model, cfg.runtime, self.runtime)
         self.epoch = 0
         self.best_val = -math.inf
@@ -161,9 +184,11 @@ class Trainer:
         state = load_checkpoint(self.run.last_checkpoint)
         if state["manifest_sha256"] != self.data.manifest.sha256():
             raise RunDirError(f"'{self.run.path}': the data split differs from the checkpoint's; cannot resume")
+        number = state["stage"]
+        params = _stage_parameters(number, self.cfg, self.model)  # stage 2 may change the head's structure
         self.model.load_state_dict(state["model"])
         self.epoch, self.best_val, self.elapsed = state["epoch"], state["best_val"], state["elapsed_s"]
-        self.stage = _build_stage(state["stage"], self.cfg, self.model, self.data, self.runtime)
+        self.stage = _build_stage(number, self.cfg, self.model, self.data, self.runtime, params, self.counts)
         self.stage.optimizer.load_state_dict(state["optimizer"])
         self.stage.loader.load_state_dict(state["loader"])
         restore_rng_states(state["rng"])
@@ -175,7 +200,8 @@ class Trainer:
         if number == 2 and self.cfg.stage2.init_from == "best_val" and self.run.best_val_checkpoint.is_file():
             self.model.load_state_dict(load_checkpoint(self.run.best_val_checkpoint)["model"])
             _logger.info("stage 2 starts from the best-validation stage-1 weights")
-        self.stage = _build_stage(number, self.cfg, self.model, self.data, self.runtime)
+        params = _stage_parameters(number, self.cfg, self.model)
+        self.stage = _build_stage(number, self.cfg, self.model, self.data, self.runtime, params, self.counts)
 
     def _run_epoch(self) -> None:
         number = 1 if self.epoch < self.cfg.stage1.epochs else 2

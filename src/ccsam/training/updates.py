@@ -1,0 +1,80 @@
+"""Parameter updates: one SGD pass, or the two passes of SAM / ASAM / ImbSAM.
+
+``update(model, objective, batch, optimizer, autocast) -> StepOutput``: the loop calls one of these per
+batch and knows nothing else about the optimiser. BatchNorm running statistics are updated by the
+first pass only (the second pass runs with them frozen), as in the SAM reference training code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+
+import torch
+from torch.optim import Optimizer
+
+from ccsam.data.augment import MixedBatch
+from ccsam.models import Classifier
+from ccsam.optim.bn import bn_stats_frozen
+from ccsam.optim.imbsam import ImbSAM
+from ccsam.optim.sam import SAM, maybe_no_sync
+from ccsam.training.objectives import ErmObjective, StepOutput, mixup_loss
+
+Autocast = Callable[[], contextlib.AbstractContextManager[object]]
+Update = Callable[[Classifier, Callable, MixedBatch, Optimizer, Autocast], StepOutput]
+
+
+def sgd_update(model: Classifier, objective: Callable, batch: MixedBatch, optimizer: Optimizer,
+               autocast: Autocast) -> StepOutput:
+    """Forward, backward, one optimiser step."""
+    with autocast():
+        out = objective(model, batch)
+    optimizer.zero_grad(set_to_none=True)
+    out.loss.backward()
+    optimizer.step()
+    return out
+
+
+def sam_update(model: Classifier, objective: Callable, batch: MixedBatch, optimizer: SAM,
+               autocast: Autocast) -> StepOutput:
+    """SAM / ASAM (Foret et al. 2021; Kwon et al. 2021): gradient at w + eps applied at w."""
+    optimizer.zero_grad(set_to_none=True)
+    with maybe_no_sync(model), autocast():
+        out = objective(model, batch)
+    with maybe_no_sync(model):
+        out.loss.backward()
+    optimizer.first_step(zero_grad=True)
+    with bn_stats_frozen(model), autocast():
+        second = objective(model, batch)
+    second.loss.backward()
+    optimizer.second_step(zero_grad=True)
+    return out
+
+
+def imbsam_update(model: Classifier, objective: ErmObjective, batch: MixedBatch, optimizer: ImbSAM,
+                  autocast: Autocast) -> StepOutput:
+    """ImbSAM (Zhou et al. 2023): head-class loss gradient at w, tail-class loss gradient at w + eps_tail."""
+    tail = optimizer.tail_classes.to(batch.targets_a.device)[batch.targets_a]
+    optimizer.zero_grad(set_to_none=True)
+    with autocast():
+        logits = model(batch.inputs)
+        head_loss = mixup_loss(objective.criterion, logits, batch, ~tail)
+        tail_loss = mixup_loss(objective.criterion, logits, batch, tail)
+    head_loss.backward(retain_graph=True)
+    optimizer.store_head_grad()
+    tail_loss.backward()
+    optimizer.first_step(zero_grad=True)
+    with bn_stats_frozen(model), autocast():
+        perturbed_tail = objective(model, batch, mask=tail)
+    perturbed_tail.loss.backward()
+    optimizer.second_step(zero_grad=True)
+    return StepOutput((head_loss + tail_loss).detach(), logits.detach())
+
+
+def select_update(optimizer: Optimizer) -> Update:
+    """The update that matches the optimiser's protocol (ImbSAM before SAM: it is a SAM subclass)."""
+    if isinstance(optimizer, ImbSAM):
+        return imbsam_update
+    if isinstance(optimizer, SAM):
+        return sam_update
+    return sgd_update
