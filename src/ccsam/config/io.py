@@ -123,12 +123,39 @@ def list_presets() -> list[tuple[str, str]]:
     for entry in resources.files(PRESET_PACKAGE).iterdir():
         if entry.name.endswith(".yaml"):
             tree = yaml.safe_load(entry.read_text()) or {}
+            if tree.get("abstract"):
+                continue  # a base that only other presets build on
             out.append((entry.name[: -len(".yaml")], str(tree.get("description", ""))))
     return sorted(out)
 
 
-def load_preset_tree(name_or_path: str) -> dict[str, Any]:
-    """The raw YAML tree of a shipped preset (by name) or of a YAML file (by path)."""
+def merge_trees(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep merge: sections merge key by key, values (lists included) in ``update`` replace ``base``'s."""
+    merged = _deep_copy(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = merge_trees(merged[key], value)
+        else:
+            merged[key] = _deep_copy(value) if isinstance(value, Mapping) else value
+    return merged
+
+
+def load_preset_tree(name_or_path: str, _chain: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The YAML tree of a shipped preset (by name) or of a YAML file (by path).
+
+    A preset may name another with ``base: NAME``; it is loaded first and this one is merged on top, so
+    a method preset states only how it differs from its data set's base (e.g. ``fmnist-lt-ldam-drw``).
+    """
+    if name_or_path in _chain:
+        raise ConfigError(f"preset '{name_or_path}' inherits from itself via {' -> '.join(_chain)}")
+    tree = _read_preset(name_or_path)
+    base = tree.pop("base", None)
+    if base is None:
+        return tree
+    return merge_trees(load_preset_tree(str(base), (*_chain, name_or_path)), tree)
+
+
+def _read_preset(name_or_path: str) -> dict[str, Any]:
     path = Path(name_or_path)
     if path.suffix in {".yaml", ".yml"} and path.exists():
         text = path.read_text()
@@ -152,6 +179,7 @@ def load_preset_tree(name_or_path: str) -> dict[str, Any]:
 def resolve_config(preset: str | None = None, overrides: Iterable[str] = ()) -> RunConfig:
     """Preset (default ``digits-lt``) + dotted overrides -> validated :class:`RunConfig`."""
     tree = load_preset_tree(preset or DEFAULT_PRESET)
+    tree.pop("abstract", None)
     return config_from_tree(apply_overrides(tree, overrides))
 
 

@@ -221,7 +221,7 @@ class Trainer:
         )
         record: dict[str, Any] = {"epoch": self.epoch, "stage": number, "stage_epoch": stage_epoch,
                                   "lr": learning_rate(stage.config, stage_epoch, 0, steps), **train_stats}
-        if number == 2:
+        if isinstance(objective, CcsamStage2Objective):
             record["alpha"] = objective.alpha
         if len(self.data.val):
             val = evaluate_split(self.model, self.data.val, self.data, self.cfg, self.runtime)

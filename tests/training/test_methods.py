@@ -1,0 +1,130 @@
+"""Every method preset's composition runs through the one engine, and each part does what it claims."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from ccsam.config import list_presets, resolve_config
+from ccsam.data.loader import eval_batches
+from ccsam.evaluation import classification_report
+from ccsam.losses.logit_adjustment import posthoc_logit_adjustment
+from ccsam.models.heads import LWSHead, tau_normalized_weight
+from ccsam.training.checkpoint import load_checkpoint
+from ccsam.training.loop import predict
+from ccsam.training.run_dir import RunDir
+from ccsam.training.trainer import Trainer, train
+
+FMNIST_METHODS = sorted(n for n, _ in list_presets() if n.startswith("fmnist-lt-"))
+# The data / model / schedule part of a tiny run; the method part comes from the preset under test.
+TINY = ["data.dataset=synthetic", "data.synthetic.num_classes=5", "data.synthetic.per_class_train=60",
+        "data.synthetic.per_class_test=10", "data.n_max=40", "data.imbalance_ratio=10", "data.val_per_class=5",
+        "data.batch_size=16", "data.crop_padding=1", "model.arch=small_cnn", "model.width=8", "device=cpu",
+        "stage1.epochs=2", "stage1.warmup_epochs=1", "stage1.milestones=[1]", "eval.many_threshold=30",
+        "eval.few_threshold=10", "stage1.imbsam_tail_threshold=10"]
+
+
+def _tiny(preset: str, *extra: str):
+    config = resolve_config(preset, TINY + list(extra))
+    if config.stage2.epochs:
+        config = resolve_config(preset, TINY + ["stage2.epochs=2", *extra])
+    return config
+
+
+@pytest.mark.parametrize("preset", FMNIST_METHODS)
+def test_every_fmnist_method_preset_trains_end_to_end(preset, tmp_path):
+    if "ldam" in preset:
+        extra = ("stage1.loss.options.drw_start_epoch=1",)
+    else:
+        extra = ()
+    config = _tiny(preset, *extra)
+    results = train(config, RunDir.create(tmp_path / "run", config, []), progress=False)
+    assert math.isfinite(results["test"]["nll"]) and 0.0 <= results["test"]["top1"] <= 1.0
+    records = RunDir.open(tmp_path / "run").read_metrics()
+    assert all(math.isfinite(r["loss"]) for r in records)
+
+
+def test_crt_starts_stage2_from_a_fresh_head_and_keeps_the_backbone(tmp_path):
+    config = _tiny("fmnist-lt-crt")
+    trainer = Trainer(config, RunDir.create(tmp_path / "run", config, []), progress=False)
+    trainer.fit(stop_at=config.stage1.epochs)
+    stage1 = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    torch.manual_seed(123)
+    trainer._enter_stage(2)
+    assert not torch.equal(trainer.model.head.weight, stage1["head.weight"])  # re-initialised (cRT)
+    trainer.fit()
+    after = trainer.model.state_dict()
+    assert all(torch.equal(stage1[k], after[k]) for k in stage1 if k.startswith("backbone."))  # eval BN, frozen
+
+
+def test_lws_trains_only_the_per_class_scales(tmp_path):
+    config = _tiny("fmnist-lt-crt", "stage2.method=lws", "stage2.reinit_head=false")
+    trainer = Trainer(config, RunDir.create(tmp_path / "run", config, []), progress=False)
+    trainer.fit(stop_at=config.stage1.epochs)
+    weight = trainer.model.head.weight.detach().clone()
+    trainer.fit()
+    head = trainer.model.head
+    assert isinstance(head, LWSHead)
+    assert [n for n, p in head.named_parameters() if p.requires_grad] == ["scales"]
+    assert not torch.allclose(head.scales, torch.ones_like(head.scales))
+    torch.testing.assert_close(head.weight, head.scales.detach()[:, None] * weight)
+    # resume into stage 2 rebuilds the LWS head before loading its state
+    resumed = train(config, RunDir.open(tmp_path / "run"), resume=True, progress=False)
+    assert resumed["test"]["top1"] == pytest.approx(
+        classification_report(predict(trainer.model, trainer.data.test, 64, trainer.data.mean, trainer.data.std),
+                              trainer.data.test.labels, trainer.data.class_counts,
+                              many_threshold=30, few_threshold=10)["top1"])
+
+
+def test_mislas_shift_learning_updates_batchnorm_but_not_convolutions(tmp_path):
+    config = _tiny("fmnist-lt-mislas")
+    trainer = Trainer(config, RunDir.create(tmp_path / "run", config, []), progress=False)
+    trainer.fit(stop_at=config.stage1.epochs)
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.fit()
+    changed = {n for n, p in trainer.model.named_parameters() if not torch.equal(before[n], p)}
+    batch_norms = {f"backbone.{n}.{p}" for n, m in trainer.model.backbone.named_modules()
+                   if isinstance(m, torch.nn.BatchNorm2d) for p in ("weight", "bias")}
+    assert changed == batch_norms | {"head.weight", "head.bias"}
+
+
+def test_posthoc_logit_adjustment_and_tau_norm_are_applied_at_prediction(tmp_path):
+    config = _tiny("fmnist-lt-posthoc-la", "eval.tau_norm=0.5")
+    trainer = Trainer(config, RunDir.create(tmp_path / "run", config, []), progress=False)
+    results = trainer.fit()
+    model, data = trainer.model, trainer.data
+    model.eval()
+    with torch.no_grad():
+        features = torch.cat([model.features(x) for x, _ in eval_batches(data.test, 64, data.mean, data.std)])
+    w = tau_normalized_weight(model.head.weight, 0.5)
+    logits = features @ w.T + model.head.bias
+    logits = posthoc_logit_adjustment(logits, data.class_counts, 1.0)
+    expected = classification_report(logits, data.test.labels, data.class_counts, many_threshold=30,
+                                     few_threshold=10)
+    assert results["test"]["top1"] == pytest.approx(expected["top1"])
+    assert results["test"]["nll"] == pytest.approx(expected["nll"], rel=1e-5)
+
+
+def test_sam_run_resumes_exactly(tmp_path):
+    config = _tiny("fmnist-lt-sam", "stage1.epochs=3", "stage1.milestones=[2]")
+    reference = train(config, RunDir.create(tmp_path / "a", config, []), progress=False)
+    run = RunDir.create(tmp_path / "b", config, [])
+    Trainer(config, run, progress=False).fit(stop_at=1)
+    resumed = train(config, RunDir.open(run.path), resume=True, progress=False)
+    assert resumed["test"] == reference["test"]
+    a = load_checkpoint(tmp_path / "a" / "checkpoints" / "last.pt")
+    b = load_checkpoint(run.last_checkpoint)
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
+def test_incompatible_compositions_are_config_errors():
+    from ccsam.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="needs model.head=cosine"):
+        resolve_config("fmnist-lt-ce", ["stage1.loss.name=ldam"])
+    with pytest.raises(ConfigError, match="needs model.head=linear"):
+        resolve_config("fmnist-lt-ldam-drw", ["stage1.method=ccsam"])
+    with pytest.raises(ConfigError, match="no option"):
+        resolve_config("fmnist-lt-ce", ["stage1.loss.options.margin=0.3"])
