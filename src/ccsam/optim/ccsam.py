@@ -1,0 +1,101 @@
+"""CC-SAM for your own training loop, with a davda54/sam-like optimiser API.
+
+The released-code CC-SAM perturbs only the linear head, so its sharpness-aware objective has a closed
+form (:func:`ccsam.functional.class_conditional_logits`) and needs one forward / backward pass: the
+optimiser gives you the loss, you back-propagate it, it steps its base optimiser.
+
+Example:
+    >>> import torch
+    >>> from ccsam.models import build_model
+    >>> model = build_model("small_cnn", in_channels=1, num_classes=3, width=4)
+    >>> opt = CCSAM(model.parameters(), torch.optim.SGD, head=model.head, class_counts=[50, 10, 2],
+    ...             noise_scale=1e-2, flat_ratio=0.3, lr=0.1, momentum=0.9)
+    >>> x, y = torch.randn(8, 1, 8, 8), torch.tensor([0, 0, 0, 0, 1, 1, 2, 0])
+    >>> loss = opt.loss(model.features(x), y)
+    >>> opt.zero_grad(); loss.backward(); opt.step()
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.optim import Optimizer
+
+from ccsam.functional import class_conditional_logits
+
+
+class CCSAM(Optimizer):
+    """Class-conditional SAM (Zhou et al., CVPR 2023), head-only, released-code semantics.
+
+    ``loss(features, labels)`` returns
+    L = (1 - beta) * mean_i l(h(z_i), q_i) + beta * mean_i CE(h_{theta + eps_{y_i}}(z_i), y_i),
+    where ``eps_c`` is class ``c``'s closed-form perturbation of the head (radius grows as n_c falls),
+    l is soft-target cross-entropy and ``beta = flat_ratio``. ``step`` applies the base optimiser, whose
+    ``param_groups`` and ``state`` this object shares (so LR schedulers and checkpoints work as usual).
+
+    Args:
+        params: every parameter to optimise (backbone and head).
+        base_optimizer_cls: e.g. ``torch.optim.SGD``.
+        head: the linear classifier (``weight`` [C, d], ``bias`` [C] or None) whose perturbation is used.
+        class_counts: training images per class, [C].
+        noise_scale: ``s``, the radius multiplier (released CIFAR configs: 1e-6; first release: 1e-2).
+        flat_ratio: ``beta`` in [0, 1].
+        **base_kwargs: passed to the base optimiser (lr, momentum, weight_decay, ...).
+    """
+
+    def __init__(
+        self,
+        params: Iterable[nn.Parameter],
+        base_optimizer_cls: Callable[..., Optimizer],
+        *,
+        head: nn.Module,
+        class_counts: Tensor | Sequence[float],
+        noise_scale: float = 1e-6,
+        flat_ratio: float = 0.3,
+        **base_kwargs: Any,
+    ) -> None:
+        if not 0.0 <= flat_ratio <= 1.0:
+            raise ValueError(f"flat_ratio must lie in [0, 1], got {flat_ratio}")
+        if noise_scale < 0:
+            raise ValueError(f"noise_scale must be >= 0, got {noise_scale}")
+        if not isinstance(getattr(head, "weight", None), Tensor):
+            raise ValueError("head must be a linear classifier with a .weight [C, d] (and .bias or None)")
+        self.base_optimizer = base_optimizer_cls(params, **base_kwargs)
+        super().__init__(self.base_optimizer.param_groups, self.base_optimizer.defaults)
+        self.param_groups = self.base_optimizer.param_groups
+        self.state = self.base_optimizer.state
+        self.head = head
+        self.class_counts = torch.as_tensor(class_counts, dtype=torch.float32)
+        self.noise_scale = noise_scale
+        self.flat_ratio = flat_ratio
+
+    def loss(self, features: Tensor, labels: Tensor, soft_targets: Tensor | None = None) -> Tensor:
+        """The CC-SAM stage-1 objective on a batch of features (``soft_targets``: mixup targets, with
+        ``labels`` the first mixup label y_a)."""
+        logits = self.head(features)
+        targets = soft_targets if soft_targets is not None else labels
+        clean = F.cross_entropy(logits, targets)
+        if self.flat_ratio == 0.0:
+            return clean
+        perturbed = class_conditional_logits(
+            features, self.head.weight, self.head.bias, labels, self.class_counts.to(features.device),
+            noise_scale=self.noise_scale, soft_targets=soft_targets,
+        )
+        return (1.0 - self.flat_ratio) * clean + self.flat_ratio * F.cross_entropy(perturbed, labels)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:  # type: ignore[override]
+        """One step of the base optimiser (the perturbation is already inside the loss)."""
+        return self.base_optimizer.step(closure)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.base_optimizer.state_dict()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.base_optimizer.load_state_dict(state_dict)
+        self.param_groups = self.base_optimizer.param_groups
+        self.state = self.base_optimizer.state
