@@ -136,3 +136,13 @@ def classification_report(
     report["thresholds"] = {"many": many_threshold, "few": few_threshold}
     report["num_samples"] = int(logits.shape[0])
     return report
+
+
+def confusion_matrix(logits: Tensor, labels: Tensor, num_classes: int) -> list[list[int]]:
+    """``M[t][p]`` = number of samples of true class ``t`` predicted as ``p`` (argmax of the logits)."""
+    if logits.dim() != 2 or logits.shape[0] != labels.shape[0]:
+        raise ValueError(f"logits must be [N, C] with N = len(labels), got {tuple(logits.shape)}")
+    predictions = logits.argmax(dim=1).to(torch.long).cpu()
+    flat = labels.to(torch.long).cpu() * num_classes + predictions
+    counts = torch.bincount(flat, minlength=num_classes * num_classes)
+    return counts.view(num_classes, num_classes).tolist()

@@ -38,7 +38,7 @@ def evaluate_run(run: RunDir, *, split: str = "test", data_root: str | None = No
     model = prepare_model(model, cfg.runtime.model_copy(update={"compile": False}), runtime)
     arrays = data.test if split == "test" else data.val
     with torch.no_grad():
-        report = evaluate_split(model, arrays, data, cfg, runtime)
+        report = evaluate_split(model, arrays, data, cfg, runtime, details=True)
     return {
         "name": cfg.name,
         "seed": cfg.seed,

@@ -22,7 +22,7 @@ from ccsam.data.dataloader import DataLoaderBatches
 from ccsam.data.loader import AugmentSpec, InMemoryLoader
 from ccsam.data.samplers import build_sampler
 from ccsam.errors import RunDirError
-from ccsam.evaluation import classification_report
+from ccsam.evaluation import classification_report, confusion_matrix, reliability_bins
 from ccsam.models import Classifier, build_model
 from ccsam.optim.schedules import adversarial_weight, learning_rate
 from ccsam.training.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
@@ -122,16 +122,23 @@ def _set_modes(model: Classifier, cfg: RunConfig, stage: _Stage) -> None:
 
 
 def evaluate_split(
-    model: Classifier, arrays: Any, data: LongTailData, cfg: RunConfig, runtime: Runtime | None = None
+    model: Classifier, arrays: Any, data: LongTailData, cfg: RunConfig, runtime: Runtime | None = None,
+    details: bool = False,
 ) -> dict[str, Any]:
-    """Metrics of ``model`` on one split (top-1, many/medium/few, per-class accuracy, ECE, NLL)."""
+    """Metrics of ``model`` on one split (top-1, many/medium/few, per-class accuracy, ECE, NLL); with
+    ``details`` also the confusion matrix and the reliability-diagram bins."""
     logits = predict(model, arrays, cfg.data.eval_batch_size, data.mean, data.std, runtime,
                      head=prediction_head(model, cfg))
-    logits = adjust_logits(logits, cfg, data.class_counts)
-    return classification_report(
-        logits.cpu(), arrays.labels.cpu(), data.class_counts,
+    logits = adjust_logits(logits, cfg, data.class_counts).cpu()
+    labels = arrays.labels.cpu()
+    report = classification_report(
+        logits, labels, data.class_counts,
         many_threshold=cfg.eval.many_threshold, few_threshold=cfg.eval.few_threshold, ece_bins=cfg.eval.ece_bins,
     )
+    if details:
+        report["confusion_matrix"] = confusion_matrix(logits, labels, data.num_classes)
+        report["reliability"] = reliability_bins(logits, labels, cfg.eval.ece_bins)
+    return report
 
 
 def balanced_accuracy(report: dict[str, Any]) -> float:
@@ -259,7 +266,7 @@ class Trainer:
             "class_counts": self.data.class_counts.tolist(),
             "many_threshold": self.cfg.eval.many_threshold,
             "few_threshold": self.cfg.eval.few_threshold,
-            "test": evaluate_split(self.model, self.data.test, self.data, self.cfg, self.runtime),
+            "test": evaluate_split(self.model, self.data.test, self.data, self.cfg, self.runtime, details=True),
             "val": evaluate_split(self.model, self.data.val, self.data, self.cfg, self.runtime) if len(self.data.val) else None,
         }
         self.run.write_results(results)
