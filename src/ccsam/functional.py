@@ -18,17 +18,25 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
+    "RADIUS_MODES",
+    "RadiusMode",
     "adversarial_class_weights",
     "adversarial_feature_losses",
     "ccsam_radius",
     "class_conditional_logits",
+    "random_head_directions",
 ]
+
+#: Ablations of the stage-1 perturbation (ccsam-spec §4.4, §8 ``stage1.radius_mode``).
+RadiusMode = Literal["ccsam", "dir_only", "fixed_rho", "mag_only", "none"]
+RADIUS_MODES: tuple[str, ...] = get_args(RadiusMode)
 
 # Floors used by the official code (`grad_norm` adds 1e-12 to ||theta||) and by us for ||g||.
 _PARAM_NORM_EPS = 1e-12
@@ -122,6 +130,9 @@ def class_conditional_logits(
     noise_scale: float,
     soft_targets: Tensor | None = None,
     validate: bool = True,
+    radius_mode: RadiusMode = "ccsam",
+    rho: float = 1.0,
+    generator: torch.Generator | None = None,
 ) -> Tensor:
     """Logits of every sample under its class's CC-SAM perturbation of the linear head (spec §1.3).
 
@@ -138,6 +149,24 @@ def class_conditional_logits(
     ``o'_i = o_i + (a_W/m) [(M * F F^T) R]_i + (a_b/m) [M R]_i`` with ``a_t = rho_t / ||g_t||`` and
     only sample ``i``'s own features carrying gradient in the Gram term.
 
+    Ablations (``radius_mode``, spec §4.4 and §8), all per class ``c`` and tensor ``t``:
+
+    * ``"ccsam"`` (default): ``||eps_{c,t}|| = rho_c(||g_{c,t}||)`` along ``g_{c,t}`` (as above).
+    * ``"dir_only"``: "Stage 1 + dir", direction only: ``eps_{c,t} = rho * g_{c,t} / ||g_{c,t}||``
+      with the constant ``rho`` (default 1, the slide's "fixed magnitude 1"); ``noise_scale`` and the
+      class counts are not used.
+    * ``"fixed_rho"``: plain per-class SAM, the same formula with ``rho`` set to SAM's radius (e.g.
+      0.05). Identical math to ``"dir_only"``; the two names keep ablation and baseline apart in configs.
+    * ``"mag_only"``: "Stage 1 + mag", magnitude only: ``eps_{c,t} = rho_c(||g_{c,t}||) * u_{c,t}``
+      with the CC-SAM radius of ``"ccsam"`` (still from the class gradient norm) along a random unit
+      direction ``u_{c,t}`` (a standard Gaussian normalised per tensor) drawn from ``generator``
+      (required) by :func:`random_head_directions` for the present classes ``torch.unique(labels)`` in
+      ascending order. Then ``o'_i = o_i + rho_{y_i,W} U_{y_i,W} f_i + rho_{y_i,b} u_{y_i,b}``.
+      Extra memory ``(P + B) * C * d`` elements (``P <= min(B, C)`` present classes: the draw and its
+      per-sample gather), e.g. 0.8M for CIFAR-100 (C = 100, d = 64, B = 64) and at most 1.0G (4 GB in
+      float32) for C = 1000, d = 2048, B = 256; ``torch.unique`` reads back to the host.
+    * ``"none"``: the clean logits ``W f + b`` (no class statistics are computed).
+
     Args:
         features: ``[B, d]`` features ``f``.
         weight: ``[C, d]`` classifier weight ``W``.
@@ -145,11 +174,15 @@ def class_conditional_logits(
             W.numel()``).
         labels: ``[B]`` integer labels; the grouping label (``y_a`` under mixup).
         class_counts: ``[C]`` training counts ``n_c``.
-        noise_scale: ``s >= 0`` (the code's ``noise_ratio``); ``0`` gives the clean logits.
+        noise_scale: ``s >= 0`` (the code's ``noise_ratio``); ``0`` gives the clean logits. Used by
+            ``"ccsam"`` and ``"mag_only"`` only.
         soft_targets: ``[B, C]`` targets ``q`` for the gradient direction, e.g. ``lam e_{y_a} + (1-lam)
             e_{y_b}`` under mixup; defaults to ``one_hot(labels)``.
         validate: check label range and counts (reads values back to the host); training loops that
             built their inputs themselves pass ``False`` to avoid a device synchronisation per step.
+        radius_mode: one of :data:`RADIUS_MODES` (see above).
+        rho: ``||eps_{c,t}||`` for ``"dir_only"`` / ``"fixed_rho"``, finite and ``>= 0``.
+        generator: random source of ``"mag_only"`` (on the device of ``features``); ignored otherwise.
 
     Returns:
         ``[B, C]`` perturbed logits in ``promote_types(input dtype, float32)``; the head is evaluated
@@ -160,10 +193,14 @@ def class_conditional_logits(
         >>> y = torch.tensor([0, 0, 1, 1, 1, 2, 2, 2])
         >>> class_conditional_logits(z, W, b, y, [500, 50, 5], noise_scale=1e-2).shape
         torch.Size([8, 3])
+        >>> class_conditional_logits(z, W, b, y, [500, 50, 5], noise_scale=0.0, radius_mode="dir_only",
+        ...                          rho=0.05).shape
+        torch.Size([8, 3])
     """
     num_classes, dtype = _check_head(features, weight, bias, labels, validate)
     if not noise_scale >= 0:
         raise ValueError(f"noise_scale must be >= 0, got {noise_scale}")
+    _check_radius_mode(radius_mode, rho, generator, features.device)
     if soft_targets is not None and soft_targets.shape != (features.shape[0], num_classes):
         want = (features.shape[0], num_classes)
         raise ValueError(f"soft_targets must have shape {want}, got {tuple(soft_targets.shape)}")
@@ -174,6 +211,8 @@ def class_conditional_logits(
         f, w = features.to(dtype), weight.to(dtype)
         b = None if bias is None else bias.to(dtype)
         logits = F.linear(f, w, b)  # carries the gradient to f, W and b
+        if radius_mode == "none":
+            return logits
         f_d, w_d = f.detach(), w.detach()
         b_d = None if b is None else b.detach()
         with torch.no_grad():
@@ -183,22 +222,123 @@ def class_conditional_logits(
             sq_theta = w_d.square().sum() + (0.0 if b_d is None else b_d.square().sum())
             theta_norm = sq_theta.sqrt() + _PARAM_NORM_EPS
             n_i = counts[labels]
+
+            def radius(grad_norm: Tensor) -> Tensor:  # ||eps_{y_i,t}|| per sample
+                if radius_mode in ("dir_only", "fixed_rho"):
+                    return torch.full_like(grad_norm, rho)
+                return ccsam_radius(theta_norm, grad_norm, n_i, num_params, noise_scale)
+
             # ||g_{c,W}||^2 from the within-class Gram matrices; clamp rounding below zero.
             gram_f = f_d @ f_d.T
             gram_r = residual @ residual.T
             sq_gw = (mask @ (mask * gram_r * gram_f).sum(1)) / m.square()
             gn_w = sq_gw.clamp_min(0).sqrt().clamp_min(_GRAD_NORM_FLOOR)
-            a_w = ccsam_radius(theta_norm, gn_w, n_i, num_params, noise_scale) / gn_w / m
-        # Only the left factor (sample i's own features) carries gradient: eps_{c,W} f_i.
-        shift = a_w[:, None] * ((mask * (f @ f_d.T)) @ residual)
-        if b_d is not None:
-            with torch.no_grad():
+            rho_w = radius(gn_w)
+            class_sum_r = gn_b = rho_b = None
+            if b_d is not None:
                 class_sum_r = mask @ residual  # m_c * g_{c,b} for each sample's class
                 gn_b = (class_sum_r.square().sum(1).sqrt() / m).clamp_min(_GRAD_NORM_FLOOR)
-                a_b = ccsam_radius(theta_norm, gn_b, n_i, num_params, noise_scale) / gn_b / m
+                rho_b = radius(gn_b)
+        if radius_mode == "mag_only" and generator is not None:  # a generator is required (checked)
+            return logits + _random_direction_shift(f, rho_w, rho_b, labels, num_classes, generator)
+        # Only the left factor (sample i's own features) carries gradient: eps_{c,W} f_i.
+        a_w = rho_w / gn_w / m
+        shift = a_w[:, None] * ((mask * (f @ f_d.T)) @ residual)
+        if class_sum_r is not None and gn_b is not None and rho_b is not None:
+            with torch.no_grad():
+                a_b = rho_b / gn_b / m
                 shift_b = a_b[:, None] * class_sum_r
             shift = shift + shift_b
         return logits + shift
+
+
+def random_head_directions(
+    num_directions: int,
+    num_classes: int,
+    dim: int,
+    *,
+    bias: bool,
+    generator: torch.Generator,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+) -> tuple[Tensor, Tensor | None]:
+    """Random unit directions ``(u_W, u_b)`` of a ``[C, d]`` (+ ``[C]``) linear head, one per row ``p``.
+
+    Draw order (the ``"mag_only"`` mode of :func:`class_conditional_logits` relies on it): one call
+    ``G = torch.randn((P, C*d + C), generator=generator, dtype=dtype, device=device)`` (``C*d``
+    columns when ``bias`` is false); ``u_{p,W} = G[p, :C*d].reshape(C, d) / ||G[p, :C*d]||`` and
+    ``u_{p,b} = G[p, C*d:] / ||G[p, C*d:]||`` (norms floored at 1e-12), i.e. normalised per tensor.
+
+    Args:
+        num_directions: ``P >= 0``, e.g. the number of classes present in a batch.
+        num_classes: ``C``, rows of the head's weight.
+        dim: ``d``, columns of the head's weight.
+        bias: whether to draw ``u_b`` too.
+        generator: the random source (on ``device``).
+        dtype: floating dtype of the draw.
+        device: device of the draw; defaults to the generator's.
+
+    Returns:
+        ``u_W`` of shape ``[P, C, d]`` with unit Frobenius norm per ``p``, and ``u_b`` ``[P, C]`` with unit
+        norm per ``p`` (``None`` without bias).
+
+    Example:
+        >>> u_w, u_b = random_head_directions(2, 3, 4, bias=True, generator=torch.Generator().manual_seed(0))
+        >>> u_w.shape, [round(float(u.norm()), 4) for u in (u_w[0], u_w[1], u_b[0], u_b[1])]
+        (torch.Size([2, 3, 4]), [1.0, 1.0, 1.0, 1.0])
+    """
+    for name, value, low in (("num_directions", num_directions, 0), ("num_classes", num_classes, 1),
+                             ("dim", dim, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    if not isinstance(generator, torch.Generator):
+        raise ValueError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    device = generator.device if device is None else torch.device(device)
+    size = num_classes * dim
+    draw = torch.randn(
+        (num_directions, size + (num_classes if bias else 0)), generator=generator, dtype=dtype, device=device
+    )
+    u_w = draw[:, :size] / draw[:, :size].norm(dim=1, keepdim=True).clamp_min(_GRAD_NORM_FLOOR)
+    u_b = None
+    if bias:
+        u_b = draw[:, size:] / draw[:, size:].norm(dim=1, keepdim=True).clamp_min(_GRAD_NORM_FLOOR)
+    return u_w.reshape(num_directions, num_classes, dim), u_b
+
+
+def _random_direction_shift(
+    f: Tensor,
+    rho_w: Tensor,
+    rho_b: Tensor | None,
+    labels: Tensor,
+    num_classes: int,
+    generator: torch.Generator,
+) -> Tensor:
+    """``rho_{y_i,W} U_{y_i,W} f_i + rho_{y_i,b} u_{y_i,b}`` with one random direction per present class."""
+    classes, inverse = torch.unique(labels, return_inverse=True)  # ascending: the documented draw order
+    u_w, u_b = random_head_directions(
+        classes.numel(), num_classes, f.shape[1], bias=rho_b is not None, generator=generator,
+        dtype=f.dtype, device=f.device,
+    )
+    # The directions are constants; only f_i (the right factor) carries gradient.
+    shift = rho_w[:, None] * torch.einsum("bkd,bd->bk", u_w[inverse], f)
+    if u_b is not None and rho_b is not None:
+        shift = shift + rho_b[:, None] * u_b[inverse]
+    return shift
+
+
+def _check_radius_mode(
+    radius_mode: str, rho: float, generator: torch.Generator | None, device: torch.device
+) -> None:
+    """Validate ``radius_mode`` and the arguments it needs (``rho``, ``generator``)."""
+    if radius_mode not in RADIUS_MODES:
+        raise ValueError(f"radius_mode must be one of {', '.join(RADIUS_MODES)}, got {radius_mode!r}")
+    if isinstance(rho, bool) or not isinstance(rho, (int, float)) or not (0 <= rho < float("inf")):
+        raise ValueError(f"rho must be a finite number >= 0, got {rho!r}")
+    if radius_mode == "mag_only":
+        if not isinstance(generator, torch.Generator):
+            raise ValueError("radius_mode 'mag_only' needs a torch.Generator (generator=...)")
+        if generator.device.type != device.type:
+            raise ValueError(f"generator is on {generator.device.type}, features on {device.type}")
 
 
 def adversarial_feature_losses(

@@ -7,10 +7,11 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from ccsam.cli import data_cmd, eval_cmd, presets_cmd, train_cmd
+from ccsam.cli import analysis_cmd, data_cmd, eval_cmd, presets_cmd, train_cmd
 from ccsam.errors import CcsamError
 
 _SUBCOMMANDS = {"train": train_cmd, "eval": eval_cmd, "presets": presets_cmd, "data": data_cmd}
+_ANALYSES = ("probe", "landscape", "sharpness", "report")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,9 +19,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ccsam",
         description="Deep long-tailed recognition with CC-SAM (Class-Conditional Sharpness-Aware Minimization).",
     )
-    sub = parser.add_subparsers(dest="command", metavar="{train,eval,presets,data}")
+    sub = parser.add_subparsers(dest="command", metavar="{train,eval,presets,data,probe,landscape,sharpness,report}")
     for name, module in _SUBCOMMANDS.items():
         module.add_parser(sub)
+    analysis_cmd.add_parsers(sub)
     return parser
 
 
@@ -36,7 +38,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr, force=True)
     try:
-        return int(_SUBCOMMANDS[args.command].run(args, argv) or 0)
+        module = analysis_cmd if args.command in _ANALYSES else _SUBCOMMANDS[args.command]
+        return int(module.run(args, argv) or 0)
     except (CcsamError, FileNotFoundError) as exc:
         print(f"ccsam: error: {exc}", file=sys.stderr)
         return 2

@@ -104,6 +104,17 @@ class ScheduleFields(_Section):
     warmup_start_factor: float = Field(1.0 / 3.0, ge=0.0, le=1.0)
     milestones: tuple[int, ...] = (160, 180)
     gamma: float = Field(0.1, gt=0.0)
+    # Naive flattening (spec 5.3), per stage: the talk's SWA / SN / GP / MP with subscript 1, 2 or 1,2.
+    flattening: Literal["none", "gp", "mp"] = Field(
+        "none", description="gp: gradient-norm penalty (finite difference); mp: model perturbation (F2M)"
+    )
+    gp_radius: float = Field(0.05, gt=0.0, description="GP: r of the finite-difference step")
+    gp_alpha: float = Field(0.8, ge=0.0, le=1.0, description="GP: a = lambda / r")
+    mp_bound: float = Field(0.01, ge=0.0, description="MP: uniform noise U[-b, b]")
+    mp_copies: int = Field(2, ge=1, description="MP: noisy copies averaged per step")
+    spectral_norm: bool = Field(False, description="SN: stage 1 all conv/linear layers, stage 2 the head")
+    swa: bool = Field(False, description="SWA: average weights once per epoch over the last part of the stage")
+    swa_start: float = Field(0.75, ge=0.0, lt=1.0, description="SWA: fraction of the stage before averaging")
 
     @model_validator(mode="after")
     def _milestones_increase(self) -> ScheduleFields:
@@ -125,6 +136,15 @@ class Stage1Config(ScheduleFields):
     mixup_alpha: float = Field(0.0, ge=0.0, description="Beta(alpha, alpha) mixup; 0 turns mixup off")
     flat_ratio: float = Field(0.3, ge=0.0, le=1.0, description="beta: weight of the class-conditional loss")
     noise_scale: float = Field(1e-6, ge=0.0, description="s: multiplier of the closed-form radius")
+    radius_mode: Literal["ccsam", "dir_only", "mag_only", "fixed_rho", "none"] = Field(
+        "ccsam", description="ablation: class radius + class direction (ccsam), direction only (|eps| = "
+        "ablation_rho), radius along a random direction (mag_only), per-class SAM (fixed_rho), none"
+    )
+    ablation_rho: float = Field(1.0, ge=0.0, description="|eps| of dir_only / fixed_rho")
+    perturb_scope: Literal["head", "last_k", "all"] = Field(
+        "head", description="parameters perturbed per class: head (closed form), last_k blocks + head, all"
+    )
+    perturb_last_k: int = Field(1, ge=1, description="last_k: number of backbone blocks")
     optimizer: Literal["sgd", "sam", "asam", "imbsam"] = Field("sgd", description="SGD, or a two-pass SAM variant")
     rho: float = Field(0.05, ge=0.0, description="SAM / ASAM / ImbSAM radius")
     asam_eta: float = Field(0.01, ge=0.0, description="ASAM: T_w = |w| + eta")
@@ -212,6 +232,10 @@ class RunConfig(_Section):
             raise ValueError("eval.tau_norm needs model.head=linear")
         if self.stage1.optimizer == "imbsam" and self.stage1.method == "ccsam":
             raise ValueError("stage1.optimizer=imbsam works with stage1.method=erm")
+        if self.stage1.perturb_scope != "head" and self.stage1.radius_mode != "ccsam":
+            raise ValueError("stage1.radius_mode ablations are implemented for stage1.perturb_scope=head")
+        if self.stage1.flattening != "none" and self.stage1.optimizer != "sgd":
+            raise ValueError("stage1.flattening (gp / mp) replaces the update; use it with stage1.optimizer=sgd")
         return self
 
     @property

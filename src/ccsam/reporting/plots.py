@@ -132,3 +132,22 @@ def probe_plot(spreads: dict[str, dict[str, tuple[float, float] | None]], sigma:
     ax.axhline(0, color="k", linewidth=0.8)
     ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def sharpness_plot(results: dict[str, dict[str, Any]], path: Path) -> Path:
+    """Top Hessian eigenvalue of each class's loss against its training size: one panel per scope
+    (``results[name] = {"class_counts": [...], "head": [...], "all": [...]}``)."""
+    plt = _pyplot()
+    scopes = [s for s in ("head", "all") if any(s in r for r in results.values())]
+    fig, axes = plt.subplots(1, len(scopes), figsize=(4.2 * len(scopes), 3.6), squeeze=False)
+    for ax, scope in zip(axes[0], scopes):
+        for name, result in results.items():
+            points = sorted((c, v) for c, v in zip(result["class_counts"], result.get(scope, [])) if v is not None)
+            ax.plot([c for c, _ in points], [v for _, v in points], marker="o", label=name)
+        ax.set_xscale("log")
+        ax.set_xlabel("training images of the class (log scale)")
+        ax.set_ylabel("top Hessian eigenvalue")
+        ax.set_title(f"{'head parameters' if scope == 'head' else 'all parameters'}", fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    return _save(fig, path)

@@ -31,29 +31,29 @@ def _mean_per_class(runs: list[dict[str, Any]]) -> list[float | None]:
             for col in columns]
 
 
-def _probe_section(groups: dict[str, list[dict[str, Any]]], figures: Path) -> list[str]:
+def _probe_section(groups: dict[str, list[dict[str, Any]]], figures: Path, split: str = "train") -> list[str]:
+    """Loss increase under weight noise at the largest sigma probed, per group (mean over seeds)."""
     spreads: dict[str, dict[str, tuple[float, float] | None]] = {}
-    sigma_used = None
+    sigma = None
     for name, runs in groups.items():
-        probes = [p for p in (_analysis(r, "probe") for r in runs) if p is not None]
+        probes = [p[split] for p in (_analysis(r, "probe") for r in runs) if p is not None and split in p]
         if not probes:
             continue
-        entry = probes[0]["sigmas"][-1] if sigma_used is None else next(
-            s for s in probes[0]["sigmas"] if s["sigma"] == sigma_used)
-        sigma_used = entry["sigma"]
-        per_group = {}
+        sigma = max(entry["sigma"] for entry in probes[0]["results"])
+        per_group: dict[str, tuple[float, float] | None] = {}
         for group in GROUPS:
-            values = [next(s for s in p["sigmas"] if s["sigma"] == sigma_used)["change"][group] for p in probes]
-            values = [v for v in values if v is not None]
-            per_group[group] = (statistics.fmean(v["mean"] for v in values),
-                                statistics.fmean(v["std"] for v in values)) if values else None
+            entries = [next(e for e in p["results"] if e["sigma"] == sigma) for p in probes]
+            means = [e["delta_mean"][group] for e in entries if e["delta_mean"][group] is not None]
+            stds = [e["delta_std"][group] for e in entries if e["delta_std"][group] is not None]
+            per_group[group] = (statistics.fmean(means), statistics.fmean(stds) if stds else 0.0) if means else None
         spreads[name] = per_group
-    if not spreads or sigma_used is None:
+    if not spreads or sigma is None:
         return []
-    plots.probe_plot(spreads, sigma_used, figures / "probe.png")
+    plots.probe_plot(spreads, sigma, figures / "probe.png")
     lines = ["## Random weight perturbation", "",
-             f"Loss increase on the training split under Gaussian weight noise (sigma = {sigma_used:g}, "
-             "the same draws for every model); mean ± std over draws, averaged over seeds.", "",
+             f"Loss increase on the {split} split under Gaussian weight noise (sigma = {sigma:g}; the same draws "
+             "for every model): mean ± std over draws, averaged over seeds. A larger increase or spread is a "
+             "sharper minimum.", "",
              "| method | " + " | ".join(GROUPS) + " |", "|---|" + "---|" * len(GROUPS)]
     for name, per_group in spreads.items():
         cells = ["-" if per_group[g] is None else f"{per_group[g][0]:.4f} ± {per_group[g][1]:.4f}" for g in GROUPS]
@@ -61,27 +61,41 @@ def _probe_section(groups: dict[str, list[dict[str, Any]]], figures: Path) -> li
     return lines + ["", "![probe](figures/probe.png)", ""]
 
 
-def _landscape_section(groups: dict[str, list[dict[str, Any]]], figures: Path) -> list[str]:
-    curves = {name: land for name, runs in groups.items()
-              if (land := next((x for x in (_analysis(r, "landscape") for r in runs) if x), None))}
+def _landscape_section(groups: dict[str, list[dict[str, Any]]], figures: Path, split: str = "train") -> list[str]:
+    """1-D curves of the first seed of each method, and the curvature proxy (L(-1) + L(+1)) / 2 - L(0)."""
+    curves: dict[str, dict[str, Any]] = {}
+    for name, runs in groups.items():
+        land = next((x[split] for x in (_analysis(r, "landscape") for r in runs) if x and split in x), None)
+        if land is not None:
+            curves[name] = {"alphas": land["alphas"], **land["loss"]}
     if not curves:
         return []
     plots.landscape_plot(curves, figures / "landscape.png")
     lines = ["## 1-D loss landscape", "",
-             "Training loss along one filter-normalised random direction (same direction seed for every model). "
-             "Sharpness proxy: mean of L(-1) and L(+1) minus L(0).", "",
+             f"{split.capitalize()} loss along one filter-normalised random direction (BN and biases not moved; "
+             "the same direction seed for every model). Curvature proxy: (L(-1) + L(+1)) / 2 - L(0).", "",
              "| method | " + " | ".join(GROUPS) + " |", "|---|" + "---|" * len(GROUPS)]
     for name, curve in curves.items():
         centre = len(curve["alphas"]) // 2
         cells = []
         for group in GROUPS:
             values = curve.get(group)
-            if not values or values[centre] is None:
-                cells.append("-")
-            else:
-                cells.append(f"{(values[0] + values[-1]) / 2 - values[centre]:.4f}")
+            ok = values and None not in (values[0], values[-1], values[centre])
+            cells.append(f"{(values[0] + values[-1]) / 2 - values[centre]:.4f}" if ok else "-")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines + ["", "![landscape](figures/landscape.png)", ""]
+
+
+def _sharpness_section(groups: dict[str, list[dict[str, Any]]], figures: Path) -> list[str]:
+    """Per-class top Hessian eigenvalue against class size (first seed of each method)."""
+    found = {name: s for name, runs in groups.items()
+             if (s := next((x for x in (_analysis(r, "sharpness") for r in runs) if x), None))}
+    if not found:
+        return []
+    plots.sharpness_plot(found, figures / "sharpness.png")
+    return ["## Per-class sharpness", "", "Top eigenvalue of the Hessian of each class's training loss (power "
+            "iteration on Hessian-vector products), for the head alone and for the whole model.", "",
+            "![sharpness](figures/sharpness.png)", ""]
 
 
 def build_report(run_dirs: list[Path], out_dir: Path, *, title: str = "ccsam report") -> Path:
@@ -111,7 +125,7 @@ def build_report(run_dirs: list[Path], out_dir: Path, *, title: str = "ccsam rep
         size = len(next(iter(confusion.values())))
         plots.confusion_plot(confusion, [str(i) for i in range(size)], figures / "confusion.png")
         lines += ["## Confusion matrices (first seed, rows normalised)", "", "![confusion](figures/confusion.png)", ""]
-    lines += _probe_section(groups, figures) + _landscape_section(groups, figures)
+    lines += _probe_section(groups, figures) + _landscape_section(groups, figures) + _sharpness_section(groups, figures)
     lines += ["## Runs", "", "| run name | seed | folder |", "|---|---|---|"]
     lines += [f"| {n} | {r['seed']} | `{r['run_dir']}` |" for n, runs in sorted(groups.items()) for r in runs]
     out_dir.mkdir(parents=True, exist_ok=True)

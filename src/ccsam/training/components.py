@@ -18,6 +18,7 @@ from ccsam.losses import build_loss
 from ccsam.losses.logit_adjustment import posthoc_logit_adjustment
 from ccsam.models import Classifier
 from ccsam.models.heads import CosineHead, LWSHead, TauNormHead
+from ccsam.optim.flattening import apply_spectral_norm
 from ccsam.optim.imbsam import ImbSAM
 from ccsam.optim.sam import SAM
 
@@ -76,6 +77,8 @@ def prepare_stage2(model: Classifier, cfg: RunConfig) -> list[nn.Parameter]:
             model.reset_head()
     if stage2.method == "lws" and not isinstance(model.head, LWSHead):
         model.head = LWSHead(model.head)
+    if stage2.spectral_norm:
+        apply_spectral_norm(model.head)
     params = list(model.head_parameters())
     if stage2.train_bn:
         bn = _batch_norm_parameters(model.backbone)

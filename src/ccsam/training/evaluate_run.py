@@ -1,15 +1,17 @@
-"""Re-evaluate a finished (or interrupted) run from its folder alone."""
+"""Rebuild a finished (or interrupted) run from its folder alone, and re-evaluate it."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from ccsam.config.schema import RunConfig
-from ccsam.data.build import build_data
+from ccsam.data.build import LongTailData, build_data
 from ccsam.errors import RunDirError
-from ccsam.models import build_model
+from ccsam.models import Classifier, build_model
+from ccsam.optim.flattening import apply_spectral_norm
 from ccsam.training.checkpoint import load_checkpoint
 from ccsam.training.components import install_head, prepare_stage2
 from ccsam.training.precision import Runtime, prepare_model
@@ -17,8 +19,19 @@ from ccsam.training.run_dir import RunDir
 from ccsam.training.trainer import evaluate_split, select_device
 
 
-def evaluate_run(run: RunDir, *, split: str = "test", data_root: str | None = None) -> dict[str, Any]:
-    """Metrics of the run's last checkpoint on ``split``, after checking the split manifest still matches."""
+@dataclass
+class TrainedRun:
+    """A run's config, its last-checkpoint model (eval-ready, on its device) and its data splits."""
+
+    cfg: RunConfig
+    model: Classifier
+    data: LongTailData
+    runtime: Runtime
+    epochs_trained: int
+
+
+def load_trained(run: RunDir, *, data_root: str | None = None) -> TrainedRun:
+    """Model and data of a run folder, after checking the rebuilt split matches the run's manifest."""
     cfg: RunConfig = run.load_config()
     if data_root is not None:
         cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"root": data_root})})
@@ -31,18 +44,28 @@ def evaluate_run(run: RunDir, *, split: str = "test", data_root: str | None = No
     model = build_model(cfg.model.arch, in_channels=data.in_channels, num_classes=data.num_classes,
                         width=cfg.model.width, bias=cfg.model.bias).to(device)
     model = install_head(model, cfg.model)
+    if cfg.stage1.spectral_norm:
+        apply_spectral_norm(model)
     if state["stage"] == 2:
         prepare_stage2(model, cfg)  # the stage-2 head (e.g. LWS) has its own parameters
     model.load_state_dict(state["model"])
     runtime = Runtime.resolve(cfg.runtime, device)
     model = prepare_model(model, cfg.runtime.model_copy(update={"compile": False}), runtime)
+    model.eval()
+    return TrainedRun(cfg, model, data, runtime, state["epoch"])
+
+
+def evaluate_run(run: RunDir, *, split: str = "test", data_root: str | None = None) -> dict[str, Any]:
+    """Metrics of the run's last checkpoint on ``split`` (``test`` or ``val``)."""
+    trained = load_trained(run, data_root=data_root)
+    cfg, data = trained.cfg, trained.data
     arrays = data.test if split == "test" else data.val
     with torch.no_grad():
-        report = evaluate_split(model, arrays, data, cfg, runtime, details=True)
+        report = evaluate_split(trained.model, arrays, data, cfg, trained.runtime, details=True)
     return {
         "name": cfg.name,
         "seed": cfg.seed,
-        "epochs_trained": state["epoch"],
+        "epochs_trained": trained.epochs_trained,
         "many_threshold": cfg.eval.many_threshold,
         "few_threshold": cfg.eval.few_threshold,
         split: report,

@@ -17,7 +17,7 @@ from ccsam.models import Classifier
 from ccsam.optim.schedules import set_learning_rate
 from ccsam.training.objectives import StepOutput
 from ccsam.training.precision import Runtime
-from ccsam.training.updates import select_update
+from ccsam.training.updates import Update, select_update
 
 Objective = Callable[[Classifier, MixedBatch], StepOutput]
 
@@ -30,6 +30,7 @@ def train_one_epoch(
     lr_at_step: Callable[[int], float],
     *,
     runtime: Runtime | None = None,
+    update: Update | None = None,
     description: str = "",
     progress: bool = True,
 ) -> dict[str, float]:
@@ -41,7 +42,7 @@ def train_one_epoch(
     host synchronisation per step). The forward pass runs under ``runtime.autocast()``.
     """
     autocast = runtime.autocast if runtime is not None else contextlib.nullcontext
-    update = select_update(optimizer)
+    update = update if update is not None else select_update(optimizer)
     device = next(model.parameters()).device
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)

@@ -16,6 +16,8 @@ from torch import nn
 from ccsam.data.augment import MixedBatch
 from ccsam.functional import adversarial_feature_losses, class_conditional_logits
 from ccsam.models import Classifier
+from ccsam.optim.bn import bn_stats_frozen
+from ccsam.scoped_ccsam import class_conditional_loss, select_parameters
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,9 @@ class CcsamStage1Objective:
     flat_ratio: float
     noise_scale: float
     criterion: nn.Module = field(default_factory=_cross_entropy)
+    radius_mode: str = "ccsam"
+    rho: float = 1.0
+    generator: torch.Generator | None = None
 
     def __call__(self, model: Classifier, batch: MixedBatch) -> StepOutput:
         features = model.features(batch.inputs)
@@ -97,10 +102,39 @@ class CcsamStage1Objective:
             noise_scale=self.noise_scale,
             soft_targets=soft,
             validate=False,
+            radius_mode=self.radius_mode,
+            rho=self.rho,
+            generator=self.generator,
         )
         flat = self.criterion(perturbed, batch.targets_a)
         loss = (1.0 - self.flat_ratio) * clean + self.flat_ratio * flat
         return StepOutput(loss, logits.detach())
+
+
+@dataclass(frozen=True)
+class ScopedCcsamObjective:
+    """Paper-faithful CC-SAM stage 1 on more than the head (spec 1.1: last-k blocks or all parameters):
+    each class's samples are forwarded at w + eps_c with one global-norm radius over ``params``
+    (:func:`ccsam.scoped_ccsam.class_conditional_loss`; cross-entropy, one pass per class in the batch)."""
+
+    class_counts: torch.Tensor
+    flat_ratio: float
+    noise_scale: float
+    scope: str
+    last_k: int = 1
+
+    def __call__(self, model: Classifier, batch: MixedBatch) -> StepOutput:
+        params = select_parameters(model, self.scope, self.last_k)
+        soft = batch.soft_targets(model.num_classes) if batch.lam < 1.0 else None
+        loss = class_conditional_loss(model, batch.inputs, batch.targets_a, self.class_counts, params=params,
+                                      noise_scale=self.noise_scale, flat_ratio=self.flat_ratio, soft_targets=soft)
+        return StepOutput(loss, _clean_logits(model, batch))
+
+
+def _clean_logits(model: Classifier, batch: MixedBatch) -> torch.Tensor:
+    """Logits for the running accuracy only (no graph; BatchNorm statistics untouched)."""
+    with torch.no_grad(), bn_stats_frozen(model):
+        return model(batch.inputs)
 
 
 @dataclass(frozen=True)

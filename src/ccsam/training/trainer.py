@@ -19,7 +19,7 @@ from torch.optim import Optimizer
 from ccsam.config.schema import RunConfig, ScheduleFields
 from ccsam.data.build import LongTailData, build_data
 from ccsam.data.dataloader import DataLoaderBatches
-from ccsam.data.loader import AugmentSpec, InMemoryLoader
+from ccsam.data.loader import AugmentSpec, InMemoryLoader, eval_batches
 from ccsam.data.samplers import build_sampler
 from ccsam.errors import RunDirError
 from ccsam.evaluation import classification_report, confusion_matrix, reliability_bins
@@ -40,8 +40,11 @@ from ccsam.training.objectives import (
     CcsamStage2Objective,
     ErmObjective,
     HeadRetrainObjective,
+    ScopedCcsamObjective,
 )
 from ccsam.training.precision import Runtime, prepare_model
+from ccsam.training.updates import Update, select_update
+from ccsam.optim.flattening import SwaAverager, apply_spectral_norm, swa_window
 from ccsam.training.run_dir import RunDir
 
 _logger = logging.getLogger(__name__)
@@ -66,7 +69,9 @@ class _Stage:
     optimizer: Optimizer
     loader: InMemoryLoader | DataLoaderBatches
     criterion: torch.nn.Module
-
+    update: Update
+    swa: SwaAverager | None
+    directions: torch.Generator | None  # random directions of the mag_only ablation
 
 def _augment_spec(cfg: RunConfig, data: LongTailData) -> AugmentSpec:
     return AugmentSpec(cfg.data.augment, cfg.data.crop_padding, data.mean, data.std,
@@ -98,7 +103,14 @@ def _build_stage(number: int, cfg: RunConfig, model: Classifier, data: LongTailD
     first_epoch = 0 if number == 1 else cfg.stage1.epochs
     criterion = build_criterion(stage_cfg.loss, counts)
     optimizer = build_optimizer(stage_cfg, params, counts)
-    return _Stage(number, stage_cfg, first_epoch, optimizer, loader, criterion)
+    noise = torch.Generator(device=runtime.device).manual_seed(seed + 17) if stage_cfg.flattening == "mp" else None
+    update = select_update(optimizer, stage_cfg.flattening, gp_radius=stage_cfg.gp_radius,
+                           gp_alpha=stage_cfg.gp_alpha, mp_bound=stage_cfg.mp_bound,
+                           mp_copies=stage_cfg.mp_copies, generator=noise)
+    swa = SwaAverager(model) if stage_cfg.swa else None
+    mag_only = number == 1 and cfg.stage1.radius_mode == "mag_only"
+    directions = torch.Generator(device=runtime.device).manual_seed(seed + 29) if mag_only else None
+    return _Stage(number, stage_cfg, first_epoch, optimizer, loader, criterion, update, swa, directions)
 
 
 def _objective(cfg: RunConfig, stage: _Stage, stage_epoch: int, counts: torch.Tensor) -> Any:
@@ -110,9 +122,13 @@ def _objective(cfg: RunConfig, stage: _Stage, stage_epoch: int, counts: torch.Te
             alpha = adversarial_weight(stage_epoch, cfg.stage2.epochs, cfg.stage2.up_limit)
             return CcsamStage2Objective(counts, alpha, cfg.stage2.div, cfg.stage2.step)
         return HeadRetrainObjective(stage.criterion, backbone_grad=cfg.stage2.train_bn)
-    if cfg.stage1.method == "erm":
+    s1 = cfg.stage1
+    if s1.method == "erm":
         return ErmObjective(stage.criterion)
-    return CcsamStage1Objective(counts, cfg.stage1.flat_ratio, cfg.stage1.noise_scale, stage.criterion)
+    if s1.perturb_scope != "head":
+        return ScopedCcsamObjective(counts, s1.flat_ratio, s1.noise_scale, s1.perturb_scope, s1.perturb_last_k)
+    return CcsamStage1Objective(counts, s1.flat_ratio, s1.noise_scale, stage.criterion, radius_mode=s1.radius_mode,
+                                rho=s1.ablation_rho, generator=stage.directions)
 
 
 def _set_modes(model: Classifier, cfg: RunConfig, stage: _Stage) -> None:
@@ -164,6 +180,8 @@ class Trainer:
         model = build_model(cfg.model.arch, in_channels=data.in_channels, num_classes=data.num_classes,
                             width=cfg.model.width, bias=cfg.model.bias).to(self.device)
         model = install_head(model, cfg.model)
+        if cfg.stage1.spectral_norm:
+            apply_spectral_norm(model)  # before any optimiser or checkpoint: it renames weight parameters
         self.model = prepare_model(model, cfg.runtime, self.runtime)
         self.epoch = 0
         self.best_val = -math.inf
@@ -179,6 +197,9 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.stage.optimizer.state_dict(),
             "loader": self.stage.loader.state_dict(),
+            "update_generator": getattr(getattr(self.stage.update, "generator", None), "get_state", lambda: None)(),
+            "swa": self.stage.swa.state_dict() if self.stage.swa is not None else None,
+            "directions": self.stage.directions.get_state() if self.stage.directions is not None else None,
             "best_val": self.best_val,
             "elapsed_s": self.elapsed,
             "rng": rng_states(),
@@ -198,6 +219,12 @@ class Trainer:
         self.stage = _build_stage(number, self.cfg, self.model, self.data, self.runtime, params, self.counts)
         self.stage.optimizer.load_state_dict(state["optimizer"])
         self.stage.loader.load_state_dict(state["loader"])
+        if state.get("update_generator") is not None:
+            self.stage.update.generator.set_state(state["update_generator"])
+        if state.get("swa") is not None and self.stage.swa is not None:
+            self.stage.swa.load_state_dict(state["swa"])
+        if state.get("directions") is not None and self.stage.directions is not None:
+            self.stage.directions.set_state(state["directions"])
         restore_rng_states(state["rng"])
         self.run.keep_metrics_before(self.epoch)
         _logger.info("resuming %s at epoch %d/%d", self.run.path, self.epoch, self.cfg.total_epochs)
@@ -224,8 +251,9 @@ class Trainer:
         train_stats = train_one_epoch(
             self.model, stage.loader, objective, stage.optimizer,
             lambda step: learning_rate(stage.config, stage_epoch, step, steps), runtime=self.runtime,
-            description=f"stage{number} {stage_epoch + 1}/{stage.config.epochs}", progress=self.progress,
+            update=stage.update, description=f"stage{number} {stage_epoch + 1}/{stage.config.epochs}", progress=self.progress,
         )
+        self._average_weights(stage, stage_epoch)
         record: dict[str, Any] = {"epoch": self.epoch, "stage": number, "stage_epoch": stage_epoch,
                                   "lr": learning_rate(stage.config, stage_epoch, 0, steps), **train_stats}
         if isinstance(objective, CcsamStage2Objective):
@@ -243,6 +271,23 @@ class Trainer:
         self.epoch += 1
         save_checkpoint(self.run.last_checkpoint, self._state())
         _log_epoch(record, self.cfg)
+
+    def _average_weights(self, stage: _Stage, stage_epoch: int) -> None:
+        """SWA: add this epoch's weights to the average inside the window; after the stage's last epoch
+        the model takes the averaged weights (and, where BN is trained, recomputed BN statistics)."""
+        if stage.swa is None:
+            return
+        if swa_window(stage_epoch, stage.config.epochs, stage.config.swa_start):
+            stage.swa.update(self.model)
+        if stage_epoch + 1 == stage.config.epochs:
+            if stage.number == 2 and self.cfg.stage2.bn_mode == "eval":
+                with torch.no_grad():
+                    for p, q in zip(self.model.parameters(), stage.swa.averaged.module.parameters(), strict=True):
+                        p.copy_(q)
+            else:
+                batches = (x for x, _ in eval_batches(self.data.train, self.cfg.data.eval_batch_size,
+                                                      self.data.mean, self.data.std))
+                stage.swa.finalize(self.model, batches)
 
     def fit(self, stop_at: int | None = None) -> dict[str, Any] | None:
         """Train to the last epoch, then evaluate the last-epoch model on the test split once.

@@ -1,0 +1,71 @@
+"""``ccsam probe | landscape | sharpness | report``: flatness analyses of run folders and the report."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+from ccsam.reporting.report import build_report
+from ccsam.training.analyze_run import landscape_run, probe_run, sharpness_run
+from ccsam.training.run_dir import RunDir
+
+
+def _runs(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--force", action="store_true", help="replace an existing analysis file")
+    p.add_argument("--data-root", default=None, help="where the data set lives now, if it moved")
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    probe = sub.add_parser("probe", help="loss under random weight perturbation (same draws for every run)",
+                           description="For each run: training / test loss change under Gaussian weight noise, "
+                           "overall and per class group, over a sigma sweep; writes RUN_DIR/analysis/probe.json.")
+    _runs(probe)
+    probe.add_argument("--sigmas", type=float, nargs="+", default=[1e-3, 5e-3, 1e-2, 5e-2])
+    probe.add_argument("--draws", type=int, default=5)
+    probe.add_argument("--mode", choices=("isotropic", "magnitude"), default="isotropic",
+                       help="noise std sigma, or sigma * |w| + eps (Jiang et al. 2020)")
+    probe.add_argument("--eps", type=float, default=0.0, help="magnitude mode: additive floor (spec: 1e-3)")
+    probe.add_argument("--seed", type=int, default=0)
+    landscape = sub.add_parser("landscape", help="1-D loss curve along a filter-normalised random direction",
+                               description="For each run: training loss at w + a d for a in [-span, span], d a "
+                               "filter-normalised Gaussian direction (BN and biases zeroed; same seed for every "
+                               "run); writes RUN_DIR/analysis/landscape.json.")
+    _runs(landscape)
+    landscape.add_argument("--points", type=int, default=51)
+    landscape.add_argument("--span", type=float, default=1.0)
+    landscape.add_argument("--seed", type=int, default=0)
+    sharpness = sub.add_parser("sharpness", help="top Hessian eigenvalue of every class's loss",
+                               description="For each run: power iteration on Hessian-vector products of each "
+                               "class's training loss, for the head alone and the whole model; writes "
+                               "RUN_DIR/analysis/sharpness.json.")
+    _runs(sharpness)
+    sharpness.add_argument("--iterations", type=int, default=20)
+    sharpness.add_argument("--max-per-class", type=int, default=128)
+    report = sub.add_parser("report", help="Markdown report with tables and figures over run folders",
+                            description="Tables (mean ± std over seeds, grouped by run name) and PNG figures: "
+                            "per-class accuracy against class size, reliability diagrams, confusion matrices and, "
+                            "where analyses exist, probe spreads, landscapes and per-class sharpness.")
+    report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    report.add_argument("--out", required=True, help="folder to create for report.md and figures/")
+    report.add_argument("--title", default="ccsam report")
+
+
+def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    if args.command == "report":
+        print(build_report([Path(p) for p in args.run_dirs], Path(args.out), title=args.title))
+        return 0
+    for path in args.run_dirs:
+        run_dir = RunDir.open(path)
+        if args.command == "probe":
+            written = probe_run(run_dir, sigmas=args.sigmas, draws=args.draws, mode=args.mode, seed=args.seed,
+                                eps=args.eps, force=args.force, data_root=args.data_root)
+        elif args.command == "landscape":
+            written = landscape_run(run_dir, points=args.points, span=args.span, seed=args.seed,
+                                    force=args.force, data_root=args.data_root)
+        else:
+            written = sharpness_run(run_dir, iterations=args.iterations, max_per_class=args.max_per_class,
+                                    force=args.force, data_root=args.data_root)
+        print(written)
+    return 0

@@ -1,0 +1,75 @@
+"""Flatness analyses of trained runs (``ccsam probe | landscape | sharpness``), written into the run folder.
+
+Each writes ``RUN_DIR/analysis/<kind>.json``; an existing file is kept unless ``force`` is set.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ccsam.analysis import loss_curve_1d, per_class_sharpness, weight_perturbation_probe
+from ccsam.errors import RunDirError
+from ccsam.training.evaluate_run import TrainedRun, load_trained
+from ccsam.training.run_dir import RunDir, atomic_write_text
+
+
+def _target(run: RunDir, kind: str, force: bool) -> Path:
+    path = run.path / "analysis" / f"{kind}.json"
+    if path.exists() and not force:
+        raise RunDirError(f"'{path}' exists; pass --force to replace it")
+    return path
+
+
+def _splits(trained: TrainedRun, names: Sequence[str]) -> dict[str, Any]:
+    return {name: getattr(trained.data, name) for name in names}
+
+
+def _common(trained: TrainedRun) -> dict[str, Any]:
+    data = trained.data
+    return {"mean": data.mean, "std": data.std, "class_counts": data.class_counts}
+
+
+def probe_run(run: RunDir, *, sigmas: Sequence[float], draws: int, mode: str, seed: int,
+              splits: Sequence[str] = ("train", "test"), eps: float = 0.0, force: bool = False,
+              data_root: str | None = None) -> Path:
+    """Loss change under random weight noise (same draws for every run with the same ``seed``)."""
+    path = _target(run, "probe", force)
+    trained = load_trained(run, data_root=data_root)
+    thresholds = {"many_threshold": trained.cfg.eval.many_threshold,
+                  "few_threshold": trained.cfg.eval.few_threshold}
+    out = {split: weight_perturbation_probe(trained.model, arrays, **_common(trained), sigmas=tuple(sigmas),
+                                            draws=draws, mode=mode, eps=eps, seed=seed, **thresholds)
+           for split, arrays in _splits(trained, splits).items()}
+    atomic_write_text(path, json.dumps(out) + "\n")
+    return path
+
+
+def landscape_run(run: RunDir, *, points: int, span: float, seed: int, splits: Sequence[str] = ("train",),
+                  force: bool = False, data_root: str | None = None) -> Path:
+    """1-D loss curve along a filter-normalised random direction (same direction seed for every run)."""
+    path = _target(run, "landscape", force)
+    trained = load_trained(run, data_root=data_root)
+    thresholds = {"many_threshold": trained.cfg.eval.many_threshold,
+                  "few_threshold": trained.cfg.eval.few_threshold}
+    out = {split: loss_curve_1d(trained.model, arrays, **_common(trained), points=points, span=span, seed=seed,
+                                **thresholds)
+           for split, arrays in _splits(trained, splits).items()}
+    atomic_write_text(path, json.dumps(out) + "\n")
+    return path
+
+
+def sharpness_run(run: RunDir, *, scopes: Sequence[str] = ("head", "all"), iterations: int = 20,
+                  max_per_class: int = 128, force: bool = False, data_root: str | None = None) -> Path:
+    """Top Hessian eigenvalue of each class's training loss, for the head alone and the whole model."""
+    path = _target(run, "sharpness", force)
+    trained = load_trained(run, data_root=data_root)
+    data = trained.data
+    out: dict[str, Any] = {"class_counts": data.class_counts.tolist()}
+    for scope in scopes:
+        out[scope] = per_class_sharpness(trained.model, data.train, data.mean, data.std, data.num_classes,
+                                         scope=scope, iterations=iterations, max_per_class=max_per_class)
+    atomic_write_text(path, json.dumps(out) + "\n")
+    return path
