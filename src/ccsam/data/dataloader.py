@@ -16,9 +16,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ccsam.data.arrays import ImageArrays
-from ccsam.data.augment import MixedBatch, cutout, mixup, normalize, random_crop, random_horizontal_flip
-from ccsam.data.autoaugment import autoaugment_cifar10
-from ccsam.data.loader import AUGMENT_MODES, AugmentSpec
+from ccsam.data.augment import MixedBatch, mixup
+from ccsam.data.loader import AugmentSpec, augment_images
 
 
 class AugmentedImages(Dataset):
@@ -47,17 +46,8 @@ class AugmentedImages(Dataset):
         return self._worker_generator
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image, generator = self.images[index : index + 1], self._rng()
-        for op in AUGMENT_MODES[self.spec.mode]:
-            if op == "crop":
-                image = random_crop(image, self.spec.padding, generator)
-            elif op == "flip":
-                image = random_horizontal_flip(image, generator)
-            elif op == "autoaugment":
-                image = autoaugment_cifar10(image, generator, fill=self.spec.autoaugment_fill)
-            elif op == "cutout":
-                image = cutout(image, self.spec.cutout_size, generator)
-        return normalize(image, self.spec.mean, self.spec.std)[0], self.labels[index]
+        image = augment_images(self.images[index : index + 1], self.spec, self._rng())
+        return image[0], self.labels[index]
 
 
 class DataLoaderBatches:

@@ -46,6 +46,20 @@ class AugmentSpec:
             raise ValueError(f"unknown augment mode '{self.mode}'; choose one of {', '.join(AUGMENT_MODES)}")
 
 
+def augment_images(images: torch.Tensor, spec: AugmentSpec, generator: torch.Generator) -> torch.Tensor:
+    """uint8 images -> the spec's augmentations in order, then normalised float32 (per-sample randomness)."""
+    for op in AUGMENT_MODES[spec.mode]:
+        if op == "crop":
+            images = random_crop(images, spec.padding, generator)
+        elif op == "flip":
+            images = random_horizontal_flip(images, generator)
+        elif op == "autoaugment":
+            images = autoaugment_cifar10(images, generator, fill=spec.autoaugment_fill)
+        elif op == "cutout":
+            images = cutout(images, spec.cutout_size, generator)
+    return normalize(images, spec.mean, spec.std)
+
+
 def _generator_state(generator: torch.Generator) -> torch.Tensor:
     return generator.get_state().clone()
 
@@ -88,17 +102,8 @@ class InMemoryLoader:
         return len(self.arrays) // self.batch_size
 
     def _augment(self, images: torch.Tensor) -> torch.Tensor:
-        spec = self.augment
-        for op in AUGMENT_MODES[spec.mode]:
-            if op == "crop":
-                images = random_crop(images, spec.padding, self.generator)
-            elif op == "flip":
-                images = random_horizontal_flip(images, self.generator)
-            elif op == "autoaugment":
-                images = autoaugment_cifar10(images, self.generator, fill=spec.autoaugment_fill)
-            elif op == "cutout":
-                images = cutout(images, spec.cutout_size, self.generator)
-        return normalize(images, spec.mean, spec.std).contiguous(memory_format=self.memory_format)
+        images = augment_images(images, self.augment, self.generator)
+        return images.contiguous(memory_format=self.memory_format)
 
     def epoch(self) -> Iterator[MixedBatch]:
         """One epoch of augmented (and, if enabled, mixed) batches."""
