@@ -27,7 +27,7 @@ def two_runs(tmp_path_factory):
 def test_analyses_write_json_into_each_run_and_refuse_to_overwrite(two_runs, capsys):
     args = [str(p) for p in two_runs]
     assert main(["probe", *args, "--sigmas", "0.01", "0.05", "--draws", "2"]) == 0
-    assert main(["landscape", *args, "--points", "5"]) == 0
+    assert main(["landscape", *args, "--points", "5", "--surface", "3"]) == 0
     assert main(["sharpness", *args, "--iterations", "5", "--max-per-class", "8"]) == 0
     for path in two_runs:
         probe = json.loads((path / "analysis" / "probe.json").read_text())
@@ -46,7 +46,8 @@ def test_report_has_valid_figures_and_tables_that_match_results(two_runs, tmp_pa
     out = tmp_path / "report"
     assert main(["report", *[str(p) for p in two_runs], "--out", str(out)]) == 0
     text = (out / "report.md").read_text()
-    for figure in ("per_class_accuracy", "reliability", "confusion", "probe", "landscape", "sharpness"):
+    for figure in ("per_class_accuracy", "reliability", "confusion", "probe", "landscape", "landscape_2d",
+                   "sharpness"):
         data = (out / "figures" / f"{figure}.png").read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 5000, figure
         assert f"figures/{figure}.png" in text

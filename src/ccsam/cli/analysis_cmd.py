@@ -36,6 +36,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     landscape.add_argument("--points", type=int, default=51)
     landscape.add_argument("--span", type=float, default=1.0)
     landscape.add_argument("--seed", type=int, default=0)
+    landscape.add_argument("--surface", type=int, default=None, metavar="POINTS",
+                           help="also the 2-D loss surface on a POINTS x POINTS grid (contour in the report)")
     sharpness = sub.add_parser("sharpness", help="top Hessian eigenvalue of every class's loss",
                                description="For each run: power iteration on Hessian-vector products of each "
                                "class's training loss, for the head alone and the whole model; writes "
@@ -63,7 +65,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
                                 eps=args.eps, force=args.force, data_root=args.data_root)
         elif args.command == "landscape":
             written = landscape_run(run_dir, points=args.points, span=args.span, seed=args.seed,
-                                    force=args.force, data_root=args.data_root)
+                                    surface_points=args.surface, force=args.force, data_root=args.data_root)
         else:
             written = sharpness_run(run_dir, iterations=args.iterations, max_per_class=args.max_per_class,
                                     force=args.force, data_root=args.data_root)

@@ -151,3 +151,19 @@ def sharpness_plot(results: dict[str, dict[str, Any]], path: Path) -> Path:
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
     return _save(fig, path)
+
+
+def contour_plot(surfaces: dict[str, dict[str, Any]], path: Path) -> Path:
+    """2-D loss surfaces over two filter-normalised directions, one contour panel per method."""
+    plt = _pyplot()
+    names = list(surfaces)
+    fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 3.4), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        surface = surfaces[name]
+        levels = ax.contour(surface["alphas"], surface["betas"], [list(r) for r in zip(*surface["loss"])], levels=15)
+        ax.clabel(levels, fontsize=6)
+        ax.plot([0], [0], "k+", markersize=10)
+        ax.set_xlabel("direction 1 (alpha)")
+        ax.set_ylabel("direction 2 (beta)")
+        ax.set_title(name, fontsize=9)
+    return _save(fig, path)

@@ -71,6 +71,9 @@ def _landscape_section(groups: dict[str, list[dict[str, Any]]], figures: Path, s
     if not curves:
         return []
     plots.landscape_plot(curves, figures / "landscape.png")
+    surfaces = {name: land[split]["surface"] for name, runs in groups.items()
+                if (land := next((x for x in (_analysis(r, "landscape") for r in runs) if x), None))
+                and "surface" in land.get(split, {})}
     lines = ["## 1-D loss landscape", "",
              f"{split.capitalize()} loss along one filter-normalised random direction (BN and biases not moved; "
              "the same direction seed for every model). Curvature proxy: (L(-1) + L(+1)) / 2 - L(0).", "",
@@ -83,7 +86,12 @@ def _landscape_section(groups: dict[str, list[dict[str, Any]]], figures: Path, s
             ok = values and None not in (values[0], values[-1], values[centre])
             cells.append(f"{(values[0] + values[-1]) / 2 - values[centre]:.4f}" if ok else "-")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return lines + ["", "![landscape](figures/landscape.png)", ""]
+    lines += ["", "![landscape](figures/landscape.png)", ""]
+    if surfaces:
+        plots.contour_plot(surfaces, figures / "landscape_2d.png")
+        lines += ["2-D loss surface over two filter-normalised directions (first seed of each method):", "",
+                  "![2-D landscape](figures/landscape_2d.png)", ""]
+    return lines
 
 
 def _sharpness_section(groups: dict[str, list[dict[str, Any]]], figures: Path) -> list[str]:

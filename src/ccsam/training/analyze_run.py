@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ccsam.analysis import loss_curve_1d, per_class_sharpness, weight_perturbation_probe
+from ccsam.analysis import loss_curve_1d, loss_surface_2d, per_class_sharpness, weight_perturbation_probe
 from ccsam.errors import RunDirError
 from ccsam.training.evaluate_run import TrainedRun, load_trained
 from ccsam.training.run_dir import RunDir, atomic_write_text
@@ -48,8 +48,9 @@ def probe_run(run: RunDir, *, sigmas: Sequence[float], draws: int, mode: str, se
 
 
 def landscape_run(run: RunDir, *, points: int, span: float, seed: int, splits: Sequence[str] = ("train",),
-                  force: bool = False, data_root: str | None = None) -> Path:
-    """1-D loss curve along a filter-normalised random direction (same direction seed for every run)."""
+                  surface_points: int | None = None, force: bool = False, data_root: str | None = None) -> Path:
+    """1-D loss curve along a filter-normalised random direction (same direction seed for every run), and
+    optionally the 2-D surface over two such directions (``surface_points`` x ``surface_points``)."""
     path = _target(run, "landscape", force)
     trained = load_trained(run, data_root=data_root)
     thresholds = {"many_threshold": trained.cfg.eval.many_threshold,
@@ -57,6 +58,10 @@ def landscape_run(run: RunDir, *, points: int, span: float, seed: int, splits: S
     out = {split: loss_curve_1d(trained.model, arrays, **_common(trained), points=points, span=span, seed=seed,
                                 **thresholds)
            for split, arrays in _splits(trained, splits).items()}
+    if surface_points:
+        for split, arrays in _splits(trained, splits).items():
+            out[split]["surface"] = loss_surface_2d(trained.model, arrays, trained.data.mean, trained.data.std,
+                                                    points=surface_points, span=span, seed=seed)
     atomic_write_text(path, json.dumps(out) + "\n")
     return path
 
