@@ -1,7 +1,7 @@
 """The CC-SAM talk's analyses on Fashion-MNIST-LT IR 100 (CPU), on the comparison's schedule.
 
 1. Motivation: random weight perturbation, 1-D landscapes and per-class sharpness of CE, LDAM-DRW and
-   CC-SAM (the runs of benchmarks/compare.py).
+   CC-SAM (the seed-0 runs of benchmarks/compare.py; test metrics over all its seeds).
 2. Naive flattening: SWA, SN, GP and MP applied in stage 1 of CE and of LDAM-DRW.
 3. Ablation: CC-SAM's class-conditional perturbation with radius_mode none / dir_only / mag_only / ccsam
    (noise_scale 1e-2, the first release's value, so that the perturbation is not negligible).
@@ -59,7 +59,7 @@ def main() -> None:
     out, reports, compare = Path(args.out), Path(args.reports), Path(args.compare_runs)
     if "motivation" in args.parts:
         runs = sorted(p for m in ("ce", "ldam-drw", "ccsam") for p in compare.glob(f"fmnist-lt-{m}-seed*"))
-        _analyse(runs)
+        _analyse([r for r in runs if r.name.endswith("-seed0")])  # analyses on seed 0; the table uses all seeds
         ccsam(["report", *map(str, runs), "--out", str(reports / "motivation"),
                "--title", "Motivation: are long-tailed models in sharp minima? (Fashion-MNIST-LT IR 100)"])
     if "flattening" in args.parts:
