@@ -69,3 +69,16 @@ def test_resume_refuses_new_overrides(tmp_path, capsys, tiny_overrides):
     capsys.readouterr()
     assert main(["train", "--resume", str(out_dir), "seed=3"]) == 2
     assert "--resume takes the run folder's own config" in capsys.readouterr().err
+
+
+def test_eval_accepts_only_prediction_rule_overrides(tmp_path, capsys, tiny_overrides):
+    out_dir = tmp_path / "run"
+    assert main(["train", "--out", str(out_dir), "--no-progress", *tiny_overrides()]) == 0
+    results = json.loads((out_dir / "results.json").read_text())
+    capsys.readouterr()
+    assert main(["eval", str(out_dir), "eval.logit_scale=2.0"]) == 0
+    printed = capsys.readouterr().out
+    assert f"{100 * results['test']['top1']:.1f}" in printed  # a temperature never changes the argmax
+    assert f"{results['test']['nll']:.3f}" not in printed  # but it changes the NLL
+    assert main(["eval", str(out_dir), "stage1.lr=0.5"]) == 2
+    assert "only eval.* settings" in capsys.readouterr().err

@@ -17,10 +17,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--split", choices=("test", "val"), default="test")
     p.add_argument("--data-root", default=None, help="where the data set lives now, if it moved")
+    p.add_argument("overrides", nargs="*", metavar="eval.KEY=VALUE",
+                   help="change the prediction rule, e.g. eval.posthoc_tau=1 or eval.tau_norm=0.7")
 
 
 def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     run_dir = RunDir.open(args.run_dir)
-    results = evaluate_run(run_dir, split=args.split, data_root=args.data_root)
+    results = evaluate_run(run_dir, split=args.split, data_root=args.data_root, eval_overrides=args.overrides)
     print(format_results_table(results, split=args.split))
     return 0

@@ -179,6 +179,10 @@ class EvalConfig(_Section):
     many_threshold: int = Field(100, ge=0, description="many-shot: n_c > many_threshold")
     few_threshold: int = Field(20, ge=0, description="few-shot: n_c < few_threshold")
     ece_bins: int = Field(15, ge=1)
+    logit_scale: float = Field(
+        1.0, gt=0.0, description="multiply logits at prediction (a cosine head trained with a loss that scales "
+        "its logits, e.g. LDAM s = 30, predicts with cosines: set the loss's scale for meaningful ECE / NLL)"
+    )
     posthoc_tau: float = Field(0.0, ge=0.0, description="post-hoc logit adjustment z - tau log pi at prediction")
     tau_norm: float | None = Field(None, ge=0.0, description="tau-normalise the head's class weights at prediction")
 

@@ -96,7 +96,10 @@ def prediction_head(model: Classifier, cfg: RunConfig) -> nn.Module:
 
 
 def adjust_logits(logits: torch.Tensor, cfg: RunConfig, class_counts: torch.Tensor) -> torch.Tensor:
-    """Post-hoc logit adjustment z - tau log pi (Menon et al. 2021) when ``eval.posthoc_tau > 0``."""
+    """Prediction-time logits: ``eval.logit_scale`` * z, then post-hoc logit adjustment z - tau log pi
+    (Menon et al. 2021) when ``eval.posthoc_tau > 0``."""
+    if cfg.eval.logit_scale != 1.0:
+        logits = logits * cfg.eval.logit_scale
     if cfg.eval.posthoc_tau > 0:
         return posthoc_logit_adjustment(logits, class_counts.to(logits.device), cfg.eval.posthoc_tau)
     return logits

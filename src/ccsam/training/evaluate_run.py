@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from ccsam.config.io import apply_overrides, config_from_tree
 from ccsam.config.schema import RunConfig
 from ccsam.data.build import LongTailData, build_data
-from ccsam.errors import RunDirError
+from ccsam.errors import ConfigError, RunDirError
 from ccsam.models import Classifier, build_model
 from ccsam.optim.flattening import apply_spectral_norm
 from ccsam.training.checkpoint import load_checkpoint
@@ -30,9 +32,17 @@ class TrainedRun:
     epochs_trained: int
 
 
-def load_trained(run: RunDir, *, data_root: str | None = None) -> TrainedRun:
-    """Model and data of a run folder, after checking the rebuilt split matches the run's manifest."""
+def load_trained(run: RunDir, *, data_root: str | None = None, eval_overrides: Sequence[str] = ()) -> TrainedRun:
+    """Model and data of a run folder, after checking the rebuilt split matches the run's manifest.
+
+    ``eval_overrides`` (``eval.*`` keys only) change the prediction rule, e.g. ``eval.posthoc_tau=1``."""
     cfg: RunConfig = run.load_config()
+    if eval_overrides:
+        bad = [o for o in eval_overrides if not o.startswith("eval.")]
+        if bad:
+            raise ConfigError(f"only eval.* settings can change after training, not {', '.join(bad)}")
+        tree = apply_overrides(cfg.model_dump(mode="json"), eval_overrides)
+        cfg = config_from_tree(tree)
     if data_root is not None:
         cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"root": data_root})})
     state = load_checkpoint(run.last_checkpoint)
@@ -55,9 +65,10 @@ def load_trained(run: RunDir, *, data_root: str | None = None) -> TrainedRun:
     return TrainedRun(cfg, model, data, runtime, state["epoch"])
 
 
-def evaluate_run(run: RunDir, *, split: str = "test", data_root: str | None = None) -> dict[str, Any]:
+def evaluate_run(run: RunDir, *, split: str = "test", data_root: str | None = None,
+                 eval_overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Metrics of the run's last checkpoint on ``split`` (``test`` or ``val``)."""
-    trained = load_trained(run, data_root=data_root)
+    trained = load_trained(run, data_root=data_root, eval_overrides=eval_overrides)
     cfg, data = trained.cfg, trained.data
     arrays = data.test if split == "test" else data.val
     with torch.no_grad():
