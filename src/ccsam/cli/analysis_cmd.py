@@ -15,6 +15,8 @@ def _runs(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     p.add_argument("--force", action="store_true", help="replace an existing analysis file")
     p.add_argument("--data-root", default=None, help="where the data set lives now, if it moved")
+    p.add_argument("--logit-scale", type=float, default=None,
+                   help="cosine heads: scale of the logits analysed (default: the run's eval.logit_scale)")
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -62,12 +64,14 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         run_dir = RunDir.open(path)
         if args.command == "probe":
             written = probe_run(run_dir, sigmas=args.sigmas, draws=args.draws, mode=args.mode, seed=args.seed,
-                                eps=args.eps, force=args.force, data_root=args.data_root)
+                                eps=args.eps, force=args.force, data_root=args.data_root,
+                                logit_scale=args.logit_scale)
         elif args.command == "landscape":
             written = landscape_run(run_dir, points=args.points, span=args.span, seed=args.seed,
-                                    surface_points=args.surface, force=args.force, data_root=args.data_root)
+                                    surface_points=args.surface, force=args.force, data_root=args.data_root,
+                                    logit_scale=args.logit_scale)
         else:
             written = sharpness_run(run_dir, iterations=args.iterations, max_per_class=args.max_per_class,
-                                    force=args.force, data_root=args.data_root)
+                                    force=args.force, data_root=args.data_root, logit_scale=args.logit_scale)
         print(written)
     return 0

@@ -12,8 +12,20 @@ from typing import Any
 
 from ccsam.analysis import loss_curve_1d, loss_surface_2d, per_class_sharpness, weight_perturbation_probe
 from ccsam.errors import RunDirError
+from ccsam.models.heads import CosineHead
 from ccsam.training.evaluate_run import TrainedRun, load_trained
 from ccsam.training.run_dir import RunDir, atomic_write_text
+
+
+def _load(run: RunDir, data_root: str | None, logit_scale: float | None) -> TrainedRun:
+    """The trained run, with a cosine head predicting at the run's ``eval.logit_scale`` (or the one
+    given): LDAM / GCL train cosine heads whose losses scale the logits, so their raw cosines would make
+    every loss near ln(C) and every landscape flat."""
+    trained = load_trained(run, data_root=data_root)
+    scale = logit_scale if logit_scale is not None else trained.cfg.eval.logit_scale
+    if isinstance(trained.model.head, CosineHead) and scale != 1.0:
+        trained.model.head.scale = float(scale)
+    return trained
 
 
 def _target(run: RunDir, kind: str, force: bool) -> Path:
@@ -34,10 +46,10 @@ def _common(trained: TrainedRun) -> dict[str, Any]:
 
 def probe_run(run: RunDir, *, sigmas: Sequence[float], draws: int, mode: str, seed: int,
               splits: Sequence[str] = ("train", "test"), eps: float = 0.0, force: bool = False,
-              data_root: str | None = None) -> Path:
+              data_root: str | None = None, logit_scale: float | None = None) -> Path:
     """Loss change under random weight noise (same draws for every run with the same ``seed``)."""
     path = _target(run, "probe", force)
-    trained = load_trained(run, data_root=data_root)
+    trained = _load(run, data_root, logit_scale)
     thresholds = {"many_threshold": trained.cfg.eval.many_threshold,
                   "few_threshold": trained.cfg.eval.few_threshold}
     out = {split: weight_perturbation_probe(trained.model, arrays, **_common(trained), sigmas=tuple(sigmas),
@@ -48,11 +60,12 @@ def probe_run(run: RunDir, *, sigmas: Sequence[float], draws: int, mode: str, se
 
 
 def landscape_run(run: RunDir, *, points: int, span: float, seed: int, splits: Sequence[str] = ("train",),
-                  surface_points: int | None = None, force: bool = False, data_root: str | None = None) -> Path:
+                  surface_points: int | None = None, force: bool = False, data_root: str | None = None,
+                  logit_scale: float | None = None) -> Path:
     """1-D loss curve along a filter-normalised random direction (same direction seed for every run), and
     optionally the 2-D surface over two such directions (``surface_points`` x ``surface_points``)."""
     path = _target(run, "landscape", force)
-    trained = load_trained(run, data_root=data_root)
+    trained = _load(run, data_root, logit_scale)
     thresholds = {"many_threshold": trained.cfg.eval.many_threshold,
                   "few_threshold": trained.cfg.eval.few_threshold}
     out = {split: loss_curve_1d(trained.model, arrays, **_common(trained), points=points, span=span, seed=seed,
@@ -67,10 +80,11 @@ def landscape_run(run: RunDir, *, points: int, span: float, seed: int, splits: S
 
 
 def sharpness_run(run: RunDir, *, scopes: Sequence[str] = ("head", "all"), iterations: int = 20,
-                  max_per_class: int = 128, force: bool = False, data_root: str | None = None) -> Path:
+                  max_per_class: int = 128, force: bool = False, data_root: str | None = None,
+                  logit_scale: float | None = None) -> Path:
     """Top Hessian eigenvalue of each class's training loss, for the head alone and the whole model."""
     path = _target(run, "sharpness", force)
-    trained = load_trained(run, data_root=data_root)
+    trained = _load(run, data_root, logit_scale)
     data = trained.data
     out: dict[str, Any] = {"class_counts": data.class_counts.tolist()}
     for scope in scopes:
