@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ccsam.atomic_io import atomic_write_bytes
 from ccsam.config.schema import DataConfig
 from ccsam.data.arrays import ImageArrays
 from ccsam.data.build import LongTailData
@@ -117,10 +118,7 @@ def export_cache(data: LongTailData, cfg: DataConfig, path: str | Path, level: i
         payload[split] = _encode_split(getattr(data, split), level)
     buffer = io.BytesIO()
     torch.save(payload, buffer)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_bytes(buffer.getvalue())
-    tmp.replace(path)
+    atomic_write_bytes(path, buffer.getvalue())
     raw = sum(int(np.prod(payload[s]["shape"])) for s in ("train", "val", "test"))
     return {"path": str(path), "bytes": path.stat().st_size, "raw_pixel_bytes": raw}
 

@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ccsam.atomic_io import atomic_write_text
+
 __all__ = [
     "SplitManifest",
     "balanced_validation_subset",
@@ -208,11 +210,7 @@ class SplitManifest:
 
     def save_json(self, path: str | os.PathLike[str]) -> None:
         """Write the manifest as JSON to ``path`` atomically (temporary file then ``os.replace``)."""
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        temporary = target.with_name(target.name + ".tmp")
-        temporary.write_text(json.dumps(self.to_dict()) + "\n", encoding="utf-8")
-        os.replace(temporary, target)
+        atomic_write_text(Path(path), json.dumps(self.to_dict()) + "\n")
 
     @classmethod
     def load_json(cls, path: str | os.PathLike[str]) -> SplitManifest:

@@ -15,7 +15,7 @@ from typing import Any
 
 from ccsam.errors import RunDirError
 from ccsam.reporting import plots
-from ccsam.reporting.tables import group_table, load_results, mean_std
+from ccsam.reporting.tables import group_table, load_results
 
 GROUPS = ("overall", "many", "medium", "few")
 
@@ -142,4 +142,4 @@ def build_report(run_dirs: list[Path], out_dir: Path, *, title: str = "ccsam rep
     return report
 
 
-__all__ = ["build_report", "mean_std"]
+__all__ = ["build_report"]

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from ccsam.errors import RunDirError
-from ccsam.training.run_dir import atomic_write_bytes
+from ccsam.atomic_io import atomic_write_bytes
 
 CHECKPOINT_FORMAT = 1
 
