@@ -24,6 +24,7 @@ from ccsam.data.arrays import ImageArrays
 from ccsam.data.build import LongTailData
 from ccsam.data.splits import SplitManifest
 from ccsam.errors import CcsamError
+from ccsam.safe_load import load_torch_file
 
 CACHE_FORMAT = 1
 # The data-config fields that decide the content of the three splits; a run may only use a cache whose
@@ -128,10 +129,10 @@ def load_cache(path: str | Path, cfg: DataConfig) -> LongTailData:
     path = Path(path).expanduser()
     if not path.is_file():
         raise DataCacheError(f"data cache '{path}' not found; make one with `ccsam data export --out {path}`")
+    payload = load_torch_file(path, "data cache", f"Export it again with `ccsam data export --out {path}`")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
         meta = json.loads(payload["meta"])
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user-facing problem
+    except (TypeError, KeyError, ValueError) as exc:
         raise DataCacheError(f"'{path}' is not a ccsam data cache ({exc.__class__.__name__})") from None
     if meta.get("format") != CACHE_FORMAT:
         raise DataCacheError(f"data cache '{path}' has format {meta.get('format')}, expected {CACHE_FORMAT}")

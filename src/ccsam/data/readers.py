@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import gzip
 import os
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -21,6 +20,7 @@ import torch
 
 from ccsam.data.arrays import ImageArrays
 from ccsam.errors import CcsamError
+from ccsam.safe_load import load_cifar_pickle
 
 __all__ = [
     "DATASET_NAMES",
@@ -80,8 +80,7 @@ def _unpickle(path: Path, keys: tuple[str, ...]) -> dict[str, Any]:
         raise DatasetNotFoundError(
             f"{path} is missing, so {path.parent} is incomplete; restore the file or re-extract the archive"
         )
-    with path.open("rb") as handle:
-        content = pickle.load(handle, encoding="latin1")
+    content = load_cifar_pickle(path)
     if not isinstance(content, dict) or any(key not in content for key in keys):
         raise ValueError(f"{path} is not a CIFAR python pickle with keys {keys}; re-extract the archive")
     return content

@@ -8,8 +8,9 @@ from typing import Any
 
 import torch
 
-from ccsam.errors import RunDirError
 from ccsam.atomic_io import atomic_write_bytes
+from ccsam.errors import RunDirError
+from ccsam.safe_load import load_torch_file
 
 CHECKPOINT_FORMAT = 1
 
@@ -37,10 +38,14 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Load a checkpoint onto the CPU; one clear error if it is missing or from another format."""
+    """Load a checkpoint onto the CPU without running code (``weights_only``); one clear error if it is
+    missing, corrupt, refused or from another format."""
     if not path.is_file():
         raise RunDirError(f"checkpoint '{path}' not found; the run has not completed an epoch yet")
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    if state.get("format") != CHECKPOINT_FORMAT:
-        raise RunDirError(f"checkpoint '{path}' has format {state.get('format')}, expected {CHECKPOINT_FORMAT}")
+    state = load_torch_file(
+        path, "checkpoint", "Restore the file from the run that wrote it, or train again (nothing was loaded)"
+    )
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise RunDirError(f"checkpoint '{path}' has format {found}, expected {CHECKPOINT_FORMAT}")
     return state
