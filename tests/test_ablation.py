@@ -13,7 +13,7 @@ from torch import nn
 
 from ccsam.functional import RADIUS_MODES, class_conditional_logits, random_head_directions
 from ccsam.models import Classifier, build_model
-from ccsam.scoped_ccsam import class_conditional_loss, select_parameters
+from ccsam.method.scoped import class_conditional_loss, select_parameters
 
 TOL = {"rtol": 1e-8, "atol": 1e-10}
 DIM = 12

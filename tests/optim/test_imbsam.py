@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from ccsam.optim.bn import bn_stats_frozen
+from ccsam.models.bn import bn_stats_frozen
 from ccsam.optim.imbsam import ImbSAM, split_head_tail_loss
 from ccsam.optim.sam import SAM
 

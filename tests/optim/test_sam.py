@@ -13,7 +13,7 @@ from torch import nn
 from torch.func import functional_call
 
 from ccsam.optim.base import SharpnessOptimizer
-from ccsam.optim.bn import bn_stats_frozen, disable_running_stats, enable_running_stats
+from ccsam.models.bn import bn_stats_frozen, disable_running_stats, enable_running_stats
 from ccsam.optim.sam import SAM, maybe_no_sync
 
 

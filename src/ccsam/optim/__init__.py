@@ -1,7 +1,7 @@
 """Optimisers (SAM, ASAM, ImbSAM, CC-SAM for your own loop) and schedules of explicit counters."""
 
+from ccsam.models.bn import bn_stats_frozen, disable_running_stats, enable_running_stats
 from ccsam.optim.base import SharpnessOptimizer
-from ccsam.optim.bn import bn_stats_frozen, disable_running_stats, enable_running_stats
 from ccsam.optim.ccsam import CCSAM
 from ccsam.optim.imbsam import ImbSAM, split_head_tail_loss
 from ccsam.optim.perturbation import global_grad_norm, sam_epsilon

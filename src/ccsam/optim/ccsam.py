@@ -1,8 +1,9 @@
 """CC-SAM for your own training loop, with a davda54/sam-like optimiser API.
 
 The released-code CC-SAM perturbs only the linear head, so its sharpness-aware objective has a closed
-form (:func:`ccsam.functional.class_conditional_logits`) and needs one forward / backward pass: the
-optimiser gives you the loss, you back-propagate it, it steps its base optimiser.
+form (:func:`ccsam.method.stage1_loss`, the same function the training engine calls) and needs one
+forward / backward pass: the optimiser gives you the loss, you back-propagate it, it steps its base
+optimiser.
 
 Example:
     >>> import torch
@@ -25,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from ccsam.functional import class_conditional_logits
+from ccsam.method.stage1 import stage1_loss
 
 
 class CCSAM(Optimizer):
@@ -77,15 +78,11 @@ class CCSAM(Optimizer):
         """The CC-SAM stage-1 objective on a batch of features (``soft_targets``: mixup targets, with
         ``labels`` the first mixup label y_a)."""
         logits = self.head(features)
-        targets = soft_targets if soft_targets is not None else labels
-        clean = F.cross_entropy(logits, targets)
-        if self.flat_ratio == 0.0:
-            return clean
-        perturbed = class_conditional_logits(
-            features, self.head.weight, self.head.bias, labels, self.class_counts.to(features.device),
-            noise_scale=self.noise_scale, soft_targets=soft_targets,
+        clean = F.cross_entropy(logits, soft_targets if soft_targets is not None else labels)
+        return stage1_loss(
+            clean, features, self.head, labels, self.class_counts.to(features.device),
+            flat_ratio=self.flat_ratio, noise_scale=self.noise_scale, soft_targets=soft_targets,
         )
-        return (1.0 - self.flat_ratio) * clean + self.flat_ratio * F.cross_entropy(perturbed, labels)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:  # type: ignore[override]

@@ -31,7 +31,8 @@ GP and MP are *updates* with the engine's signature
 ``ccsam.training.updates``); they work with any plain ``torch.optim`` optimiser (not a SAM wrapper).
 Both restore the weights bit-exactly with ``p.copy_(saved)`` after every perturbed pass (house rule G3),
 and BatchNorm running statistics are updated by exactly one forward pass per step (the others run under
-:func:`ccsam.optim.bn.bn_stats_frozen`). The perturbation math is :func:`ccsam.optim.perturbation.sam_epsilon`
+:func:`ccsam.models.bn.bn_stats_frozen`). The perturbation math is
+:func:`ccsam.optim.perturbation.sam_epsilon`
 (GP's ``r g / ||g||`` is SAM's ``eps`` with ``rho = r``) and :func:`uniform_noise` (MP).
 
 Which parameters are perturbed: those of the optimiser's parameter groups that require gradients (the
@@ -54,7 +55,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 from torch.optim import Optimizer
 from torch.optim.swa_utils import AveragedModel, update_bn
 
-from ccsam.optim.bn import bn_stats_frozen
+from ccsam.models.bn import bn_stats_frozen
 from ccsam.optim.perturbation import sam_epsilon
 
 __all__ = [

@@ -9,7 +9,8 @@ ASAM (Kwon et al., ICML 2021, eq. 4 / Alg. 1), the elementwise normalisation ope
 - ASAM: ``eps = rho * T_w^2 g / ||T_w g||_2`` -- the solution in the ball ``||T_w^{-1} eps||_2 <= rho``.
 
 The norm is global: one scalar over every tensor that has a gradient (davda54/sam behaviour). The
-CC-SAM per-class radius ``rho_c*`` is :func:`ccsam.functional.ccsam_radius`; it is not repeated here.
+CC-SAM per-class radius ``rho_c*`` is :func:`ccsam.method.radius.ccsam_radius`; the norm floor and the global
+norm are shared with it (:mod:`ccsam.method.radius`).
 """
 
 from __future__ import annotations
@@ -19,16 +20,9 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor
 
+from ccsam.method.radius import GRAD_NORM_FLOOR, global_norm
+
 __all__ = ["GRAD_NORM_FLOOR", "global_grad_norm", "sam_epsilon"]
-
-# ||g|| is floored here before dividing, so an all-zero gradient gives eps = 0 (same floor as
-# ccsam.functional); for any ||g|| above it the division is the exact formula.
-GRAD_NORM_FLOOR = 1e-12
-
-
-def _norm_dtype(dtype: torch.dtype) -> torch.dtype:
-    # fp16 / bf16 norms are accumulated in fp32 (an fp16 sum of squares overflows at 65504).
-    return torch.promote_types(dtype, torch.float32)
 
 
 def _scaled_grad(p: Tensor, adaptive: bool, eta: float) -> Tensor:
@@ -65,18 +59,7 @@ def global_grad_norm(params: Iterable[Tensor], adaptive: bool = False, eta: floa
         5.0
     """
     _check(None, eta)
-    norms = [
-        torch.linalg.vector_norm(_scaled_grad(p, adaptive, eta), dtype=_norm_dtype(p.grad.dtype))
-        for p in params
-        if p.grad is not None
-    ]
-    if not norms:
-        return torch.zeros(())
-    device = norms[0].device
-    dtype = norms[0].dtype
-    for n in norms[1:]:
-        dtype = torch.promote_types(dtype, n.dtype)
-    return torch.linalg.vector_norm(torch.stack([n.to(device=device, dtype=dtype) for n in norms]))
+    return global_norm(_scaled_grad(p, adaptive, eta) for p in params if p.grad is not None)
 
 
 def sam_epsilon(

@@ -82,7 +82,7 @@ class SAM(Optimizer):
             with maybe_no_sync(model):                      # DDP: no all-reduce in the first pass
                 loss_fn(model(x), y).backward()
             opt.first_step(zero_grad=True)                  # w <- w + eps
-            with bn_stats_frozen(model):                    # ccsam.optim.bn
+            with bn_stats_frozen(model):                    # ccsam.models.bn
                 loss_fn(model(x), y).backward()
             opt.second_step(zero_grad=True)                 # w restored, SGD step with g(w + eps)
 

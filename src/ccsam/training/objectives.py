@@ -2,7 +2,7 @@
 
 The training loop is the same for every method; what differs is the loss computed from a batch, and
 that lives here. Every objective applies a configurable criterion (``ccsam.losses``: CE, focal, LDAM,
-Balanced Softmax, ...) to logits; the CC-SAM math itself is in :mod:`ccsam.functional`.
+Balanced Softmax, ...) to logits; the CC-SAM math itself is in :mod:`ccsam.method`.
 """
 
 from __future__ import annotations
@@ -14,10 +14,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from ccsam.data.augment import MixedBatch
-from ccsam.functional import adversarial_feature_losses, class_conditional_logits
+from ccsam.method import (
+    RadiusMode,
+    adversarial_feature_losses,
+    class_conditional_loss,
+    select_parameters,
+    stage1_loss,
+)
 from ccsam.models import Classifier
-from ccsam.optim.bn import bn_stats_frozen
-from ccsam.scoped_ccsam import class_conditional_loss, select_parameters
+from ccsam.models.bn import bn_stats_frozen
 
 
 @dataclass(frozen=True)
@@ -73,7 +78,7 @@ class CcsamStage1Objective:
 
     L = (1 - beta) * clean mixup loss + beta * mean_i loss(h_{theta + eps_{y_a,i}}(z_i), y_a,i),
     with eps_c the class-conditional perturbation of the linear head computed in closed form by
-    :func:`ccsam.functional.class_conditional_logits` (one backbone pass; no per-class loop). The
+    :func:`ccsam.method.stage1_loss` (one backbone pass; no per-class loop). The
     perturbation direction is the gradient of the class's cross-entropy (the paper's L_S^c); the
     criterion (CE by default, e.g. Balanced Softmax for "BS + CC-SAM") is what is evaluated there.
     """
@@ -82,7 +87,7 @@ class CcsamStage1Objective:
     flat_ratio: float
     noise_scale: float
     criterion: nn.Module = field(default_factory=_cross_entropy)
-    radius_mode: str = "ccsam"
+    radius_mode: RadiusMode = "ccsam"
     rho: float = 1.0
     generator: torch.Generator | None = None
 
@@ -90,24 +95,12 @@ class CcsamStage1Objective:
         features = model.features(batch.inputs)
         logits = model.head(features)
         clean = mixup_loss(self.criterion, logits, batch)
-        if self.flat_ratio == 0.0:
-            return StepOutput(clean, logits.detach())
         soft = batch.soft_targets(logits.shape[1]) if batch.lam < 1.0 else None
-        perturbed = class_conditional_logits(
-            features,
-            model.head.weight,
-            model.head.bias,
-            batch.targets_a,
-            self.class_counts,
-            noise_scale=self.noise_scale,
-            soft_targets=soft,
-            validate=False,
-            radius_mode=self.radius_mode,
-            rho=self.rho,
-            generator=self.generator,
+        loss = stage1_loss(
+            clean, features, model.head, batch.targets_a, self.class_counts, flat_ratio=self.flat_ratio,
+            noise_scale=self.noise_scale, criterion=self.criterion, soft_targets=soft, validate=False,
+            radius_mode=self.radius_mode, rho=self.rho, generator=self.generator,
         )
-        flat = self.criterion(perturbed, batch.targets_a)
-        loss = (1.0 - self.flat_ratio) * clean + self.flat_ratio * flat
         return StepOutput(loss, logits.detach())
 
 
@@ -115,7 +108,7 @@ class CcsamStage1Objective:
 class ScopedCcsamObjective:
     """Paper-faithful CC-SAM stage 1 on more than the head (spec 1.1: last-k blocks or all parameters):
     each class's samples are forwarded at w + eps_c with one global-norm radius over ``params``
-    (:func:`ccsam.scoped_ccsam.class_conditional_loss`; cross-entropy, one pass per class in the batch)."""
+    (:func:`ccsam.method.scoped.class_conditional_loss`; cross-entropy, one pass per class in the batch)."""
 
     class_counts: torch.Tensor
     flat_ratio: float
@@ -157,7 +150,7 @@ class CcsamStage2Objective:
     """CC-SAM stage 2 (spec 2.2): L = alpha * mean_i a_i + (1 - alpha) * mean_i CE(h(z_i), y_i).
 
     a_i is the class-weighted loss on adversarially displaced features
-    (:func:`ccsam.functional.adversarial_feature_losses`); the backbone is frozen, so features are
+    (:func:`ccsam.method.adversarial_feature_losses`); the backbone is frozen, so features are
     computed without a graph (BatchNorm statistics still update when the backbone is in train mode).
     """
 

@@ -15,7 +15,7 @@ from torch.optim import Optimizer
 
 from ccsam.data.augment import MixedBatch
 from ccsam.models import Classifier
-from ccsam.optim.bn import bn_stats_frozen
+from ccsam.models.bn import bn_stats_frozen
 from ccsam.optim.flattening import make_gradient_penalty_update, make_model_perturbation_update
 from ccsam.optim.imbsam import ImbSAM
 from ccsam.optim.sam import SAM, maybe_no_sync

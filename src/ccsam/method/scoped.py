@@ -1,7 +1,7 @@
 """Paper-faithful CC-SAM with a perturbation scope beyond the head (ccsam-spec §1.1, §8 ``perturb_scope``).
 
 The released code perturbs only the linear head, which has a closed form
-(:func:`ccsam.functional.class_conditional_logits`). Perturbing the last ``k`` backbone blocks or the
+(:func:`ccsam.method.head.class_conditional_logits`). Perturbing the last ``k`` backbone blocks or the
 whole network has none, so here each class present in the batch gets its own gradient (one
 ``torch.autograd.grad``) and its own forward pass at ``w + eps_c`` through
 ``torch.func.functional_call``: a Python loop over classes, which STYLE G4 allows for this case. The
@@ -24,17 +24,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from ccsam.functional import _check_counts, ccsam_radius
-from ccsam.optim.bn import bn_stats_frozen
+from ccsam.method._common import check_counts
+from ccsam.method.radius import GRAD_NORM_FLOOR, PARAM_NORM_EPS, ccsam_radius, global_norm
+from ccsam.models.bn import bn_stats_frozen
 
 __all__ = ["PerturbScope", "class_conditional_loss", "select_parameters"]
 
 PerturbScope = Literal["head", "last_k", "all"]
-
-# Same floors as ccsam.functional: ||w|| + 1e-12 (the code's `grad_norm`), ||g_c|| floored at 1e-12.
-_PARAM_NORM_EPS = 1e-12
-_GRAD_NORM_FLOOR = 1e-12
-
 
 def select_parameters(model: nn.Module, scope: PerturbScope, k: int = 1) -> list[nn.Parameter]:
     """The trainable parameters that CC-SAM perturbs for a perturbation ``scope``.
@@ -125,7 +121,7 @@ def class_conditional_loss(
 
     * ``g_c = grad_w (1/m_c) sum_{i: y_i = c} l_i(w)``, ``w`` the concatenation of ``params``;
     * ``rho_c = s k^(1/4) sqrt(||w|| / (2 ||g_c||)) max(n_c - 1, 1)^(-1/4)``
-      (:func:`ccsam.functional.ccsam_radius`) with ``k = sum_p p.numel()``, ``||w|| = ||w||_2 + 1e-12``;
+      (:func:`ccsam.method.radius.ccsam_radius`) with ``k = sum_p p.numel()``, ``||w|| = ||w||_2 + 1e-12``;
     * ``eps_c = rho_c g_c / max(||g_c||, 1e-12)``, a constant (no gradient through it).
 
     ``||w||`` and ``||g_c||`` are ONE global norm over all of ``params`` (the paper's single vector).
@@ -137,7 +133,7 @@ def class_conditional_loss(
     BatchNorm runs in the model's current mode: in train mode each class pass normalises with the
     statistics of its own rows (a class with one sample fails in ``BatchNorm1d``) and, with
     ``freeze_bn_stats=False``, also updates the running statistics (``1 + P`` updates per step);
-    ``freeze_bn_stats=True`` runs the class passes under :func:`ccsam.optim.bn.bn_stats_frozen`, so only
+    ``freeze_bn_stats=True`` runs the class passes under :func:`ccsam.models.bn.bn_stats_frozen`, so only
     the clean pass updates them.
 
     Args:
@@ -174,7 +170,7 @@ def class_conditional_loss(
     low, high = int(labels.min()), int(labels.max())
     if low < 0 or high >= num_classes:
         raise ValueError(f"labels must lie in [0, {num_classes}), got range [{low}, {high}]")
-    counts = _check_counts(class_counts, num_classes, logits.device, torch.float64, True)
+    counts = check_counts(class_counts, num_classes, logits.device, torch.float64, True)
     targets = labels if soft_targets is None else soft_targets.to(logits.dtype)
     per_sample = F.cross_entropy(logits, targets, reduction="none")  # l_i(w)
     clean = per_sample.mean()
@@ -182,7 +178,7 @@ def class_conditional_loss(
         return clean
 
     with torch.no_grad():
-        theta_norm = _global_norm(params) + _PARAM_NORM_EPS
+        theta_norm = global_norm(params) + PARAM_NORM_EPS
     num_params = sum(p.numel() for p in params)
     bn_ctx = bn_stats_frozen(model) if freeze_bn_stats else contextlib.nullcontext()
     flat_sum = logits.new_zeros(())
@@ -194,10 +190,10 @@ def class_conditional_loss(
                     per_sample[idx].mean(), params, retain_graph=True, materialize_grads=True
                 )
                 with torch.no_grad():
-                    grad_norm = _global_norm(grads)
+                    grad_norm = global_norm(grads)
                     radius = ccsam_radius(theta_norm, grad_norm, counts[c], num_params, noise_scale)
-                    scale = radius / grad_norm.clamp_min(_GRAD_NORM_FLOOR)
-                moved = {n: p + (scale * g).to(p.dtype) for n, p, g in zip(names, params, grads)}
+                    scale = radius / grad_norm.clamp_min(GRAD_NORM_FLOOR)
+                moved = {n: p + (scale * g).to(p.dtype) for n, p, g in zip(names, params, grads, strict=True)}
             out = functional_call(model, moved, (inputs[idx],))
             flat_sum = flat_sum + F.cross_entropy(out, labels[idx], reduction="sum")
     return (1.0 - flat_ratio) * clean + flat_ratio * flat_sum / labels.shape[0]
@@ -235,14 +231,8 @@ def _check_loss_args(
     return [n for n in names if n is not None]
 
 
-def _global_norm(tensors: Sequence[Tensor]) -> Tensor:
-    """``||(t_1, ..., t_n)||_2`` over all entries, in at least float32."""
-    dtype = torch.promote_types(tensors[0].dtype, torch.float32)
-    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t, dtype=dtype) for t in tensors]))
-
-
 def _class_groups(labels: Tensor) -> list[tuple[int, Tensor]]:
     """``(c, indices of class c)`` for each class present, ascending (one host read)."""
     order = torch.argsort(labels, stable=True)
     classes, sizes = torch.unique_consecutive(labels[order], return_counts=True)
-    return list(zip(classes.tolist(), torch.split(order, sizes.tolist())))
+    return list(zip(classes.tolist(), torch.split(order, sizes.tolist()), strict=True))
