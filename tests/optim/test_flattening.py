@@ -13,15 +13,10 @@ from torch import nn
 from torch.func import functional_call
 
 from ccsam.models import build_model
-from ccsam.optim.flattening import (
-    SwaAverager,
-    apply_spectral_norm,
-    make_gradient_penalty_update,
-    make_model_perturbation_update,
-    swa_window,
-)
+from ccsam.optim.spectral_norm import apply_spectral_norm
+from ccsam.optim.swa import SwaAverager, swa_window
 from ccsam.training.objectives import StepOutput
-from ccsam.training.updates import sgd_update
+from ccsam.training.updates import make_gradient_penalty_update, make_model_perturbation_update, sgd_update
 
 NULL = contextlib.nullcontext
 

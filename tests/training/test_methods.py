@@ -13,7 +13,7 @@ from ccsam.evaluation import classification_report
 from ccsam.losses.logit_adjustment import posthoc_logit_adjustment
 from ccsam.models.heads import LWSHead, tau_normalized_weight
 from ccsam.training.checkpoint import load_checkpoint
-from ccsam.training.loop import predict
+from ccsam.evaluation.predict import predict
 from ccsam.training.run_dir import RunDir
 from ccsam.training.trainer import Trainer, train
 
@@ -52,7 +52,7 @@ def test_crt_starts_stage2_from_a_fresh_head_and_keeps_the_backbone(tmp_path):
     trainer.fit(stop_at=config.stage1.epochs)
     stage1 = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     torch.manual_seed(123)
-    trainer._enter_stage(2)
+    trainer.enter_stage(2)
     assert not torch.equal(trainer.model.head.weight, stage1["head.weight"])  # re-initialised (cRT)
     trainer.fit()
     after = trainer.model.state_dict()

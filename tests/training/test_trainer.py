@@ -85,7 +85,7 @@ def test_best_val_initialisation_loads_the_validation_selected_weights(tmp_path,
     records = run.read_metrics()
     best_epoch = max(range(3), key=lambda e: (records[e]["val"]["balanced"], -e))
     assert best["epoch"] == best_epoch
-    trainer._enter_stage(2)
+    trainer.enter_stage(2)
     for key, value in best["model"].items():
         assert torch.equal(trainer.model.state_dict()[key], value)
 

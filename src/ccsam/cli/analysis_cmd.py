@@ -6,8 +6,8 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
+from ccsam.analysis.runs import landscape_run, probe_run, sharpness_run
 from ccsam.reporting.report import build_report
-from ccsam.training.analyze_run import landscape_run, probe_run, sharpness_run
 from ccsam.training.run_dir import RunDir
 
 

@@ -1,13 +1,26 @@
-"""Metrics that reduce raw logits: top-1, per-class and shot-group accuracy, NLL, calibration."""
+"""Prediction over a split and the metrics that reduce its logits: top-1, per-class and shot-group
+accuracy, NLL, calibration."""
 
 from ccsam.evaluation.calibration import expected_calibration_error, reliability_bins
 from ccsam.evaluation.metrics import classification_report, confusion_matrix, per_class_accuracy, shot_groups
+from ccsam.evaluation.predict import (
+    adjust_logits,
+    balanced_accuracy,
+    evaluate_split,
+    predict,
+    prediction_head,
+)
 
 __all__ = [
+    "adjust_logits",
+    "balanced_accuracy",
     "classification_report",
     "confusion_matrix",
+    "evaluate_split",
     "expected_calibration_error",
     "per_class_accuracy",
+    "predict",
+    "prediction_head",
     "reliability_bins",
     "shot_groups",
 ]

@@ -7,6 +7,7 @@ ASAM (Kwon et al., ICML 2021, eq. 4 / Alg. 1), the elementwise normalisation ope
 - SAM (Foret et al., ICLR 2021, eq. 2): ``eps = rho * g / ||g||_2`` -- the first-order solution of
   ``max_{||eps|| <= rho} L(w + eps)``.
 - ASAM: ``eps = rho * T_w^2 g / ||T_w g||_2`` -- the solution in the ball ``||T_w^{-1} eps||_2 <= rho``.
+- MP (F2M, Shi et al., NeurIPS 2021): uniform noise ``u ~ U[-b, b]`` on every parameter.
 
 The norm is global: one scalar over every tensor that has a gradient (davda54/sam behaviour). The
 CC-SAM per-class radius ``rho_c*`` is :func:`ccsam.method.radius.ccsam_radius`; the norm floor and the global
@@ -20,9 +21,10 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor
 
+from ccsam.checks import check_number
 from ccsam.method.radius import GRAD_NORM_FLOOR, global_norm
 
-__all__ = ["GRAD_NORM_FLOOR", "global_grad_norm", "sam_epsilon"]
+__all__ = ["GRAD_NORM_FLOOR", "global_grad_norm", "sam_epsilon", "uniform_noise"]
 
 
 def _scaled_grad(p: Tensor, adaptive: bool, eta: float) -> Tensor:
@@ -110,3 +112,25 @@ def sam_epsilon(
         # inf * 0 = NaN on overflow: nan_to_num turns it into the documented eps = 0.
         eps.append(torch.nan_to_num(e * scale.to(e.device), nan=0.0, posinf=0.0, neginf=0.0).to(p.dtype))
     return eps
+
+
+def uniform_noise(params: Iterable[Tensor], bound: float, generator: torch.Generator) -> list[Tensor]:
+    """``u ~ U[-b, b)`` elementwise for each tensor: ``u = b (2 U[0, 1) - 1)`` (F2M, Shi et al. 2021).
+
+    One ``torch.rand(p.shape, dtype=p.dtype, device=generator.device, generator=generator)`` per tensor,
+    in order, moved to ``p.device`` -- the draw sequence a reproduction must follow.
+
+    Args:
+        params: Tensors giving shape, dtype and device of the noise (consumed once).
+        bound: Half-width ``b >= 0``.
+        generator: Source of the draws (its device is where they are drawn).
+
+    Returns:
+        One noise tensor per input tensor, with its dtype and device.
+    """
+    check_number("bound", bound, low=0)
+    noise = []
+    for p in params:
+        r = torch.rand(p.shape, dtype=p.dtype, device=generator.device, generator=generator)
+        noise.append(r.mul_(2.0).sub_(1.0).mul_(bound).to(p.device))
+    return noise

@@ -12,13 +12,12 @@ from ccsam.config.io import apply_overrides, config_from_tree
 from ccsam.config.schema import RunConfig
 from ccsam.data.build import LongTailData, build_data
 from ccsam.errors import ConfigError, RunDirError
-from ccsam.models import Classifier, build_model
-from ccsam.optim.flattening import apply_spectral_norm
+from ccsam.evaluation.predict import evaluate_split
+from ccsam.models import Classifier
+from ccsam.training.assembly import build_run_model, select_device
 from ccsam.training.checkpoint import load_checkpoint
-from ccsam.training.components import install_head, prepare_stage2
-from ccsam.training.precision import Runtime, prepare_model
+from ccsam.training.precision import Runtime
 from ccsam.training.run_dir import RunDir
-from ccsam.training.trainer import evaluate_split, select_device
 
 
 @dataclass
@@ -51,16 +50,10 @@ def load_trained(run: RunDir, *, data_root: str | None = None, eval_overrides: S
         raise RunDirError(f"'{run.path}': the rebuilt data split differs from the run's (sha256 mismatch)")
     device = select_device(cfg.device)
     data = data.to(device)
-    model = build_model(cfg.model.arch, in_channels=data.in_channels, num_classes=data.num_classes,
-                        width=cfg.model.width, bias=cfg.model.bias).to(device)
-    model = install_head(model, cfg.model)
-    if cfg.stage1.spectral_norm:
-        apply_spectral_norm(model)
-    if state["stage"] == 2:
-        prepare_stage2(model, cfg)  # the stage-2 head (e.g. LWS) has its own parameters
-    model.load_state_dict(state["model"])
     runtime = Runtime.resolve(cfg.runtime, device)
-    model = prepare_model(model, cfg.runtime.model_copy(update={"compile": False}), runtime)
+    model = build_run_model(cfg, data.in_channels, data.num_classes, runtime, stage=state["stage"],
+                            compile_backbone=False)
+    model.load_state_dict(state["model"])
     model.eval()
     return TrainedRun(cfg, model, data, runtime, state["epoch"])
 

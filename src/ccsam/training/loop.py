@@ -1,4 +1,4 @@
-"""The two method-agnostic loop functions: one training epoch, and prediction over a split."""
+"""The method-agnostic training loop: one epoch of updates (prediction is :mod:`ccsam.evaluation.predict`)."""
 
 from __future__ import annotations
 
@@ -9,17 +9,13 @@ import torch
 from torch.optim import Optimizer
 from tqdm.auto import tqdm
 
-from ccsam.data.arrays import ImageArrays
-from ccsam.data.augment import MixedBatch
 from ccsam.data.dataloader import DataLoaderBatches
-from ccsam.data.loader import InMemoryLoader, eval_batches
+from ccsam.data.loader import InMemoryLoader
 from ccsam.models import Classifier
 from ccsam.optim.schedules import set_learning_rate
-from ccsam.training.objectives import StepOutput
+from ccsam.training.objectives import Objective
 from ccsam.training.precision import Runtime
-from ccsam.training.updates import Update, select_update
-
-Objective = Callable[[Classifier, MixedBatch], StepOutput]
+from ccsam.training.updates import Update
 
 
 def train_one_epoch(
@@ -27,22 +23,22 @@ def train_one_epoch(
     loader: InMemoryLoader | DataLoaderBatches,
     objective: Objective,
     optimizer: Optimizer,
+    update: Update,
     lr_at_step: Callable[[int], float],
     *,
     runtime: Runtime | None = None,
-    update: Update | None = None,
     description: str = "",
     progress: bool = True,
 ) -> dict[str, float]:
     """Run one epoch of optimiser steps; returns the mean loss and the accuracy on ``targets_a``.
 
-    The update (one SGD pass, or SAM / ASAM / ImbSAM's two passes) follows the optimiser's type.
+    ``update`` is the stage's update (one SGD pass, SAM / ASAM / ImbSAM's two passes, GP, MP; see
+    :func:`ccsam.training.updates.build_update`): the loop knows nothing else about the optimiser.
 
     Loss and correct counts accumulate on the device and are read once at the end of the epoch (no
     host synchronisation per step). The forward pass runs under ``runtime.autocast()``.
     """
     autocast = runtime.autocast if runtime is not None else contextlib.nullcontext
-    update = update if update is not None else select_update(optimizer)
     device = next(model.parameters()).device
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
@@ -57,31 +53,3 @@ def train_one_epoch(
     if seen == 0:
         return {"loss": float("nan"), "accuracy": float("nan")}
     return {"loss": float(loss_sum) / seen, "accuracy": float(correct) / seen}
-
-
-@torch.no_grad()
-def predict(
-    model: Classifier,
-    arrays: ImageArrays,
-    batch_size: int,
-    mean: tuple[float, ...],
-    std: tuple[float, ...],
-    runtime: Runtime | None = None,
-    head: torch.nn.Module | None = None,
-) -> torch.Tensor:
-    """Logits [N, C] (fp32) of the model in eval mode over a whole split (no augmentation).
-
-    ``head`` replaces ``model.head`` for prediction (e.g. a tau-normalised copy)."""
-    was_training = model.training
-    model.eval()
-    memory_format = torch.channels_last if runtime is not None and runtime.channels_last else torch.contiguous_format
-    autocast = runtime.autocast if runtime is not None else contextlib.nullcontext
-    with autocast():
-        device = next(model.parameters()).device
-        head = model.head if head is None else head
-        outputs = [head(model.features(x.to(device)))
-                   for x, _ in eval_batches(arrays, batch_size, mean, std, memory_format)]
-    model.train(was_training)
-    if not outputs:
-        return torch.empty(0, model.num_classes)
-    return torch.cat(outputs).float()

@@ -7,6 +7,7 @@ Balanced Softmax, ...) to logits; the CC-SAM math itself is in :mod:`ccsam.metho
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -31,6 +32,10 @@ class StepOutput:
 
     loss: torch.Tensor
     logits: torch.Tensor
+
+
+#: ``objective(model, batch) -> StepOutput``: the loss of one batch (one per method, below).
+Objective = Callable[[Classifier, MixedBatch], StepOutput]
 
 
 def _cross_entropy() -> nn.Module:

@@ -1,8 +1,10 @@
 """The one training engine: stage 1 then (optionally) stage 2, checkpoints, validation, final test.
 
-Methods differ only in their config: the objective (:mod:`ccsam.training.objectives`), the sampler, the
-parameters optimised and the schedule of each stage. The test split is evaluated once, after the last
-epoch; the only model choice the engine makes (``stage2.init_from=best_val``) uses the validation split.
+Read it as a reference recipe: :class:`Trainer` assembles the data and the model from the config;
+:meth:`Trainer.fit` runs the epochs, each one ``enter stage -> train_one_epoch -> SWA -> validate ->
+checkpoint``, then evaluates the test split once. Methods differ only in their config (the stage's
+objective, update, sampler, parameters and schedule: :mod:`ccsam.training.stages`). The only model
+choice the engine makes (``stage2.init_from=best_val``) uses the validation split.
 """
 
 from __future__ import annotations
@@ -10,284 +12,50 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.optim import Optimizer
 
-from ccsam.config.schema import RunConfig, ScheduleFields
-from ccsam.data.build import LongTailData, build_data
-from ccsam.data.dataloader import DataLoaderBatches
-from ccsam.data.loader import AugmentSpec, InMemoryLoader, eval_batches
-from ccsam.data.samplers import build_sampler
+from ccsam.config.schema import RunConfig
+from ccsam.data.build import build_data
+from ccsam.data.loader import eval_batches
 from ccsam.errors import RunDirError
-from ccsam.evaluation import classification_report, confusion_matrix, reliability_bins
-from ccsam.models import Classifier, build_model
-from ccsam.optim.schedules import adversarial_weight, learning_rate
+from ccsam.evaluation.predict import balanced_accuracy, evaluate_split
+from ccsam.optim.schedules import learning_rate
+from ccsam.training.assembly import build_run_model, prepare_stage2, select_device
 from ccsam.training.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
-from ccsam.training.loop import predict, train_one_epoch
-from ccsam.training.components import (
-    adjust_logits,
-    build_criterion,
-    build_optimizer,
-    install_head,
-    prediction_head,
-    prepare_stage2,
-)
-from ccsam.training.objectives import (
-    CcsamStage1Objective,
-    CcsamStage2Objective,
-    ErmObjective,
-    HeadRetrainObjective,
-    ScopedCcsamObjective,
-)
-from ccsam.training.precision import Runtime, prepare_model
-from ccsam.training.updates import Update, select_update
-from ccsam.optim.flattening import SwaAverager, apply_spectral_norm, swa_window
+from ccsam.training.loop import train_one_epoch
+from ccsam.training.objectives import CcsamStage2Objective
+from ccsam.training.precision import Runtime
 from ccsam.training.run_dir import RunDir
+from ccsam.training.stages import Stage, build_objective, build_stage
+
+__all__ = ["Trainer", "train"]
 
 _logger = logging.getLogger(__name__)
 
 
-def select_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RunDirError("device=cuda was asked for but no CUDA device is available; use device=cpu or auto")
-    return torch.device(name)
-
-
-@dataclass
-class _Stage:
-    """The optimiser and batch source of one stage, and where it sits on the global epoch counter."""
-
-    number: int
-    config: ScheduleFields
-    first_epoch: int
-    optimizer: Optimizer
-    loader: InMemoryLoader | DataLoaderBatches
-    criterion: torch.nn.Module
-    update: Update
-    swa: SwaAverager | None
-    directions: torch.Generator | None  # random directions of the mag_only ablation
-
-def _augment_spec(cfg: RunConfig, data: LongTailData) -> AugmentSpec:
-    return AugmentSpec(cfg.data.augment, cfg.data.crop_padding, data.mean, data.std,
-                       cutout_size=cfg.data.cutout_size, autoaugment_fill=cfg.data.autoaugment_fill)
-
-
-def _stage_parameters(number: int, cfg: RunConfig, model: Classifier) -> list[torch.nn.Parameter]:
-    """Stage 1 trains everything; stage 2 freezes the backbone and sets up its head (see prepare_stage2)."""
-    return list(model.parameters()) if number == 1 else prepare_stage2(model, cfg)
-
-
-def _build_stage(number: int, cfg: RunConfig, model: Classifier, data: LongTailData, runtime: Runtime,
-                 params: list[torch.nn.Parameter], counts: torch.Tensor) -> _Stage:
-    """Sampler, batches, criterion and a fresh optimiser over ``params`` for one stage."""
-    stage_cfg = cfg.stage1 if number == 1 else cfg.stage2
-    seed = cfg.seed + 1000 * (number - 1)  # independent streams per stage, fixed by the run seed
-    extra = {"total_epochs": stage_cfg.epochs} if stage_cfg.sampler == "progressive" else {}
-    sampler = build_sampler(stage_cfg.sampler, data.train.labels.cpu(), data.num_classes, seed, **extra)
-    mixup_alpha = cfg.stage1.mixup_alpha if number == 1 else 0.0
-    memory_format = torch.channels_last if runtime.channels_last else torch.contiguous_format
-    spec = _augment_spec(cfg, data)
-    loader: Any
-    if cfg.data.loader == "dataloader":
-        loader = DataLoaderBatches(data.train, sampler, cfg.data.batch_size, spec, mixup_alpha, seed, runtime.device,
-                                   num_workers=cfg.data.num_workers, memory_format=memory_format)
-    else:
-        loader = InMemoryLoader(data.train, sampler, cfg.data.batch_size, spec, mixup_alpha, seed,
-                                memory_format=memory_format)
-    first_epoch = 0 if number == 1 else cfg.stage1.epochs
-    criterion = build_criterion(stage_cfg.loss, counts)
-    optimizer = build_optimizer(stage_cfg, params, counts)
-    noise = torch.Generator(device=runtime.device).manual_seed(seed + 17) if stage_cfg.flattening == "mp" else None
-    update = select_update(optimizer, stage_cfg.flattening, gp_radius=stage_cfg.gp_radius,
-                           gp_alpha=stage_cfg.gp_alpha, mp_bound=stage_cfg.mp_bound,
-                           mp_copies=stage_cfg.mp_copies, generator=noise)
-    swa = SwaAverager(model) if stage_cfg.swa else None
-    mag_only = number == 1 and cfg.stage1.radius_mode == "mag_only"
-    directions = torch.Generator(device=runtime.device).manual_seed(seed + 29) if mag_only else None
-    return _Stage(number, stage_cfg, first_epoch, optimizer, loader, criterion, update, swa, directions)
-
-
-def _objective(cfg: RunConfig, stage: _Stage, stage_epoch: int, counts: torch.Tensor) -> Any:
-    """The stage's objective at ``stage_epoch`` (the epoch sets stage 2's alpha and the DRW switch)."""
-    if hasattr(stage.criterion, "set_epoch"):
-        stage.criterion.set_epoch(stage_epoch)
-    if stage.number == 2:
-        if cfg.stage2.method == "ccsam":
-            alpha = adversarial_weight(stage_epoch, cfg.stage2.epochs, cfg.stage2.up_limit)
-            return CcsamStage2Objective(counts, alpha, cfg.stage2.div, cfg.stage2.step)
-        return HeadRetrainObjective(stage.criterion, backbone_grad=cfg.stage2.train_bn)
-    s1 = cfg.stage1
-    if s1.method == "erm":
-        return ErmObjective(stage.criterion)
-    if s1.perturb_scope != "head":
-        return ScopedCcsamObjective(counts, s1.flat_ratio, s1.noise_scale, s1.perturb_scope, s1.perturb_last_k)
-    return CcsamStage1Objective(counts, s1.flat_ratio, s1.noise_scale, stage.criterion, radius_mode=s1.radius_mode,
-                                rho=s1.ablation_rho, generator=stage.directions)
-
-
-def _set_modes(model: Classifier, cfg: RunConfig, stage: _Stage) -> None:
-    model.train()
-    if stage.number == 2 and cfg.stage2.bn_mode == "eval":
-        model.backbone.eval()
-
-
-def evaluate_split(
-    model: Classifier, arrays: Any, data: LongTailData, cfg: RunConfig, runtime: Runtime | None = None,
-    details: bool = False,
-) -> dict[str, Any]:
-    """Metrics of ``model`` on one split (top-1, many/medium/few, per-class accuracy, ECE, NLL); with
-    ``details`` also the confusion matrix and the reliability-diagram bins."""
-    logits = predict(model, arrays, cfg.data.eval_batch_size, data.mean, data.std, runtime,
-                     head=prediction_head(model, cfg))
-    logits = adjust_logits(logits, cfg, data.class_counts).cpu()
-    labels = arrays.labels.cpu()
-    report = classification_report(
-        logits, labels, data.class_counts,
-        many_threshold=cfg.eval.many_threshold, few_threshold=cfg.eval.few_threshold, ece_bins=cfg.eval.ece_bins,
-    )
-    if details:
-        report["confusion_matrix"] = confusion_matrix(logits, labels, data.num_classes)
-        report["reliability"] = reliability_bins(logits, labels, cfg.eval.ece_bins)
-    return report
-
-
-def balanced_accuracy(report: dict[str, Any]) -> float:
-    """Mean per-class accuracy over the classes present in the split (the validation selection metric)."""
-    values = [v for v in report["per_class_accuracy"] if v is not None]
-    return sum(values) / len(values) if values else float("nan")
-
-
 class Trainer:
-    """Runs (or resumes) one configured run inside a run folder."""
+    """Runs (or resumes) one configured run inside a run folder.
+
+    Example::
+
+        trainer = Trainer(cfg, RunDir.create(path, cfg, argv))
+        results = trainer.fit()          # or trainer.resume(); trainer.fit()
+    """
 
     def __init__(self, cfg: RunConfig, run: RunDir, *, progress: bool = True) -> None:
-        self.cfg = cfg
-        self.run = run
-        self.progress = progress
+        self.cfg, self.run, self.progress = cfg, run, progress
         self.device = select_device(cfg.device)
+        self.runtime = Runtime.resolve(cfg.runtime, self.device)
         data = build_data(cfg.data)
         # The DataLoader path keeps images in host memory and moves each batch; otherwise all on the device.
         self.data = data if cfg.data.loader == "dataloader" else data.to(self.device)
         self.counts = data.class_counts.to(self.device)
-        self.runtime = Runtime.resolve(cfg.runtime, self.device)
         torch.manual_seed(cfg.seed)
-        model = build_model(cfg.model.arch, in_channels=data.in_channels, num_classes=data.num_classes,
-                            width=cfg.model.width, bias=cfg.model.bias).to(self.device)
-        model = install_head(model, cfg.model)
-        if cfg.stage1.spectral_norm:
-            apply_spectral_norm(model)  # before any optimiser or checkpoint: it renames weight parameters
-        self.model = prepare_model(model, cfg.runtime, self.runtime)
-        self.epoch = 0
-        self.best_val = -math.inf
-        self.elapsed = 0.0
-        self.stage: _Stage | None = None
-
-    # -- checkpoints -------------------------------------------------------------------------------
-    def _state(self) -> dict[str, Any]:
-        assert self.stage is not None
-        return {
-            "epoch": self.epoch,
-            "stage": self.stage.number,
-            "model": self.model.state_dict(),
-            "optimizer": self.stage.optimizer.state_dict(),
-            "loader": self.stage.loader.state_dict(),
-            "update_generator": getattr(getattr(self.stage.update, "generator", None), "get_state", lambda: None)(),
-            "swa": self.stage.swa.state_dict() if self.stage.swa is not None else None,
-            "directions": self.stage.directions.get_state() if self.stage.directions is not None else None,
-            "best_val": self.best_val,
-            "elapsed_s": self.elapsed,
-            "rng": rng_states(),
-            "config": self.cfg.model_dump(mode="json"),
-            "manifest_sha256": self.data.manifest.sha256(),
-        }
-
-    def resume(self) -> None:
-        """Continue from ``checkpoints/last.pt``: model, optimiser, sampler, RNGs and counters."""
-        state = load_checkpoint(self.run.last_checkpoint)
-        if state["manifest_sha256"] != self.data.manifest.sha256():
-            raise RunDirError(f"'{self.run.path}': the data split differs from the checkpoint's; cannot resume")
-        number = state["stage"]
-        params = _stage_parameters(number, self.cfg, self.model)  # stage 2 may change the head's structure
-        self.model.load_state_dict(state["model"])
-        self.epoch, self.best_val, self.elapsed = state["epoch"], state["best_val"], state["elapsed_s"]
-        self.stage = _build_stage(number, self.cfg, self.model, self.data, self.runtime, params, self.counts)
-        self.stage.optimizer.load_state_dict(state["optimizer"])
-        self.stage.loader.load_state_dict(state["loader"])
-        if state.get("update_generator") is not None:
-            self.stage.update.generator.set_state(state["update_generator"])
-        if state.get("swa") is not None and self.stage.swa is not None:
-            self.stage.swa.load_state_dict(state["swa"])
-        if state.get("directions") is not None and self.stage.directions is not None:
-            self.stage.directions.set_state(state["directions"])
-        restore_rng_states(state["rng"])
-        self.run.keep_metrics_before(self.epoch)
-        _logger.info("resuming %s at epoch %d/%d", self.run.path, self.epoch, self.cfg.total_epochs)
-
-    # -- the loop ----------------------------------------------------------------------------------
-    def _enter_stage(self, number: int) -> None:
-        if number == 2 and self.cfg.stage2.init_from == "best_val" and self.run.best_val_checkpoint.is_file():
-            self.model.load_state_dict(load_checkpoint(self.run.best_val_checkpoint)["model"])
-            _logger.info("stage 2 starts from the best-validation stage-1 weights")
-        params = _stage_parameters(number, self.cfg, self.model)
-        self.stage = _build_stage(number, self.cfg, self.model, self.data, self.runtime, params, self.counts)
-
-    def _run_epoch(self) -> None:
-        number = 1 if self.epoch < self.cfg.stage1.epochs else 2
-        if self.stage is None or self.stage.number != number:
-            self._enter_stage(number)
-        stage = self.stage
-        assert stage is not None
-        stage_epoch = self.epoch - stage.first_epoch
-        objective = _objective(self.cfg, stage, stage_epoch, self.counts)
-        steps = len(stage.loader)
-        start = time.perf_counter()
-        _set_modes(self.model, self.cfg, stage)
-        train_stats = train_one_epoch(
-            self.model, stage.loader, objective, stage.optimizer,
-            lambda step: learning_rate(stage.config, stage_epoch, step, steps), runtime=self.runtime,
-            update=stage.update, description=f"stage{number} {stage_epoch + 1}/{stage.config.epochs}", progress=self.progress,
-        )
-        self._average_weights(stage, stage_epoch)
-        record: dict[str, Any] = {"epoch": self.epoch, "stage": number, "stage_epoch": stage_epoch,
-                                  "lr": learning_rate(stage.config, stage_epoch, 0, steps), **train_stats}
-        if isinstance(objective, CcsamStage2Objective):
-            record["alpha"] = objective.alpha
-        if len(self.data.val):
-            val = evaluate_split(self.model, self.data.val, self.data, self.cfg, self.runtime)
-            record["val"] = {k: val[k] for k in ("top1", "many", "medium", "few", "ece", "nll")}
-            record["val"]["balanced"] = balanced_accuracy(val)
-            if number == 1 and record["val"]["balanced"] > self.best_val:
-                self.best_val = record["val"]["balanced"]
-                save_checkpoint(self.run.best_val_checkpoint, {"epoch": self.epoch, "model": self.model.state_dict()})
-        self.elapsed += time.perf_counter() - start
-        record["time_s"] = time.perf_counter() - start
-        self.run.append_metrics(record)
-        self.epoch += 1
-        save_checkpoint(self.run.last_checkpoint, self._state())
-        _log_epoch(record, self.cfg)
-
-    def _average_weights(self, stage: _Stage, stage_epoch: int) -> None:
-        """SWA: add this epoch's weights to the average inside the window; after the stage's last epoch
-        the model takes the averaged weights (and, where BN is trained, recomputed BN statistics)."""
-        if stage.swa is None:
-            return
-        if swa_window(stage_epoch, stage.config.epochs, stage.config.swa_start):
-            stage.swa.update(self.model)
-        if stage_epoch + 1 == stage.config.epochs:
-            if stage.number == 2 and self.cfg.stage2.bn_mode == "eval":
-                with torch.no_grad():
-                    for p, q in zip(self.model.parameters(), stage.swa.averaged.module.parameters(), strict=True):
-                        p.copy_(q)
-            else:
-                batches = (x for x, _ in eval_batches(self.data.train, self.cfg.data.eval_batch_size,
-                                                      self.data.mean, self.data.std))
-                stage.swa.finalize(self.model, batches)
+        self.model = build_run_model(cfg, data.in_channels, data.num_classes, self.runtime)
+        self.epoch, self.best_val, self.elapsed = 0, -math.inf, 0.0
+        self.stage: Stage | None = None
 
     def fit(self, stop_at: int | None = None) -> dict[str, Any] | None:
         """Train to the last epoch, then evaluate the last-epoch model on the test split once.
@@ -300,22 +68,139 @@ class Trainer:
         while self.epoch < self.cfg.total_epochs:
             if stop_at is not None and self.epoch >= stop_at:
                 return None
-            self._run_epoch()
-        results = {
-            "name": self.cfg.name,
-            "seed": self.cfg.seed,
-            "epochs": self.cfg.total_epochs,
-            "device": str(self.device),
-            "train_time_s": self.elapsed,
-            "manifest_sha256": self.data.manifest.sha256(),
-            "class_counts": self.data.class_counts.tolist(),
-            "many_threshold": self.cfg.eval.many_threshold,
-            "few_threshold": self.cfg.eval.few_threshold,
-            "test": evaluate_split(self.model, self.data.test, self.data, self.cfg, self.runtime, details=True),
-            "val": evaluate_split(self.model, self.data.val, self.data, self.cfg, self.runtime) if len(self.data.val) else None,
-        }
+            number = 1 if self.epoch < self.cfg.stage1.epochs else 2
+            if self.stage is None or self.stage.number != number:
+                self.enter_stage(number)
+            record = self.train_epoch()
+            self.run.append_metrics(record)
+            self.epoch += 1
+            save_checkpoint(self.run.last_checkpoint, self.state_dict())
+            _log_epoch(record, self.cfg)
+        results = self.final_results()
         self.run.write_results(results)
         return results
+
+    def enter_stage(self, number: int) -> Stage:
+        """Start stage ``number``: stage 2 (re)loads the best-validation weights if asked, freezes the
+        backbone and sets up its head; then a fresh optimiser, sampler and update."""
+        if number == 2 and self.cfg.stage2.init_from == "best_val" and self.run.best_val_checkpoint.is_file():
+            self.model.load_state_dict(load_checkpoint(self.run.best_val_checkpoint)["model"])
+            _logger.info("stage 2 starts from the best-validation stage-1 weights")
+        self.stage = self._build_stage(number)
+        return self.stage
+
+    def _build_stage(self, number: int) -> Stage:
+        params = list(self.model.parameters()) if number == 1 else prepare_stage2(self.model, self.cfg)
+        return build_stage(number, self.cfg, self.model, self.data, self.runtime, params, self.counts)
+
+    def train_epoch(self) -> dict[str, Any]:
+        """One epoch of the current stage: updates, weight averaging, validation; returns its record."""
+        stage, cfg = self.stage, self.cfg
+        if stage is None:
+            raise RuntimeError("enter_stage() first")
+        stage_epoch = self.epoch - stage.first_epoch
+        objective = build_objective(cfg, stage, stage_epoch, self.counts)
+        steps = len(stage.loader)
+        start = time.perf_counter()
+        stage.set_modes(self.model, cfg)
+        train_stats = train_one_epoch(
+            self.model,
+            stage.loader,
+            objective,
+            stage.optimizer,
+            stage.update,
+            lambda step: learning_rate(stage.config, stage_epoch, step, steps),
+            runtime=self.runtime,
+            description=f"stage{stage.number} {stage_epoch + 1}/{stage.config.epochs}",
+            progress=self.progress,
+        )
+        stage.average_weights(self.model, cfg, stage_epoch, self._train_inputs)
+        record: dict[str, Any] = {
+            "epoch": self.epoch,
+            "stage": stage.number,
+            "stage_epoch": stage_epoch,
+            "lr": learning_rate(stage.config, stage_epoch, 0, steps),
+            **train_stats,
+        }
+        if isinstance(objective, CcsamStage2Objective):
+            record["alpha"] = objective.alpha
+        if len(self.data.val):
+            record["val"] = self._validate(stage.number)
+        self.elapsed += time.perf_counter() - start
+        record["time_s"] = time.perf_counter() - start
+        return record
+
+    def _train_inputs(self) -> Any:
+        return (
+            x
+            for x, _ in eval_batches(
+                self.data.train, self.cfg.data.eval_batch_size, self.data.mean, self.data.std
+            )
+        )
+
+    def _validate(self, number: int) -> dict[str, Any]:
+        """Validation metrics; in stage 1 a new best balanced accuracy saves ``best_val.pt``."""
+        val = evaluate_split(self.model, self.data.val, self.data, self.cfg, self.runtime)
+        record = {k: val[k] for k in ("top1", "many", "medium", "few", "ece", "nll")}
+        record["balanced"] = balanced_accuracy(val)
+        if number == 1 and record["balanced"] > self.best_val:
+            self.best_val = record["balanced"]
+            save_checkpoint(
+                self.run.best_val_checkpoint, {"epoch": self.epoch, "model": self.model.state_dict()}
+            )
+        return record
+
+    def final_results(self) -> dict[str, Any]:
+        """``results.json``: the last-epoch model on the test split (and the validation split)."""
+        data, cfg = self.data, self.cfg
+        return {
+            "name": cfg.name,
+            "seed": cfg.seed,
+            "epochs": cfg.total_epochs,
+            "device": str(self.device),
+            "train_time_s": self.elapsed,
+            "manifest_sha256": data.manifest.sha256(),
+            "class_counts": data.class_counts.tolist(),
+            "many_threshold": cfg.eval.many_threshold,
+            "few_threshold": cfg.eval.few_threshold,
+            "test": evaluate_split(self.model, data.test, data, cfg, self.runtime, details=True),
+            "val": evaluate_split(self.model, data.val, data, cfg, self.runtime) if len(data.val) else None,
+        }
+
+    # -- checkpoints -------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """The checkpoint: counters, model, the stage's own state, RNGs, config and split hash."""
+        if self.stage is None:
+            raise RuntimeError("no stage has started; nothing to checkpoint")
+        return {
+            "epoch": self.epoch,
+            "stage": self.stage.number,
+            "model": self.model.state_dict(),
+            **self.stage.state_dict(),
+            "best_val": self.best_val,
+            "elapsed_s": self.elapsed,
+            "rng": rng_states(),
+            "config": self.cfg.model_dump(mode="json"),
+            "manifest_sha256": self.data.manifest.sha256(),
+        }
+
+    def resume(self) -> None:
+        """Continue from ``checkpoints/last.pt``: model, optimiser, sampler, RNGs and counters."""
+        state = load_checkpoint(self.run.last_checkpoint)
+        if state["manifest_sha256"] != self.data.manifest.sha256():
+            raise RunDirError(
+                f"'{self.run.path}': the data split differs from the checkpoint's; cannot resume"
+            )
+        number = state["stage"]
+        # stage 2 may change the head's structure: set it up before loading the weights
+        params = list(self.model.parameters()) if number == 1 else prepare_stage2(self.model, self.cfg)
+        self.model.load_state_dict(state["model"])
+        self.epoch, self.best_val, self.elapsed = state["epoch"], state["best_val"], state["elapsed_s"]
+        self.stage = build_stage(number, self.cfg, self.model, self.data, self.runtime, params, self.counts)
+        self.stage.load_state_dict(state)
+        restore_rng_states(state["rng"])
+        self.run.keep_metrics_before(self.epoch)
+        _logger.info("resuming %s at epoch %d/%d", self.run.path, self.epoch, self.cfg.total_epochs)
 
 
 def _fmt(value: float | None) -> str:
@@ -324,12 +209,16 @@ def _fmt(value: float | None) -> str:
 
 def _log_epoch(record: dict[str, Any], cfg: RunConfig) -> None:
     total = cfg.stage1.epochs if record["stage"] == 1 else cfg.stage2.epochs
-    text = (f"stage{record['stage']} {record['stage_epoch'] + 1:>3}/{total} lr {record['lr']:.4g} "
-            f"loss {record['loss']:.4f} train-acc {_fmt(record['accuracy'])}")
+    text = (
+        f"stage{record['stage']} {record['stage_epoch'] + 1:>3}/{total} lr {record['lr']:.4g} "
+        f"loss {record['loss']:.4f} train-acc {_fmt(record['accuracy'])}"
+    )
     if "val" in record:
         v = record["val"]
-        text += (f" | val bal {_fmt(v['balanced'])} many {_fmt(v['many'])} med {_fmt(v['medium'])} "
-                 f"few {_fmt(v['few'])}")
+        text += (
+            f" | val bal {_fmt(v['balanced'])} many {_fmt(v['many'])} med {_fmt(v['medium'])} "
+            f"few {_fmt(v['few'])}"
+        )
     _logger.info("%s (%.1fs)", text, record["time_s"])
 
 
@@ -339,5 +228,6 @@ def train(cfg: RunConfig, run: RunDir, *, resume: bool = False, progress: bool =
     if resume:
         trainer.resume()
     results = trainer.fit()
-    assert results is not None
+    if results is None:  # fit() without stop_at always finishes
+        raise RuntimeError("training stopped before the last epoch")
     return results

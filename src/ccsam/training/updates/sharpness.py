@@ -1,8 +1,7 @@
-"""Parameter updates: one SGD pass, or the two passes of SAM / ASAM / ImbSAM.
+"""The updates of the optimiser choices: one SGD pass, or the two passes of SAM / ASAM / ImbSAM.
 
-``update(model, objective, batch, optimizer, autocast) -> StepOutput``: the loop calls one of these per
-batch and knows nothing else about the optimiser. BatchNorm running statistics are updated by the
-first pass only (the second pass runs with them frozen), as in the SAM reference training code.
+BatchNorm running statistics are updated by the first pass only (the second pass runs with them
+frozen), as in the SAM reference training code.
 """
 
 from __future__ import annotations
@@ -10,13 +9,11 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 
-import torch
 from torch.optim import Optimizer
 
 from ccsam.data.augment import MixedBatch
 from ccsam.models import Classifier
 from ccsam.models.bn import bn_stats_frozen
-from ccsam.optim.flattening import make_gradient_penalty_update, make_model_perturbation_update
 from ccsam.optim.imbsam import ImbSAM
 from ccsam.optim.sam import SAM, maybe_no_sync
 from ccsam.training.objectives import ErmObjective, StepOutput, mixup_loss
@@ -70,19 +67,3 @@ def imbsam_update(model: Classifier, objective: ErmObjective, batch: MixedBatch,
     perturbed_tail.loss.backward()
     optimizer.second_step(zero_grad=True)
     return StepOutput((head_loss + tail_loss).detach(), logits.detach())
-
-
-def select_update(optimizer: Optimizer, flattening: str = "none", *, gp_radius: float = 0.05,
-                  gp_alpha: float = 0.8, mp_bound: float = 0.01, mp_copies: int = 2,
-                  generator: torch.Generator | None = None) -> Update:
-    """The update for a stage: a naive-flattening one (GP / MP, spec 5.3) if asked, else the one that
-    matches the optimiser's protocol (ImbSAM before SAM: it is a SAM subclass)."""
-    if flattening == "gp":
-        return make_gradient_penalty_update(r=gp_radius, a=gp_alpha)
-    if flattening == "mp":
-        return make_model_perturbation_update(bound=mp_bound, copies=mp_copies, generator=generator)
-    if isinstance(optimizer, ImbSAM):
-        return imbsam_update
-    if isinstance(optimizer, SAM):
-        return sam_update
-    return sgd_update

@@ -1,0 +1,125 @@
+"""Prediction and evaluation of a model on a split: logits first, then the prediction rule, then metrics.
+
+``predict`` collects the raw logits (eval mode, no augmentation); the prediction rule of the config
+(``eval.tau_norm``, ``eval.logit_scale``, ``eval.posthoc_tau``) is applied by :func:`prediction_head`
+and :func:`adjust_logits`; :func:`evaluate_split` reduces the result with the metric functions. Training,
+re-evaluation (``ccsam eval``) and the analyses all predict through here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from ccsam.config.schema import RunConfig
+from ccsam.data.arrays import ImageArrays
+from ccsam.data.build import LongTailData
+from ccsam.data.loader import eval_batches
+from ccsam.evaluation.calibration import reliability_bins
+from ccsam.evaluation.metrics import classification_report, confusion_matrix
+from ccsam.losses.logit_adjustment import posthoc_logit_adjustment
+from ccsam.models import Classifier
+from ccsam.models.heads import TauNormHead
+
+__all__ = ["adjust_logits", "balanced_accuracy", "evaluate_split", "predict", "prediction_head"]
+
+
+class _Runtime(Protocol):
+    """What prediction needs of :class:`ccsam.training.precision.Runtime`."""
+
+    channels_last: bool
+    autocast: Callable[[], contextlib.AbstractContextManager[object]]
+
+
+@torch.no_grad()
+def predict(
+    model: Classifier,
+    arrays: ImageArrays,
+    batch_size: int,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    runtime: _Runtime | None = None,
+    head: nn.Module | None = None,
+) -> torch.Tensor:
+    """Logits [N, C] (fp32) of the model in eval mode over a whole split (no augmentation).
+
+    ``head`` replaces ``model.head`` for prediction (e.g. a tau-normalised copy)."""
+    was_training = model.training
+    model.eval()
+    memory_format = (
+        torch.channels_last if runtime is not None and runtime.channels_last else torch.contiguous_format
+    )
+    autocast = runtime.autocast if runtime is not None else contextlib.nullcontext
+    with autocast():
+        device = next(model.parameters()).device
+        head = model.head if head is None else head
+        outputs = [
+            head(model.features(x.to(device)))
+            for x, _ in eval_batches(arrays, batch_size, mean, std, memory_format)
+        ]
+    model.train(was_training)
+    if not outputs:
+        return torch.empty(0, model.num_classes)
+    return torch.cat(outputs).float()
+
+
+def prediction_head(model: Classifier, cfg: RunConfig) -> nn.Module:
+    """The head used to predict: the trained one, or its tau-normalised copy (Kang et al. 2020)."""
+    if cfg.eval.tau_norm is not None:
+        return TauNormHead.from_linear(model.head, cfg.eval.tau_norm)
+    return model.head
+
+
+def adjust_logits(logits: torch.Tensor, cfg: RunConfig, class_counts: torch.Tensor) -> torch.Tensor:
+    """Prediction-time logits: ``eval.logit_scale`` * z, then post-hoc logit adjustment z - tau log pi
+    (Menon et al. 2021) when ``eval.posthoc_tau > 0``."""
+    if cfg.eval.logit_scale != 1.0:
+        logits = logits * cfg.eval.logit_scale
+    if cfg.eval.posthoc_tau > 0:
+        return posthoc_logit_adjustment(logits, class_counts.to(logits.device), cfg.eval.posthoc_tau)
+    return logits
+
+
+def evaluate_split(
+    model: Classifier,
+    arrays: ImageArrays,
+    data: LongTailData,
+    cfg: RunConfig,
+    runtime: _Runtime | None = None,
+    details: bool = False,
+) -> dict[str, Any]:
+    """Metrics of ``model`` on one split (top-1, many/medium/few, per-class accuracy, ECE, NLL); with
+    ``details`` also the confusion matrix and the reliability-diagram bins."""
+    logits = predict(
+        model,
+        arrays,
+        cfg.data.eval_batch_size,
+        data.mean,
+        data.std,
+        runtime,
+        head=prediction_head(model, cfg),
+    )
+    logits = adjust_logits(logits, cfg, data.class_counts).cpu()
+    labels = arrays.labels.cpu()
+    report = classification_report(
+        logits,
+        labels,
+        data.class_counts,
+        many_threshold=cfg.eval.many_threshold,
+        few_threshold=cfg.eval.few_threshold,
+        ece_bins=cfg.eval.ece_bins,
+    )
+    if details:
+        report["confusion_matrix"] = confusion_matrix(logits, labels, data.num_classes)
+        report["reliability"] = reliability_bins(logits, labels, cfg.eval.ece_bins)
+    return report
+
+
+def balanced_accuracy(report: dict[str, Any]) -> float:
+    """Mean per-class accuracy over the classes present in the split (the validation selection metric)."""
+    values = [v for v in report["per_class_accuracy"] if v is not None]
+    return sum(values) / len(values) if values else float("nan")

@@ -1,0 +1,152 @@
+"""Config -> the parts of a run: device, model, criterion, optimiser, and the model changes of stage 2.
+
+A method is a composition of these parts chosen by the typed config; choices are looked up in
+registries (:data:`OPTIMIZERS`, ``ccsam.losses.LOSSES``, ``ccsam.models.MODELS``), never by branching on
+a method name. :func:`build_run_model` is the one model assembly used by training, re-evaluation and
+the analyses of a finished run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import nn
+from torch.optim import SGD, Optimizer
+
+from ccsam.config.schema import LossConfig, ModelConfig, RunConfig, Stage1Config, Stage2Config
+from ccsam.errors import RunDirError
+from ccsam.losses import build_loss
+from ccsam.models import Classifier, build_model
+from ccsam.models.heads import CosineHead, LWSHead
+from ccsam.optim.imbsam import ImbSAM
+from ccsam.optim.sam import SAM
+from ccsam.optim.spectral_norm import apply_spectral_norm
+from ccsam.training.precision import Runtime, prepare_model
+
+__all__ = [
+    "OPTIMIZERS",
+    "build_criterion",
+    "build_optimizer",
+    "build_run_model",
+    "install_head",
+    "prepare_stage2",
+    "select_device",
+]
+
+
+def select_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RunDirError("device=cuda was asked for but no CUDA device is available; use device=cpu or auto")
+    return torch.device(name)
+
+
+def build_criterion(loss: LossConfig, class_counts: torch.Tensor) -> nn.Module:
+    """The configured loss on the device of ``class_counts``."""
+    return build_loss(loss.name, class_counts.cpu(), **loss.options).to(class_counts.device)
+
+
+def install_head(model: Classifier, cfg: ModelConfig) -> Classifier:
+    """Replace the default linear head by the configured kind (cosine: s * cos(f, w_c))."""
+    if cfg.head == "cosine":
+        linear = model.head
+        model.head = CosineHead(linear.in_features, linear.out_features, scale=cfg.head_scale,
+                                device=linear.weight.device, dtype=linear.weight.dtype)
+    return model
+
+
+def build_run_model(cfg: RunConfig, in_channels: int, num_classes: int, runtime: Runtime, *,
+                    stage: int = 1, compile_backbone: bool | None = None) -> Classifier:
+    """The run's model on ``runtime.device``: the registered backbone, the configured head, spectral norm
+    (``stage1.spectral_norm``, before any optimiser or checkpoint: it renames weight parameters), the
+    stage-2 head when ``stage == 2`` (e.g. LWS has its own parameters), then channels_last / compile.
+
+    Weights are drawn from torch's global RNG (seed it first). ``compile_backbone`` overrides
+    ``runtime.compile`` (re-evaluation never compiles)."""
+    model = build_model(cfg.model.arch, in_channels=in_channels, num_classes=num_classes,
+                        width=cfg.model.width, bias=cfg.model.bias).to(runtime.device)
+    model = install_head(model, cfg.model)
+    if cfg.stage1.spectral_norm:
+        apply_spectral_norm(model)
+    if stage == 2:
+        prepare_stage2(model, cfg)
+    runtime_cfg = cfg.runtime
+    if compile_backbone is not None:
+        runtime_cfg = runtime_cfg.model_copy(update={"compile": compile_backbone})
+    return prepare_model(model, runtime_cfg, runtime)
+
+
+def _base_kwargs(stage: Stage1Config | Stage2Config) -> dict[str, Any]:
+    return {"lr": stage.lr, "momentum": stage.momentum, "weight_decay": stage.weight_decay,
+            "nesterov": stage.nesterov}
+
+
+def _sgd(stage: Stage1Config | Stage2Config, params: list[nn.Parameter], counts: torch.Tensor) -> Optimizer:
+    return SGD(params, **_base_kwargs(stage))
+
+
+def _sam(stage: Stage1Config, params: list[nn.Parameter], counts: torch.Tensor) -> Optimizer:
+    return SAM(params, SGD, rho=stage.rho, eta=stage.asam_eta, **_base_kwargs(stage))
+
+
+def _asam(stage: Stage1Config, params: list[nn.Parameter], counts: torch.Tensor) -> Optimizer:
+    return SAM(params, SGD, rho=stage.rho, adaptive=True, eta=stage.asam_eta, **_base_kwargs(stage))
+
+
+def _imbsam(stage: Stage1Config, params: list[nn.Parameter], counts: torch.Tensor) -> Optimizer:
+    return ImbSAM(params, SGD, counts.cpu(), rho=stage.rho, tail_threshold=stage.imbsam_tail_threshold,
+                  **_base_kwargs(stage))
+
+
+#: The optimiser of each ``stage1.optimizer`` choice (stage 2 uses ``"sgd"``): SGD with momentum, or
+#: SAM / ASAM / ImbSAM wrapped around it. ``(stage config, parameters, class counts) -> optimiser``.
+OPTIMIZERS: dict[str, Callable[..., Optimizer]] = {"sgd": _sgd, "sam": _sam, "asam": _asam, "imbsam": _imbsam}
+
+
+def optimizer_name(stage: Stage1Config | Stage2Config) -> str:
+    """The stage's optimiser choice: ``stage1.optimizer``; stage 2 always trains with SGD."""
+    return stage.optimizer if isinstance(stage, Stage1Config) else "sgd"
+
+
+def build_optimizer(stage: Stage1Config | Stage2Config, params: Iterable[nn.Parameter],
+                    class_counts: torch.Tensor) -> Optimizer:
+    """``OPTIMIZERS[optimizer_name(stage)]`` over ``params``."""
+    return OPTIMIZERS[optimizer_name(stage)](stage, list(params), class_counts)
+
+
+def _batch_norm_parameters(module: nn.Module) -> list[nn.Parameter]:
+    return [p for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+            for p in m.parameters()]
+
+
+def prepare_stage2(model: Classifier, cfg: RunConfig) -> list[nn.Parameter]:
+    """Freeze the backbone, set up the stage-2 head, and return the parameters stage 2 trains.
+
+    ``reinit_head`` gives cRT's fresh head; ``lws`` wraps the linear head in learnable per-class scales;
+    ``spectral_norm`` normalises the head; ``train_bn`` re-enables the BatchNorm affine parameters
+    (MiSLAS shift learning).
+    """
+    stage2 = cfg.stage2
+    model.freeze_backbone()
+    if stage2.method == "retrain" and stage2.reinit_head:
+        old = model.head
+        if isinstance(old, CosineHead):
+            model.head = CosineHead(old.in_features, old.out_features, scale=old.scale,
+                                    device=old.weight.device, dtype=old.weight.dtype)
+        else:
+            model.reset_head()
+    if stage2.method == "lws" and not isinstance(model.head, LWSHead):
+        model.head = LWSHead(model.head)
+    if stage2.spectral_norm:
+        apply_spectral_norm(model.head)
+    params = list(model.head_parameters())
+    if stage2.train_bn:
+        bn = _batch_norm_parameters(model.backbone)
+        for p in bn:
+            p.requires_grad_(True)
+        params += bn
+    return params
