@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ccsam.analysis.probe import check_positive_int, eval_mode, model_device_dtype
+from ccsam.checks import check_int
 from ccsam.data.arrays import ImageArrays
 from ccsam.data.augment import normalize
 
@@ -201,8 +202,7 @@ def per_class_sharpness(
     check_positive_int("max_per_class", max_per_class)
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {', '.join(SCOPES)}, got {scope!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"seed must be an int, got {seed!r}")
+    check_int("seed", seed)
     if len(arrays) and int(arrays.labels.max()) >= num_classes:
         raise ValueError(f"labels reach {int(arrays.labels.max())} but num_classes is {num_classes}")
     if scope == "head" and not (hasattr(model, "head") and hasattr(model, "features")):

@@ -30,6 +30,7 @@ from ccsam.analysis.probe import (
     group_members,
     json_float,
 )
+from ccsam.checks import check_int
 from ccsam.data.arrays import ImageArrays
 
 __all__ = ["grid", "loss_curve_1d", "loss_surface_2d"]
@@ -50,8 +51,7 @@ def grid(points: int, span: float) -> list[float]:
 
 
 def _check_direction_args(seed: int, ignore: str) -> None:
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"seed must be an int, got {seed!r}")
+    check_int("seed", seed)
     if ignore not in IGNORE_MODES:
         raise ValueError(f"ignore must be one of {', '.join(IGNORE_MODES)}, got {ignore!r}")
 

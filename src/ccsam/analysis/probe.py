@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ccsam.analysis.directions import gaussian_like, perturbed
+from ccsam.checks import check_int
 from ccsam.data.arrays import ImageArrays
 from ccsam.data.loader import eval_batches
 from ccsam.evaluation import shot_groups
@@ -81,8 +82,7 @@ def model_device_dtype(model: nn.Module, fallback: torch.device) -> tuple[torch.
 
 def check_positive_int(name: str, value: object) -> int:
     """``value`` if it is an int >= 1, else a one-line ValueError."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    check_int(name, value, low=1)
     return value
 
 
@@ -185,10 +185,8 @@ def probe_seed(seed: int, draw: int) -> int:
     Mixed with ``numpy.random.SeedSequence([seed, draw])`` (PyTorch's CPU generator keeps only the low 32
     bits of a seed, so a plain ``seed * 2**32 + draw`` would collide across seeds).
     """
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-    if isinstance(draw, bool) or not isinstance(draw, int) or draw < 0:
-        raise ValueError(f"draw must be a non-negative int, got {draw!r}")
+    check_int("seed", seed, low=0)
+    check_int("draw", draw, low=0)
     return int(np.random.SeedSequence([seed, draw]).generate_state(1)[0])
 
 

@@ -11,12 +11,13 @@ from collections.abc import Iterator
 
 from torch import Tensor, nn
 
+from ccsam.checks import check_int
+
 __all__ = ["Classifier"]
 
 
 def _check_positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    check_int(name, value, low=1)
     return value
 
 
@@ -80,10 +81,6 @@ class Classifier(nn.Module):
         """
         for p in self.backbone.parameters():
             p.requires_grad_(False)
-
-    def backbone_parameters(self) -> Iterator[nn.Parameter]:
-        """Iterate over the backbone's parameters."""
-        return self.backbone.parameters()
 
     def head_parameters(self) -> Iterator[nn.Parameter]:
         """Iterate over the head's parameters (weight, then bias if any)."""

@@ -17,12 +17,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ccsam.checks import check_int
+
 __all__ = ["CosineHead", "LWSHead", "TauNormHead", "build_head", "tau_normalized_weight"]
 
 
 def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    check_int(name, value, low=1)
     return value
 
 
