@@ -20,16 +20,15 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ccsam.analysis.directions import IGNORE_MODES, perturbed, random_direction
-from ccsam.analysis.probe import (
+from ccsam.analysis.class_losses import (
     GROUPS,
-    check_positive_int,
     class_loss_sums,
     group_losses,
     group_masks,
     group_members,
     json_float,
 )
+from ccsam.analysis.directions import IGNORE_MODES, perturbed, random_direction
 from ccsam.checks import check_int
 from ccsam.data.arrays import ImageArrays
 
@@ -42,7 +41,7 @@ def grid(points: int, span: float) -> list[float]:
     Computed in Python floats so the grid is exactly symmetric and, for odd ``points``, its middle value
     is exactly 0 (``torch.linspace`` may give ``+-1e-17`` there). ``points = 1`` gives ``[0.0]``.
     """
-    check_positive_int("points", points)
+    check_int("points", points, low=1)
     if not (isinstance(span, (int, float)) and span > 0 and span != float("inf")):
         raise ValueError(f"span must be a finite number > 0, got {span!r}")
     if points == 1:
