@@ -89,6 +89,12 @@ class ModelConfig(_Section):
     bias: bool = True
     head: Literal["linear", "cosine"] = Field("linear", description="cosine: s * cos(f, w_c), no bias")
     head_scale: float = Field(1.0, gt=0.0, description="cosine head scale s (1 for LDAM / GCL, which scale)")
+    pretrained: str | None = Field(
+        None, description="state-dict file of backbone weights (torchvision names; weights_only load), or with "
+        "model.download=true a torchvision weights name such as IMAGENET1K_V1"
+    )
+    download: bool = Field(False, description="consent to fetch torchvision weights named by model.pretrained")
+    pretrained_head: bool = Field(False, description="also load the weights' fc into the head (shapes must match)")
 
 
 class ScheduleFields(_Section):

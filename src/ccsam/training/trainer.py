@@ -24,6 +24,7 @@ from ccsam.data.samplers import build_sampler
 from ccsam.errors import RunDirError
 from ccsam.evaluation import classification_report, confusion_matrix, reliability_bins
 from ccsam.models import Classifier, build_model
+from ccsam.models.pretrained import load_pretrained
 from ccsam.optim.schedules import adversarial_weight, learning_rate
 from ccsam.training.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
 from ccsam.training.loop import predict, train_one_epoch
@@ -166,7 +167,10 @@ def balanced_accuracy(report: dict[str, Any]) -> float:
 class Trainer:
     """Runs (or resumes) one configured run inside a run folder."""
 
-    def __init__(self, cfg: RunConfig, run: RunDir, *, progress: bool = True) -> None:
+    def __init__(self, cfg: RunConfig, run: RunDir, *, progress: bool = True,
+                 load_pretrained_weights: bool = True) -> None:
+        """Build data, model and runtime; ``load_pretrained_weights=False`` skips ``model.pretrained``
+        (a resumed run takes every weight from its checkpoint)."""
         self.cfg = cfg
         self.run = run
         self.progress = progress
@@ -179,6 +183,9 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         model = build_model(cfg.model.arch, in_channels=data.in_channels, num_classes=data.num_classes,
                             width=cfg.model.width, bias=cfg.model.bias).to(self.device)
+        if cfg.model.pretrained is not None and load_pretrained_weights:
+            load_pretrained(model, cfg.model.pretrained, arch=cfg.model.arch, download=cfg.model.download,
+                            load_head=cfg.model.pretrained_head)
         model = install_head(model, cfg.model)
         if cfg.stage1.spectral_norm:
             apply_spectral_norm(model)  # before any optimiser or checkpoint: it renames weight parameters
@@ -335,7 +342,7 @@ def _log_epoch(record: dict[str, Any], cfg: RunConfig) -> None:
 
 def train(cfg: RunConfig, run: RunDir, *, resume: bool = False, progress: bool = True) -> dict[str, Any]:
     """Train ``cfg`` in ``run`` (resuming from its last checkpoint if asked) and return ``results.json``."""
-    trainer = Trainer(cfg, run, progress=progress)
+    trainer = Trainer(cfg, run, progress=progress, load_pretrained_weights=not resume)
     if resume:
         trainer.resume()
     results = trainer.fit()
