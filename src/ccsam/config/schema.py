@@ -191,6 +191,13 @@ class EvalConfig(_Section):
     )
     posthoc_tau: float = Field(0.0, ge=0.0, description="post-hoc logit adjustment z - tau log pi at prediction")
     tau_norm: float | None = Field(None, ge=0.0, description="tau-normalise the head's class weights at prediction")
+    # Open long-tailed recognition (OLTR protocol, spec 3.3): ImageNet-LT / Places-LT `_open` images as label -1.
+    open_set: bool = Field(False, description="also report OLTR open-set metrics on test + the `_open` list")
+    open_threshold: float = Field(0.1, ge=0.0, le=1.0, description="reject (predict -1) when max softmax < it")
+    open_f_measure: Literal["oltr", "oltr_2019"] = Field(
+        "oltr", description="oltr: rejected known samples are false positives (OLTR since 2020-01-29); "
+        "oltr_2019: they are not counted"
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> EvalConfig:

@@ -174,8 +174,10 @@ def load_pretrained(
     Returns:
         The :class:`LoadReport`; missing keys exclude BatchNorm ``num_batches_tracked`` counters.
 
-    Example:
-        >>> report = load_pretrained(model, "resnet152-imagenet1k_v1.pth", arch="resnet152")
+    Example::
+
+        model = build_model("resnet152", in_channels=3, num_classes=365)
+        report = load_pretrained(model, "resnet152-imagenet1k_v1.pth", arch="resnet152")
     """
     path = Path(source).expanduser()
     if path.is_file():

@@ -22,7 +22,13 @@ from ccsam.data.dataloader import DataLoaderBatches
 from ccsam.data.loader import AugmentSpec, InMemoryLoader, eval_batches
 from ccsam.data.samplers import build_sampler
 from ccsam.errors import RunDirError
-from ccsam.evaluation import classification_report, confusion_matrix, reliability_bins
+from ccsam.evaluation import (
+    classification_report,
+    confusion_matrix,
+    open_set_report,
+    reliability_bins,
+    with_open_samples,
+)
 from ccsam.models import Classifier, build_model
 from ccsam.models.pretrained import load_pretrained
 from ccsam.optim.schedules import adversarial_weight, learning_rate
@@ -156,6 +162,24 @@ def evaluate_split(
         report["confusion_matrix"] = confusion_matrix(logits, labels, data.num_classes)
         report["reliability"] = reliability_bins(logits, labels, cfg.eval.ece_bins)
     return report
+
+
+def open_set_results(
+    model: Classifier, test: Any, open_images: Any, data: LongTailData, cfg: RunConfig,
+    runtime: Runtime | None = None,
+) -> dict[str, Any]:
+    """OLTR open-set metrics (``eval.open_set``): the test split plus the ``_open`` images labelled -1,
+    rejection below ``eval.open_threshold`` (:func:`ccsam.evaluation.open_set_report`)."""
+    head = prediction_head(model, cfg)
+    logits = [
+        adjust_logits(predict(model, split, cfg.data.eval_batch_size, data.mean, data.std, runtime, head=head),
+                      cfg, data.class_counts).cpu()
+        for split in (test, open_images)
+    ]
+    merged, labels = with_open_samples(logits[0], test.labels.cpu(), logits[1])
+    return open_set_report(merged, labels, data.class_counts, threshold=cfg.eval.open_threshold,
+                           many_threshold=cfg.eval.many_threshold, few_threshold=cfg.eval.few_threshold,
+                           variant=cfg.eval.open_f_measure)
 
 
 def balanced_accuracy(report: dict[str, Any]) -> float:
