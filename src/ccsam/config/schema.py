@@ -220,6 +220,12 @@ class RuntimeConfig(_Section):
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice)")
 
 
+class LoggingConfig(_Section):
+    """What a run records besides ``metrics.jsonl`` and the console line."""
+
+    tensorboard: bool = Field(False, description="TensorBoard scalars in RUN_DIR/tensorboard (extra [tb])")
+
+
 class RunConfig(_Section):
     """Everything one training run needs; written resolved into the run folder as ``config.yaml``."""
 
@@ -234,6 +240,7 @@ class RunConfig(_Section):
     stage2: Stage2Config = Stage2Config()
     eval: EvalConfig = EvalConfig()
     runtime: RuntimeConfig = RuntimeConfig()
+    logging: LoggingConfig = LoggingConfig()
 
     @model_validator(mode="after")
     def _compatible(self) -> RunConfig:

@@ -53,6 +53,7 @@ from ccsam.training.precision import Runtime, prepare_model
 from ccsam.training.updates import Update, select_update
 from ccsam.optim.flattening import SwaAverager, apply_spectral_norm, swa_window
 from ccsam.training.run_dir import RunDir
+from ccsam.training.tensorboard import TensorBoardScalars, require_tensorboard
 
 _logger = logging.getLogger(__name__)
 
@@ -214,6 +215,9 @@ class Trainer:
         if cfg.stage1.spectral_norm:
             apply_spectral_norm(model)  # before any optimiser or checkpoint: it renames weight parameters
         self.model = prepare_model(model, cfg.runtime, self.runtime)
+        if cfg.logging.tensorboard:
+            require_tensorboard()  # fail before any work, not after the first epoch
+        self.scalars: TensorBoardScalars | None = None
         self.epoch = 0
         self.best_val = -math.inf
         self.elapsed = 0.0
@@ -299,9 +303,24 @@ class Trainer:
         self.elapsed += time.perf_counter() - start
         record["time_s"] = time.perf_counter() - start
         self.run.append_metrics(record)
+        self._write_scalars(record, self.epoch)
         self.epoch += 1
         save_checkpoint(self.run.last_checkpoint, self._state())
         _log_epoch(record, self.cfg)
+
+    def _write_scalars(self, record: dict[str, Any], step: int) -> None:
+        """TensorBoard scalars of ``record`` (``logging.tensorboard``); the writer opens on first use,
+        purging events a run interrupted after its last checkpoint wrote at or after ``step``."""
+        if not self.cfg.logging.tensorboard:
+            return
+        if self.scalars is None:
+            self.scalars = TensorBoardScalars(self.run.path / "tensorboard", purge_step=step)
+        self.scalars.write(record, step)
+
+    def _close_scalars(self) -> None:
+        if self.scalars is not None:
+            self.scalars.close()
+            self.scalars = None
 
     def _average_weights(self, stage: _Stage, stage_epoch: int) -> None:
         """SWA: add this epoch's weights to the average inside the window; after the stage's last epoch
@@ -330,6 +349,7 @@ class Trainer:
             self.data.manifest.save_json(self.run.manifest_path)
         while self.epoch < self.cfg.total_epochs:
             if stop_at is not None and self.epoch >= stop_at:
+                self._close_scalars()
                 return None
             self._run_epoch()
         results = {
@@ -346,6 +366,9 @@ class Trainer:
             "val": evaluate_split(self.model, self.data.val, self.data, self.cfg, self.runtime) if len(self.data.val) else None,
         }
         self.run.write_results(results)
+        test = {k: results["test"][k] for k in ("top1", "many", "medium", "few", "ece", "nll")}
+        self._write_scalars({"test": test}, self.cfg.total_epochs)
+        self._close_scalars()
         return results
 
 
@@ -361,7 +384,8 @@ def _log_epoch(record: dict[str, Any], cfg: RunConfig) -> None:
         v = record["val"]
         text += (f" | val bal {_fmt(v['balanced'])} many {_fmt(v['many'])} med {_fmt(v['medium'])} "
                  f"few {_fmt(v['few'])}")
-    _logger.info("%s (%.1fs)", text, record["time_s"])
+    _logger.info("%s (%.1fs, %.0f img/s, data wait %.1fs)", text, record["time_s"], record["img_per_s"],
+                 record["data_wait_s"])
 
 
 def train(cfg: RunConfig, run: RunDir, *, resume: bool = False, progress: bool = True) -> dict[str, Any]:
