@@ -77,7 +77,9 @@ def test_trainer_helper_appends_open_images_as_unknown(tmp_path, tiny_overrides)
     from ccsam.training.run_dir import RunDir
     from ccsam.training.trainer import Trainer, open_set_results
 
-    config = resolve_config("digits-lt", tiny_overrides(**{"eval.open_set": "true", "eval.open_threshold": 0.5}))
+    with pytest.raises(ValueError, match="eval.open_set=true needs a data set with an `_open` list"):
+        resolve_config("digits-lt", tiny_overrides(**{"eval.open_set": "true"}))
+    config = resolve_config("digits-lt", tiny_overrides(**{"eval.open_threshold": 0.5}))
     trainer = Trainer(config, RunDir.create(tmp_path / "run", config, []), progress=False)
     data = trainer.data  # the validation images stand in for an `_open` list here
     report = open_set_results(trainer.model, data.test, data.val, data, config, trainer.runtime)

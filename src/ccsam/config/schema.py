@@ -59,6 +59,7 @@ class DataConfig(_Section):
 
 
 LossName = Literal["ce", "focal", "ldam", "balanced_softmax", "logit_adjusted", "vs", "label_aware_smoothing", "gcl"]
+OPEN_SET_DATASETS = ("imagenet_lt", "places_lt")  # those with an `_open` list of unknown-class images
 COSINE_LOSSES = ("ldam", "gcl")  # expect cosine logits in [-1, 1] and apply their own scale
 
 
@@ -185,6 +186,10 @@ class EvalConfig(_Section):
     many_threshold: int = Field(100, ge=0, description="many-shot: n_c > many_threshold")
     few_threshold: int = Field(20, ge=0, description="few-shot: n_c < few_threshold")
     ece_bins: int = Field(15, ge=1)
+    confusion_max_classes: int = Field(
+        400, ge=0, description="results.json holds the C x C test confusion matrix up to this many classes "
+        "(Places-LT's 365 yes; ImageNet-LT's 1000 and iNat's 8142, 66M entries, only if raised)"
+    )
     logit_scale: float = Field(
         1.0, gt=0.0, description="multiply logits at prediction (a cosine head trained with a loss that scales "
         "its logits, e.g. LDAM s = 30, predicts with cosines: set the loss's scale for meaningful ECE / NLL)"
@@ -252,6 +257,9 @@ class RunConfig(_Section):
             raise ValueError("stage1.method=ccsam needs model.head=linear (its closed form is for a linear head)")
         if self.stage2.epochs and cosine and self.stage2.method in ("ccsam", "lws"):
             raise ValueError(f"stage2.method={self.stage2.method} needs model.head=linear")
+        if self.eval.open_set and self.data.dataset not in OPEN_SET_DATASETS:
+            raise ValueError(f"eval.open_set=true needs a data set with an `_open` list "
+                             f"({', '.join(OPEN_SET_DATASETS)}), not data.dataset={self.data.dataset}")
         if cosine and self.eval.tau_norm is not None:
             raise ValueError("eval.tau_norm needs model.head=linear")
         if self.stage1.optimizer == "imbsam" and self.stage1.method == "ccsam":
