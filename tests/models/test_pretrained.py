@@ -137,3 +137,29 @@ def test_trainer_loads_model_pretrained(tmp_path, tiny_overrides) -> None:
     trainer = Trainer(config, RunDir.create(tmp_path / "run", config, []), progress=False)
     for key, value in source.backbone.state_dict().items():
         assert torch.equal(trainer.model.backbone.state_dict()[key], value), key
+
+
+def test_pretrained_head_needs_a_linear_head(tiny_overrides) -> None:
+    overrides = tiny_overrides(**{"model.pretrained_head": "true", "model.head": "cosine",
+                                  "stage1.method": "erm", "stage2.epochs": 0})
+    with pytest.raises(ValueError, match="model.pretrained_head=true loads a linear classifier"):
+        resolve_config("digits-lt", overrides)
+
+
+def test_download_with_consent_goes_through_torchvision_weights_only(monkeypatch) -> None:
+    import torchvision.models._api as weights_api
+
+    calls = []
+    source = _torchvision_resnet10()
+
+    def fake_fetch(url, *args, **kwargs):  # stands in for the network
+        calls.append((url, kwargs))
+        return source.state_dict()
+
+    monkeypatch.setattr(weights_api, "load_state_dict_from_url", fake_fetch)
+    model = build_model("resnet10", in_channels=3, num_classes=7)
+    model.backbone = _torchvision_resnet10()  # a resnet10 body stands in for a ResNet-152 one
+    model.backbone.fc = torch.nn.Identity()
+    load_pretrained(model, "IMAGENET1K_V1", arch="resnet152", download=True)
+    ((url, kwargs),) = calls
+    assert "resnet152" in url and kwargs["weights_only"] is True and kwargs["check_hash"] is True

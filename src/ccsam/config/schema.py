@@ -91,11 +91,11 @@ class ModelConfig(_Section):
     head: Literal["linear", "cosine"] = Field("linear", description="cosine: s * cos(f, w_c), no bias")
     head_scale: float = Field(1.0, gt=0.0, description="cosine head scale s (1 for LDAM / GCL, which scale)")
     pretrained: str | None = Field(
-        None, description="state-dict file of backbone weights (torchvision names; weights_only load), or with "
-        "model.download=true a torchvision weights name such as IMAGENET1K_V1"
+        None, description="state-dict file of backbone weights (torchvision names; weights_only load), "
+        "or with model.download=true a torchvision weights name such as IMAGENET1K_V1"
     )
-    download: bool = Field(False, description="consent to fetch torchvision weights named by model.pretrained")
-    pretrained_head: bool = Field(False, description="also load the weights' fc into the head (shapes must match)")
+    download: bool = Field(False, description="consent to fetch the torchvision weights model.pretrained names")
+    pretrained_head: bool = Field(False, description="also load the weights' fc into the head (same shapes)")
 
 
 class ScheduleFields(_Section):
@@ -196,9 +196,9 @@ class EvalConfig(_Section):
     )
     posthoc_tau: float = Field(0.0, ge=0.0, description="post-hoc logit adjustment z - tau log pi at prediction")
     tau_norm: float | None = Field(None, ge=0.0, description="tau-normalise the head's class weights at prediction")
-    # Open long-tailed recognition (OLTR protocol, spec 3.3): ImageNet-LT / Places-LT `_open` images as label -1.
+    # Open long-tailed recognition (OLTR protocol, spec 3.3): the `_open` images join the test set as label -1.
     open_set: bool = Field(False, description="also report OLTR open-set metrics on test + the `_open` list")
-    open_threshold: float = Field(0.1, ge=0.0, le=1.0, description="reject (predict -1) when max softmax < it")
+    open_threshold: float = Field(0.1, ge=0.0, le=1.0, description="predict -1 when max softmax < it")
     open_f_measure: Literal["oltr", "oltr_2019"] = Field(
         "oltr", description="oltr: rejected known samples are false positives (OLTR since 2020-01-29); "
         "oltr_2019: they are not counted"
@@ -260,6 +260,8 @@ class RunConfig(_Section):
         if self.eval.open_set and self.data.dataset not in OPEN_SET_DATASETS:
             raise ValueError(f"eval.open_set=true needs a data set with an `_open` list "
                              f"({', '.join(OPEN_SET_DATASETS)}), not data.dataset={self.data.dataset}")
+        if cosine and self.model.pretrained_head:
+            raise ValueError("model.pretrained_head=true loads a linear classifier; use model.head=linear")
         if cosine and self.eval.tau_norm is not None:
             raise ValueError("eval.tau_norm needs model.head=linear")
         if self.stage1.optimizer == "imbsam" and self.stage1.method == "ccsam":

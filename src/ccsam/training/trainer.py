@@ -175,8 +175,8 @@ def open_set_results(
     rejection below ``eval.open_threshold`` (:func:`ccsam.evaluation.open_set_report`)."""
     head = prediction_head(model, cfg)
     logits = [
-        adjust_logits(predict(model, split, cfg.data.eval_batch_size, data.mean, data.std, runtime, head=head),
-                      cfg, data.class_counts).cpu()
+        adjust_logits(predict(model, split, cfg.data.eval_batch_size, data.mean, data.std, runtime,
+                              head=head), cfg, data.class_counts).cpu()
         for split in (test, open_images)
     ]
     merged, labels = with_open_samples(logits[0], test.labels.cpu(), logits[1])
@@ -198,6 +198,8 @@ class Trainer:
                  load_pretrained_weights: bool = True) -> None:
         """Build data, model and runtime; ``load_pretrained_weights=False`` skips ``model.pretrained``
         (a resumed run takes every weight from its checkpoint)."""
+        if cfg.logging.tensorboard:
+            require_tensorboard()  # fail before any work, not after the first epoch
         self.cfg = cfg
         self.run = run
         self.progress = progress
@@ -217,8 +219,6 @@ class Trainer:
         if cfg.stage1.spectral_norm:
             apply_spectral_norm(model)  # before any optimiser or checkpoint: it renames weight parameters
         self.model = prepare_model(model, cfg.runtime, self.runtime)
-        if cfg.logging.tensorboard:
-            require_tensorboard()  # fail before any work, not after the first epoch
         self.scalars: TensorBoardScalars | None = None
         self.epoch = 0
         self.best_val = -math.inf
