@@ -21,11 +21,19 @@ from ccsam.data.build import LongTailData
 from ccsam.data.loader import eval_batches
 from ccsam.evaluation.calibration import reliability_bins
 from ccsam.evaluation.metrics import classification_report, confusion_matrix
+from ccsam.evaluation.open_set import open_set_report, with_open_samples
 from ccsam.losses.logit_adjustment import posthoc_logit_adjustment
 from ccsam.models import Classifier
 from ccsam.models.heads import TauNormHead
 
-__all__ = ["adjust_logits", "balanced_accuracy", "evaluate_split", "predict", "prediction_head"]
+__all__ = [
+    "adjust_logits",
+    "balanced_accuracy",
+    "evaluate_split",
+    "open_set_results",
+    "predict",
+    "prediction_head",
+]
 
 
 class _Runtime(Protocol):
@@ -93,7 +101,8 @@ def evaluate_split(
     details: bool = False,
 ) -> dict[str, Any]:
     """Metrics of ``model`` on one split (top-1, many/medium/few, per-class accuracy, ECE, NLL); with
-    ``details`` also the confusion matrix and the reliability-diagram bins."""
+    ``details`` also the reliability-diagram bins and, up to ``eval.confusion_max_classes`` classes, the
+    confusion matrix."""
     logits = predict(
         model,
         arrays,
@@ -114,9 +123,41 @@ def evaluate_split(
         ece_bins=cfg.eval.ece_bins,
     )
     if details:
-        report["confusion_matrix"] = confusion_matrix(logits, labels, data.num_classes)
+        if data.num_classes <= cfg.eval.confusion_max_classes:  # C^2 entries: 66M at iNat's 8142
+            report["confusion_matrix"] = confusion_matrix(logits, labels, data.num_classes)
         report["reliability"] = reliability_bins(logits, labels, cfg.eval.ece_bins)
     return report
+
+
+def open_set_results(
+    model: Classifier,
+    test: ImageArrays,
+    open_images: ImageArrays,
+    data: LongTailData,
+    cfg: RunConfig,
+    runtime: _Runtime | None = None,
+) -> dict[str, Any]:
+    """OLTR open-set metrics (``eval.open_set``): the test split plus the ``_open`` images labelled -1,
+    rejection below ``eval.open_threshold`` (:func:`ccsam.evaluation.open_set.open_set_report`)."""
+    head = prediction_head(model, cfg)
+    logits = [
+        adjust_logits(
+            predict(model, split, cfg.data.eval_batch_size, data.mean, data.std, runtime, head=head),
+            cfg,
+            data.class_counts,
+        ).cpu()
+        for split in (test, open_images)
+    ]
+    merged, labels = with_open_samples(logits[0], test.labels.cpu(), logits[1])
+    return open_set_report(
+        merged,
+        labels,
+        data.class_counts,
+        threshold=cfg.eval.open_threshold,
+        many_threshold=cfg.eval.many_threshold,
+        few_threshold=cfg.eval.few_threshold,
+        variant=cfg.eval.open_f_measure,
+    )
 
 
 def balanced_accuracy(report: dict[str, Any]) -> float:

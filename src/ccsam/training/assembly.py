@@ -20,6 +20,7 @@ from ccsam.errors import RunDirError
 from ccsam.losses import build_loss
 from ccsam.models import Classifier, build_model
 from ccsam.models.heads import CosineHead, LWSHead
+from ccsam.models.pretrained import load_pretrained
 from ccsam.optim.imbsam import ImbSAM
 from ccsam.optim.sam import SAM
 from ccsam.optim.spectral_norm import apply_spectral_norm
@@ -60,8 +61,11 @@ def install_head(model: Classifier, cfg: ModelConfig) -> Classifier:
 
 
 def build_run_model(cfg: RunConfig, in_channels: int, num_classes: int, runtime: Runtime, *,
-                    stage: int = 1, compile_backbone: bool | None = None) -> Classifier:
-    """The run's model on ``runtime.device``: the registered backbone, the configured head, spectral norm
+                    stage: int = 1, compile_backbone: bool | None = None,
+                    load_pretrained_weights: bool = False) -> Classifier:
+    """The run's model on ``runtime.device``: the registered backbone (with ``model.pretrained`` weights
+    when ``load_pretrained_weights``; a resumed or re-evaluated run takes them from its checkpoint),
+    the configured head, spectral norm
     (``stage1.spectral_norm``, before any optimiser or checkpoint: it renames weight parameters), the
     stage-2 head when ``stage == 2`` (e.g. LWS has its own parameters), then channels_last / compile.
 
@@ -69,6 +73,9 @@ def build_run_model(cfg: RunConfig, in_channels: int, num_classes: int, runtime:
     ``runtime.compile`` (re-evaluation never compiles)."""
     model = build_model(cfg.model.arch, in_channels=in_channels, num_classes=num_classes,
                         width=cfg.model.width, bias=cfg.model.bias).to(runtime.device)
+    if cfg.model.pretrained is not None and load_pretrained_weights:
+        load_pretrained(model, cfg.model.pretrained, arch=cfg.model.arch, download=cfg.model.download,
+                        load_head=cfg.model.pretrained_head)
     model = install_head(model, cfg.model)
     if cfg.stage1.spectral_norm:
         apply_spectral_norm(model)

@@ -29,6 +29,7 @@ from ccsam.training.objectives import CcsamStage2Objective
 from ccsam.training.precision import Runtime
 from ccsam.training.run_dir import RunDir
 from ccsam.training.stages import Stage, build_objective, build_stage
+from ccsam.training.tensorboard import TensorBoardScalars, require_tensorboard
 
 __all__ = ["Trainer", "train"]
 
@@ -44,7 +45,13 @@ class Trainer:
         results = trainer.fit()          # or trainer.resume(); trainer.fit()
     """
 
-    def __init__(self, cfg: RunConfig, run: RunDir, *, progress: bool = True) -> None:
+    def __init__(
+        self, cfg: RunConfig, run: RunDir, *, progress: bool = True, load_pretrained_weights: bool = True
+    ) -> None:
+        """Build data, model and runtime; ``load_pretrained_weights=False`` skips ``model.pretrained``
+        (a resumed run takes every weight from its checkpoint)."""
+        if cfg.logging.tensorboard:
+            require_tensorboard()  # fail before any work, not after the first epoch
         self.cfg, self.run, self.progress = cfg, run, progress
         self.device = select_device(cfg.device)
         self.runtime = Runtime.resolve(cfg.runtime, self.device)
@@ -53,7 +60,14 @@ class Trainer:
         self.data = data if cfg.data.loader == "dataloader" else data.to(self.device)
         self.counts = data.class_counts.to(self.device)
         torch.manual_seed(cfg.seed)
-        self.model = build_run_model(cfg, data.in_channels, data.num_classes, self.runtime)
+        self.model = build_run_model(
+            cfg,
+            data.in_channels,
+            data.num_classes,
+            self.runtime,
+            load_pretrained_weights=load_pretrained_weights,
+        )
+        self.scalars: TensorBoardScalars | None = None
         self.epoch, self.best_val, self.elapsed = 0, -math.inf, 0.0
         self.stage: Stage | None = None
 
@@ -67,17 +81,22 @@ class Trainer:
             self.data.manifest.save_json(self.run.manifest_path)
         while self.epoch < self.cfg.total_epochs:
             if stop_at is not None and self.epoch >= stop_at:
+                self._close_scalars()
                 return None
             number = 1 if self.epoch < self.cfg.stage1.epochs else 2
             if self.stage is None or self.stage.number != number:
                 self.enter_stage(number)
             record = self.train_epoch()
             self.run.append_metrics(record)
+            self._write_scalars(record, self.epoch)
             self.epoch += 1
             save_checkpoint(self.run.last_checkpoint, self.state_dict())
             _log_epoch(record, self.cfg)
         results = self.final_results()
         self.run.write_results(results)
+        test = {k: results["test"][k] for k in ("top1", "many", "medium", "few", "ece", "nll")}
+        self._write_scalars({"test": test}, self.cfg.total_epochs)
+        self._close_scalars()
         return results
 
     def enter_stage(self, number: int) -> Stage:
@@ -167,6 +186,21 @@ class Trainer:
             "val": evaluate_split(self.model, data.val, data, cfg, self.runtime) if len(data.val) else None,
         }
 
+    # -- TensorBoard -------------------------------------------------------------------------------
+    def _write_scalars(self, record: dict[str, Any], step: int) -> None:
+        """TensorBoard scalars of ``record`` (``logging.tensorboard``); the writer opens on first use,
+        purging events a run interrupted after its last checkpoint wrote at or after ``step``."""
+        if not self.cfg.logging.tensorboard:
+            return
+        if self.scalars is None:
+            self.scalars = TensorBoardScalars(self.run.path / "tensorboard", purge_step=step)
+        self.scalars.write(record, step)
+
+    def _close_scalars(self) -> None:
+        if self.scalars is not None:
+            self.scalars.close()
+            self.scalars = None
+
     # -- checkpoints -------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """The checkpoint: counters, model, the stage's own state, RNGs, config and split hash."""
@@ -219,12 +253,18 @@ def _log_epoch(record: dict[str, Any], cfg: RunConfig) -> None:
             f" | val bal {_fmt(v['balanced'])} many {_fmt(v['many'])} med {_fmt(v['medium'])} "
             f"few {_fmt(v['few'])}"
         )
-    _logger.info("%s (%.1fs)", text, record["time_s"])
+    _logger.info(
+        "%s (%.1fs, %.0f img/s, data wait %.1fs)",
+        text,
+        record["time_s"],
+        record["img_per_s"],
+        record["data_wait_s"],
+    )
 
 
 def train(cfg: RunConfig, run: RunDir, *, resume: bool = False, progress: bool = True) -> dict[str, Any]:
     """Train ``cfg`` in ``run`` (resuming from its last checkpoint if asked) and return ``results.json``."""
-    trainer = Trainer(cfg, run, progress=progress)
+    trainer = Trainer(cfg, run, progress=progress, load_pretrained_weights=not resume)
     if resume:
         trainer.resume()
     results = trainer.fit()
