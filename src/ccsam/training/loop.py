@@ -15,6 +15,7 @@ from ccsam.data.dataloader import DataLoaderBatches
 from ccsam.data.loader import InMemoryLoader, eval_batches
 from ccsam.models import Classifier
 from ccsam.optim.schedules import set_learning_rate
+from ccsam.training.nonfinite import NonFiniteWatch, skip_nonfinite_steps
 from ccsam.training.objectives import StepOutput
 from ccsam.training.precision import Runtime
 from ccsam.training.updates import Update, select_update
@@ -33,8 +34,13 @@ def train_one_epoch(
     update: Update | None = None,
     description: str = "",
     progress: bool = True,
+    on_nonfinite: str = "stop",
 ) -> dict[str, float]:
     """Run one epoch of optimiser steps; returns the mean loss and the accuracy on ``targets_a``.
+
+    ``on_nonfinite`` (see :mod:`ccsam.training.nonfinite`): ``stop`` ends the epoch early at a
+    non-finite loss and adds ``nonfinite_step`` / ``nonfinite_loss`` to the result; ``skip`` leaves out
+    steps with non-finite gradients (not applied, not averaged) and adds ``skipped_steps``.
 
     The update (one SGD pass, or SAM / ASAM / ImbSAM's two passes) follows the optimiser's type.
 
@@ -47,16 +53,29 @@ def train_one_epoch(
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
-    for step, batch in enumerate(tqdm(loader.epoch(), total=len(loader), desc=description,
-                                      leave=False, disable=not progress)):
-        set_learning_rate(optimizer, lr_at_step(step))
-        out = update(model, objective, batch, optimizer, autocast)
-        loss_sum += out.loss.detach() * batch.targets_a.shape[0]
-        correct += (out.logits.argmax(dim=1) == batch.targets_a).sum()
-        seen += batch.targets_a.shape[0]
+    watch = NonFiniteWatch()
+    guard = skip_nonfinite_steps(optimizer) if on_nonfinite == "skip" else contextlib.nullcontext([0])
+    with guard as skipped:
+        for step, batch in enumerate(tqdm(loader.epoch(), total=len(loader), desc=description,
+                                          leave=False, disable=not progress)):
+            set_learning_rate(optimizer, lr_at_step(step))
+            before = skipped[0]
+            out = update(model, objective, batch, optimizer, autocast)
+            if skipped[0] != before:
+                continue
+            if on_nonfinite == "stop" and watch.record(out.loss):
+                break
+            loss_sum += out.loss.detach() * batch.targets_a.shape[0]
+            correct += (out.logits.argmax(dim=1) == batch.targets_a).sum()
+            seen += batch.targets_a.shape[0]
+    stats: dict[str, float] = {}
+    if on_nonfinite == "stop" and watch.check():
+        stats = {"nonfinite_step": watch.first_step, "nonfinite_loss": watch.first_value}
+    elif on_nonfinite == "skip":
+        stats = {"skipped_steps": skipped[0]}
     if seen == 0:
-        return {"loss": float("nan"), "accuracy": float("nan")}
-    return {"loss": float(loss_sum) / seen, "accuracy": float(correct) / seen}
+        return {"loss": float("nan"), "accuracy": float("nan"), **stats}
+    return {"loss": float(loss_sum) / seen, "accuracy": float(correct) / seen, **stats}
 
 
 @torch.no_grad()

@@ -21,11 +21,18 @@ from ccsam.data.build import LongTailData, build_data
 from ccsam.data.dataloader import DataLoaderBatches
 from ccsam.data.loader import AugmentSpec, InMemoryLoader, eval_batches
 from ccsam.data.samplers import build_sampler
-from ccsam.errors import RunDirError
+from ccsam.errors import DivergenceError, RunDirError
 from ccsam.evaluation import classification_report, confusion_matrix, reliability_bins
 from ccsam.models import Classifier, build_model
 from ccsam.optim.schedules import adversarial_weight, learning_rate
-from ccsam.training.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
+from ccsam.training.checkpoint import (
+    load_checkpoint,
+    load_model_state,
+    restore_rng_states,
+    rng_states,
+    save_checkpoint,
+)
+from ccsam.training.feasibility import check_trainable, divergence_message
 from ccsam.training.loop import predict, train_one_epoch
 from ccsam.training.components import (
     adjust_logits,
@@ -51,11 +58,16 @@ _logger = logging.getLogger(__name__)
 
 
 def select_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
+    """``auto`` -> CUDA when available, else CPU; ``cuda`` / ``cuda:N`` without that GPU is an error."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RunDirError("device=cuda was asked for but no CUDA device is available; use device=cpu or auto")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise RunDirError(f"device={name} was asked for but no CUDA device is available; use device=cpu or auto")
+        index = int(name.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise RunDirError(f"device={name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                              f"numbered 0..{torch.cuda.device_count() - 1}; choose one of them")
     return torch.device(name)
 
 
@@ -163,6 +175,9 @@ def balanced_accuracy(report: dict[str, Any]) -> float:
     return sum(values) / len(values) if values else float("nan")
 
 
+_RESUME_KEYS = ("epoch", "stage", "model", "optimizer", "loader", "best_val", "elapsed_s", "rng", "manifest_sha256")
+
+
 class Trainer:
     """Runs (or resumes) one configured run inside a run folder."""
 
@@ -172,6 +187,7 @@ class Trainer:
         self.progress = progress
         self.device = select_device(cfg.device)
         data = build_data(cfg.data)
+        check_trainable(cfg, data)
         # The DataLoader path keeps images in host memory and moves each batch; otherwise all on the device.
         self.data = data if cfg.data.loader == "dataloader" else data.to(self.device)
         self.counts = data.class_counts.to(self.device)
@@ -208,26 +224,54 @@ class Trainer:
         }
 
     def resume(self) -> None:
-        """Continue from ``checkpoints/last.pt``: model, optimiser, sampler, RNGs and counters."""
-        state = load_checkpoint(self.run.last_checkpoint)
+        """Continue from ``checkpoints/last.pt``: model, optimiser, sampler, RNGs and counters. A run
+        folder with no completed epoch restarts from epoch 0 (after checking its split manifest)."""
+        self.run.remove_stale_temp_files()
+        if not self.run.last_checkpoint.exists():
+            self._check_manifest_file()
+            self.run.keep_metrics_before(0)
+            self.run.best_val_checkpoint.unlink(missing_ok=True)
+            _logger.info("%s has no completed epoch; starting it from epoch 0", self.run.path)
+            return
+        state = load_checkpoint(self.run.last_checkpoint, required=_RESUME_KEYS)
         if state["manifest_sha256"] != self.data.manifest.sha256():
-            raise RunDirError(f"'{self.run.path}': the data split differs from the checkpoint's; cannot resume")
+            raise RunDirError(f"'{self.run.path}': the data split rebuilt from data.root differs from the checkpoint's "
+                              "(sha256 mismatch); pass --data-root with the data set this run was trained on")
         number = state["stage"]
         params = _stage_parameters(number, self.cfg, self.model)  # stage 2 may change the head's structure
-        self.model.load_state_dict(state["model"])
+        load_model_state(self.model, state, self.run.last_checkpoint)
         self.epoch, self.best_val, self.elapsed = state["epoch"], state["best_val"], state["elapsed_s"]
         self.stage = _build_stage(number, self.cfg, self.model, self.data, self.runtime, params, self.counts)
-        self.stage.optimizer.load_state_dict(state["optimizer"])
-        self.stage.loader.load_state_dict(state["loader"])
-        if state.get("update_generator") is not None:
-            self.stage.update.generator.set_state(state["update_generator"])
-        if state.get("swa") is not None and self.stage.swa is not None:
-            self.stage.swa.load_state_dict(state["swa"])
-        if state.get("directions") is not None and self.stage.directions is not None:
-            self.stage.directions.set_state(state["directions"])
-        restore_rng_states(state["rng"])
+        try:
+            self.stage.optimizer.load_state_dict(state["optimizer"])
+            self.stage.loader.load_state_dict(state["loader"])
+            if state.get("update_generator") is not None:
+                self.stage.update.generator.set_state(state["update_generator"])
+            if state.get("swa") is not None and self.stage.swa is not None:
+                self.stage.swa.load_state_dict(state["swa"])
+            if state.get("directions") is not None and self.stage.directions is not None:
+                self.stage.directions.set_state(state["directions"])
+            restore_rng_states(state["rng"])
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as exc:
+            raise RunDirError(f"checkpoint '{self.run.last_checkpoint}' does not fit this run's optimiser or "
+                              f"sampler ({exc.__class__.__name__}); it is damaged or from another run") from None
         self.run.keep_metrics_before(self.epoch)
         _logger.info("resuming %s at epoch %d/%d", self.run.path, self.epoch, self.cfg.total_epochs)
+
+    def _check_manifest_file(self) -> None:
+        """A restarted run must rebuild the split its folder records (if it recorded one)."""
+        from ccsam.data.splits import SplitManifest
+
+        if not self.run.manifest_path.is_file():
+            return
+        try:
+            stored = SplitManifest.load_json(self.run.manifest_path).sha256()
+        except (ValueError, KeyError, TypeError, OSError) as exc:
+            raise RunDirError(f"'{self.run.manifest_path}' is damaged ({str(exc)[:120]}); delete it to rebuild "
+                              "the split from the config") from None
+        if stored != self.data.manifest.sha256():
+            raise RunDirError(f"'{self.run.path}': the data split rebuilt from data.root differs from "
+                              f"'{self.run.manifest_path.name}'; pass --data-root with the data set of this run")
 
     # -- the loop ----------------------------------------------------------------------------------
     def _enter_stage(self, number: int) -> None:
@@ -252,7 +296,10 @@ class Trainer:
             self.model, stage.loader, objective, stage.optimizer,
             lambda step: learning_rate(stage.config, stage_epoch, step, steps), runtime=self.runtime,
             update=stage.update, description=f"stage{number} {stage_epoch + 1}/{stage.config.epochs}", progress=self.progress,
+            on_nonfinite=self.cfg.runtime.on_nonfinite,
         )
+        if "nonfinite_step" in train_stats:  # stop before anything of this epoch is written
+            raise DivergenceError(divergence_message(self.cfg, self.run, number, stage_epoch, train_stats, steps))
         self._average_weights(stage, stage_epoch)
         record: dict[str, Any] = {"epoch": self.epoch, "stage": number, "stage_epoch": stage_epoch,
                                   "lr": learning_rate(stage.config, stage_epoch, 0, steps), **train_stats}
