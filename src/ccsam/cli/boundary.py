@@ -23,16 +23,17 @@ DEBUG_ENV = "CCSAM_DEBUG"
 
 # errno -> (exit status, what to do). Path and permission problems are the user's to fix (2).
 _OS_FIXES: dict[int, tuple[int, str]] = {
-    errno.EROFS: (EXIT_BAD_INPUT, "the file system is read-only; choose a writable location (e.g. another --out)"),
+    errno.EROFS: (EXIT_BAD_INPUT, "read-only file system; choose a writable location (e.g. another --out)"),
     errno.EACCES: (EXIT_BAD_INPUT, "permission denied; choose a writable location or fix the folder's permissions"),
     errno.EPERM: (EXIT_BAD_INPUT, "operation not permitted; choose another location or fix the permissions"),
     errno.ENOENT: (EXIT_BAD_INPUT, "no such file or folder; check the path"),
     errno.ENOTDIR: (EXIT_BAD_INPUT, "a part of the path is a file, not a folder; check the path"),
     errno.EISDIR: (EXIT_BAD_INPUT, "it is a folder, a file was expected; check the path"),
     errno.ENAMETOOLONG: (EXIT_BAD_INPUT, "the path is too long; choose a shorter one"),
-    errno.ENOSPC: (EXIT_RUNTIME, "no space left on the device; free space, then resume (the last complete "
+    errno.ENOSPC: (EXIT_RUNTIME, "no space left on the device; free space, then resume the run (the last complete "
                                  "checkpoint is kept)"),
-    errno.EDQUOT: (EXIT_RUNTIME, "disk quota exceeded; free space, then resume (the last complete checkpoint is kept)"),
+    errno.EDQUOT: (EXIT_RUNTIME, "disk quota exceeded; free space, then resume the run (the last complete "
+                                 "checkpoint is kept)"),
 }
 
 
@@ -44,9 +45,11 @@ def debug_requested(argv: list[str]) -> bool:
 def describe_os_error(exc: OSError) -> tuple[str, int]:
     """One line (file, reason, fix) and the exit status for an ``OSError``."""
     where = " -> ".join(f"'{name}'" for name in (exc.filename, exc.filename2) if name is not None)
-    reason = exc.strerror or str(exc) or exc.__class__.__name__
-    code, fix = _OS_FIXES.get(exc.errno or -1, (EXIT_RUNTIME, "check the file and the disk"))
-    return f"{where + ': ' if where else ''}{reason}; {fix}", code
+    if exc.errno in _OS_FIXES:
+        code, text = _OS_FIXES[exc.errno]
+    else:
+        code, text = EXIT_RUNTIME, f"{exc.strerror or str(exc) or exc.__class__.__name__}; check the file and the disk"
+    return f"{where + ': ' if where else ''}{text}", code
 
 
 def run_guarded(action: Callable[[], int], *, debug: bool) -> int:

@@ -65,7 +65,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not argv:
         argv = ["train"]  # `ccsam` alone runs the embedded default
     parser = build_parser()
-    args = parse(parser, argv)
+    try:
+        args = parse(parser, argv)
+    except SystemExit as exc:  # --help, --version, or a one-line usage error
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_BAD_INPUT)
     if args.command is None:
         parser.print_help()
         return EXIT_BAD_INPUT
