@@ -56,19 +56,26 @@ def run_guarded(action: Callable[[], int], *, debug: bool) -> int:
     """Call ``action`` and turn any exception into one stderr line and an exit status."""
     try:
         return int(action() or 0)
-    except CcsamError as exc:
-        line, code = str(exc), exc.exit_code
-    except KeyboardInterrupt:
-        line, code = "interrupted", EXIT_INTERRUPTED
-    except OSError as exc:
-        line, code = describe_os_error(exc)
-    except MemoryError:
-        line, code = "out of memory; lower data.batch_size or data.eval_batch_size", EXIT_RUNTIME
-    except Exception as exc:  # noqa: BLE001 - the boundary: a bug still ends in one line, and --debug
-        line = (f"unexpected {exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
-                "(a bug; rerun with --debug for the traceback and report it)")
-        code = EXIT_RUNTIME
-    if debug:
-        traceback.print_exc()
+    except BaseException as exc:  # noqa: BLE001 - the boundary: every failure ends in one line
+        if isinstance(exc, (SystemExit, GeneratorExit)):
+            raise
+        line, code = _classify(exc)
+        if debug:
+            traceback.print_exception(type(exc), exc, exc.__traceback__)
     print(f"ccsam: error: {' '.join(line.split())}", file=sys.stderr)
     return code
+
+
+def _classify(exc: BaseException) -> tuple[str, int]:
+    """The error line and exit status of an exception that reached the boundary."""
+    if isinstance(exc, CcsamError):
+        return str(exc), exc.exit_code
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted", EXIT_INTERRUPTED
+    if isinstance(exc, OSError):
+        return describe_os_error(exc)
+    if isinstance(exc, MemoryError):
+        return "out of memory; lower data.batch_size or data.eval_batch_size", EXIT_RUNTIME
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return (f"unexpected {exc.__class__.__name__}: {first} (a bug; rerun with --debug for the traceback and "
+            "report it)", EXIT_RUNTIME)
