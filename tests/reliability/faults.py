@@ -78,12 +78,18 @@ def _cifar_folder(root: Path) -> Path:
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
         batch = {"data": rng.integers(0, 256, (20, 3072), dtype=np.uint8), "labels": list(range(10)) * 2}
         (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
-    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": [f"c{i}" for i in range(10)]}, protocol=2))
+    (folder / "batches.meta").write_bytes(
+        pickle.dumps({"label_names": [f"c{i}" for i in range(10)]}, protocol=2)
+    )
     return root
 
 
 def _idx(data: np.ndarray) -> bytes:
-    return struct.pack(">I", 0x800 + data.ndim) + b"".join(struct.pack(">I", n) for n in data.shape) + data.tobytes()
+    return (
+        struct.pack(">I", 0x800 + data.ndim)
+        + b"".join(struct.pack(">I", n) for n in data.shape)
+        + data.tobytes()
+    )
 
 
 def _fmnist_folder(root: Path) -> Path:
@@ -131,8 +137,15 @@ def _under(path: object, guard: Path) -> bool:
 def read_only(guard: Path) -> Iterator[None]:
     """Within the block every write, create, mkdir, rename or delete under ``guard`` fails with EROFS."""
     guard = guard.absolute()
-    real = {"open": os.open, "mkdir": os.mkdir, "replace": os.replace, "rename": os.rename, "unlink": os.unlink,
-            "rmdir": os.rmdir, "io_open": io.open}
+    real = {
+        "open": os.open,
+        "mkdir": os.mkdir,
+        "replace": os.replace,
+        "rename": os.rename,
+        "unlink": os.unlink,
+        "rmdir": os.rmdir,
+        "io_open": io.open,
+    }
 
     def refuse(path: object) -> OSError:
         return OSError(errno.EROFS, os.strerror(errno.EROFS), os.fsdecode(path))
@@ -143,7 +156,11 @@ def read_only(guard: Path) -> Iterator[None]:
         return real["open"](path, flags, *args, **kwargs)
 
     def fake_io_open(file, mode="r", *args, **kwargs):
-        if isinstance(file, (str, bytes, os.PathLike)) and any(c in mode for c in "wax+") and _under(file, guard):
+        if (
+            isinstance(file, (str, bytes, os.PathLike))
+            and any(c in mode for c in "wax+")
+            and _under(file, guard)
+        ):
             raise refuse(file)
         return real["io_open"](file, mode, *args, **kwargs)
 
@@ -152,6 +169,7 @@ def read_only(guard: Path) -> Iterator[None]:
             if _under(path, guard):
                 raise refuse(path)
             return real[name](path, *args, **kwargs)
+
         return fake
 
     def two_paths(name: str) -> Callable:
@@ -159,6 +177,7 @@ def read_only(guard: Path) -> Iterator[None]:
             if _under(src, guard) or _under(dst, guard):
                 raise refuse(dst)
             return real[name](src, dst, *args, **kwargs)
+
         return fake
 
     os.open, io.open, builtins.open = fake_os_open, fake_io_open, fake_io_open
@@ -167,8 +186,18 @@ def read_only(guard: Path) -> Iterator[None]:
     try:
         yield
     finally:
-        os.open, os.mkdir, os.replace, os.rename = real["open"], real["mkdir"], real["replace"], real["rename"]
-        os.unlink, os.rmdir, io.open, builtins.open = real["unlink"], real["rmdir"], real["io_open"], real["io_open"]
+        os.open, os.mkdir, os.replace, os.rename = (
+            real["open"],
+            real["mkdir"],
+            real["replace"],
+            real["rename"],
+        )
+        os.unlink, os.rmdir, io.open, builtins.open = (
+            real["unlink"],
+            real["rmdir"],
+            real["io_open"],
+            real["io_open"],
+        )
 
 
 # -- scenarios ---------------------------------------------------------------------------------------------
@@ -218,8 +247,11 @@ class Outcome:
 
 def md5_tree(root: Path) -> dict[str, str]:
     """md5 of every file under ``root`` (relative path -> digest)."""
-    return {str(p.relative_to(root)): hashlib.md5(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.md5(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def run_scenario(scenario: Scenario, base: Base, scratch: Path) -> Outcome:
@@ -243,11 +275,17 @@ def run_scenario(scenario: Scenario, base: Base, scratch: Path) -> Outcome:
     after = md5_tree(scratch)
     changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
     marker = (scratch / MARKER).exists()
-    return Outcome(code, [line for line in err.getvalue().splitlines() if line.strip()], escaped,
-                   [c for c in changed if c != MARKER], marker)
+    return Outcome(
+        code,
+        [line for line in err.getvalue().splitlines() if line.strip()],
+        escaped,
+        [c for c in changed if c != MARKER],
+        marker,
+    )
 
 
 # Helpers the scenarios are written with.
+
 
 def _copy(src: Path, scratch: Path, name: str | None = None) -> Path:
     dst = scratch / (name or src.name)
@@ -264,7 +302,9 @@ def _truncate(path: Path, keep: float = 0.5) -> None:
 
 
 def _garbage(path: Path) -> None:
-    path.write_bytes(np.random.default_rng(7).integers(0, 256, max(path.stat().st_size, 64), dtype=np.uint8).tobytes())
+    path.write_bytes(
+        np.random.default_rng(7).integers(0, 256, max(path.stat().st_size, 64), dtype=np.uint8).tobytes()
+    )
 
 
 def _flip_byte(path: Path, at: float) -> None:
@@ -277,23 +317,46 @@ def _cifar(damage: Callable[[Path], None], file: str = "data_batch_1") -> Callab
     def prepare(base: Base, scratch: Path) -> list[str]:
         root = _copy(base.cifar, scratch, "data")
         damage(root / "cifar-10-batches-py" / file)
-        return ["data", "export", "--preset", "cifar10-lt-ce", "--data-root", str(root), "--out",
-                str(scratch / "out.cache")]
+        return [
+            "data",
+            "export",
+            "--preset",
+            "cifar10-lt-ce",
+            "--data-root",
+            str(root),
+            "--out",
+            str(scratch / "out.cache"),
+        ]
+
     return prepare
 
 
-def _cifar_pickle(obj_for: Callable[[Path], object], file: str = "data_batch_1") -> Callable[[Base, Path], list[str]]:
+def _cifar_pickle(
+    obj_for: Callable[[Path], object], file: str = "data_batch_1"
+) -> Callable[[Base, Path], list[str]]:
     def damage(path: Path) -> None:
         path.write_bytes(pickle.dumps(obj_for(path.parents[2]), protocol=2))
+
     return _cifar(damage, file)
 
 
-def _fmnist(damage: Callable[[Path], None], file: str = "train-images-idx3-ubyte.gz") -> Callable[[Base, Path], list[str]]:
+def _fmnist(
+    damage: Callable[[Path], None], file: str = "train-images-idx3-ubyte.gz"
+) -> Callable[[Base, Path], list[str]]:
     def prepare(base: Base, scratch: Path) -> list[str]:
         root = _copy(base.fmnist, scratch, "data")
         damage(root / "fashion-mnist" / file)
-        return ["data", "export", "--preset", "fmnist-lt-ce", "--data-root", str(root), "--out",
-                str(scratch / "out.cache")]
+        return [
+            "data",
+            "export",
+            "--preset",
+            "fmnist-lt-ce",
+            "--data-root",
+            str(root),
+            "--out",
+            str(scratch / "out.cache"),
+        ]
+
     return prepare
 
 
@@ -305,11 +368,16 @@ def _raw_idx_truncated(path: Path) -> None:
 
 def _run_cmd(command: str, run: str, damage: Callable[[Path], None]) -> Callable[[Base, Path], list[str]]:
     """``command`` (eval / resume / probe) on a copy of the finished or interrupted run, damaged first."""
+
     def prepare(base: Base, scratch: Path) -> list[str]:
         folder = _copy(base.finished if run == "finished" else base.interrupted, scratch, "run")
         damage(folder)
-        return {"eval": ["eval", str(folder)], "resume": ["train", "--resume", str(folder), "--no-progress"],
-                "probe": ["probe", str(folder), "--draws", "1", "--sigmas", "0.01"]}[command]
+        return {
+            "eval": ["eval", str(folder)],
+            "resume": ["train", "--resume", str(folder), "--no-progress"],
+            "probe": ["probe", str(folder), "--draws", "1", "--sigmas", "0.01"],
+        }[command]
+
     return prepare
 
 
@@ -334,13 +402,22 @@ def _metrics_middle_line(folder: Path) -> None:
 def _settings(*argv: str) -> Callable[[Base, Path], list[str]]:
     def prepare(base: Base, scratch: Path) -> list[str]:
         return ["train", "--out", str(scratch / "run"), "--no-progress", *tiny(), *argv]
+
     return prepare
 
 
 def _existing_out(overwrite: bool) -> Callable[[Base, Path], list[str]]:
     def prepare(base: Base, scratch: Path) -> list[str]:
         folder = _copy(base.finished, scratch, "run")
-        return ["train", "--out", str(folder), "--no-progress", *(["--overwrite"] if overwrite else []), *tiny()]
+        return [
+            "train",
+            "--out",
+            str(folder),
+            "--no-progress",
+            *(["--overwrite"] if overwrite else []),
+            *tiny(),
+        ]
+
     return prepare
 
 
@@ -348,6 +425,7 @@ def _report(damage: Callable[[Base, Path], list[Path]]) -> Callable[[Base, Path]
     def prepare(base: Base, scratch: Path) -> list[str]:
         folders = damage(base, scratch)
         return ["report", *map(str, folders), "--out", str(scratch / "report")]
+
     return prepare
 
 
@@ -360,7 +438,9 @@ def _corrupt_results(base: Base, scratch: Path) -> list[Path]:
 def _two_data_sets(base: Base, scratch: Path) -> list[Path]:
     a = _copy(base.finished, scratch, "a")
     b = _copy(base.finished, scratch, "b")
-    (b / "config.yaml").write_text((b / "config.yaml").read_text().replace("dataset: synthetic", "dataset: digits"))
+    (b / "config.yaml").write_text(
+        (b / "config.yaml").read_text().replace("dataset: synthetic", "dataset: digits")
+    )
     return [a, b]
 
 
@@ -369,15 +449,18 @@ def _cache_cmd(damage: Callable[[Path], None]) -> Callable[[Base, Path], list[st
         cache = _copy(base.cache, scratch)
         damage(cache)
         return ["train", "--out", str(scratch / "run"), "--data-cache", str(cache), "--no-progress", *tiny()]
+
     return prepare
 
 
 def _retouch_cache(edit: Callable[[dict], None]) -> Callable[[Path], None]:
     """Load the cache (a trusted file here), edit its content, save it back: a tampered cache."""
+
     def damage(path: Path) -> None:
         payload = torch.load(path, weights_only=True)
         edit(payload)
         path.write_bytes(torch_bytes(payload))
+
     return damage
 
 
@@ -388,7 +471,9 @@ def _tamper_labels(payload: dict) -> None:
 def _tamper_manifest(payload: dict) -> None:
     meta = json.loads(payload["meta"])
     meta["manifest"]["train_indices"][0], meta["manifest"]["train_indices"][1] = (
-        meta["manifest"]["train_indices"][1], meta["manifest"]["train_indices"][0])
+        meta["manifest"]["train_indices"][1],
+        meta["manifest"]["train_indices"][0],
+    )
     payload["meta"] = json.dumps(meta)
 
 
@@ -415,6 +500,7 @@ def _ro_run(command: str) -> Callable[[Base, Path], list[str]]:
         if command == "resume":
             return ["train", "--resume", str(folder), "--no-progress"]
         return ["probe", str(folder), "--draws", "1", "--sigmas", "0.01"]
+
     return prepare
 
 
@@ -437,73 +523,190 @@ SCENARIOS: list[Scenario] = [
     Scenario("cifar: garbage batch", "bad file", _cifar(_garbage, "data_batch_3"), "data_batch_3"),
     Scenario("cifar: empty test batch", "bad file", _cifar(_empty, "test_batch"), "test_batch"),
     Scenario("cifar: batch is a list", "bad file", _cifar_pickle(lambda _: [1, 2, 3]), "data_batch_1"),
-    Scenario("cifar: wrong image shape", "bad file",
-             _cifar_pickle(lambda _: {"data": np.zeros((4, 100), np.uint8), "labels": [0] * 4}), "expected uint8 [N, 3072]"),
-    Scenario("cifar: fewer labels than images", "bad file",
-             _cifar_pickle(lambda _: {"data": np.zeros((4, 3072), np.uint8), "labels": [0]}), "integer labels"),
-    Scenario("cifar: label out of range", "bad file",
-             _cifar_pickle(lambda _: {"data": np.zeros((2, 3072), np.uint8), "labels": [0, 42]}), "cifar-10-batches-py"),
+    Scenario(
+        "cifar: wrong image shape",
+        "bad file",
+        _cifar_pickle(lambda _: {"data": np.zeros((4, 100), np.uint8), "labels": [0] * 4}),
+        "expected uint8 [N, 3072]",
+    ),
+    Scenario(
+        "cifar: fewer labels than images",
+        "bad file",
+        _cifar_pickle(lambda _: {"data": np.zeros((4, 3072), np.uint8), "labels": [0]}),
+        "integer labels",
+    ),
+    Scenario(
+        "cifar: label out of range",
+        "bad file",
+        _cifar_pickle(lambda _: {"data": np.zeros((2, 3072), np.uint8), "labels": [0, 42]}),
+        "cifar-10-batches-py",
+    ),
     Scenario("cifar: garbage batches.meta", "bad file", _cifar(_garbage, "batches.meta"), "batches.meta"),
-    Scenario("cifar: crafted pickle", "crafted file", _cifar_pickle(lambda root: {"data": _Payload(root / MARKER)}),
-             "data_batch_1"),
+    Scenario(
+        "cifar: crafted pickle",
+        "crafted file",
+        _cifar_pickle(lambda root: {"data": _Payload(root / MARKER)}),
+        "data_batch_1",
+    ),
     # Fashion-MNIST idx files
-    Scenario("fmnist: truncated .gz", "bad file", _fmnist(lambda p: _truncate(p, 0.5)), "train-images-idx3-ubyte.gz"),
+    Scenario(
+        "fmnist: truncated .gz",
+        "bad file",
+        _fmnist(lambda p: _truncate(p, 0.5)),
+        "train-images-idx3-ubyte.gz",
+    ),
     Scenario("fmnist: .gz is garbage", "bad file", _fmnist(_garbage), "train-images-idx3-ubyte.gz"),
     Scenario("fmnist: truncated raw idx", "bad file", _fmnist(_raw_idx_truncated), "truncated"),
-    Scenario("fmnist: labels file given as images", "bad file",
-             _fmnist(lambda p: p.write_bytes(p.with_name("train-labels-idx1-ubyte.gz").read_bytes())), "magic"),
+    Scenario(
+        "fmnist: labels file given as images",
+        "bad file",
+        _fmnist(lambda p: p.write_bytes(p.with_name("train-labels-idx1-ubyte.gz").read_bytes())),
+        "magic",
+    ),
     # checkpoints, for every command that loads one
-    *[Scenario(f"checkpoint: {how} last.pt, {cmd}", "bad file", _run_cmd(cmd, run, _checkpoint(damage)), "last.pt")
-      for how, damage in _CKPT_DAMAGE.items()
-      for cmd, run in (("eval", "finished"), ("resume", "interrupted"), ("probe", "finished"))],
-    Scenario("checkpoint: a torch file without weights, eval", "bad file",
-             _run_cmd("eval", "finished", _checkpoint(lambda p: p.write_bytes(torch_bytes({"format": 1})))), "lacks"),
-    *[Scenario(f"checkpoint: crafted pickle, {cmd}", "crafted file", _run_cmd(cmd, run, _checkpoint(_crafted_checkpoint)),
-               "refused") for cmd, run in (("eval", "finished"), ("resume", "interrupted"), ("probe", "finished"))],
+    *[
+        Scenario(
+            f"checkpoint: {how} last.pt, {cmd}",
+            "bad file",
+            _run_cmd(cmd, run, _checkpoint(damage)),
+            "last.pt",
+        )
+        for how, damage in _CKPT_DAMAGE.items()
+        for cmd, run in (("eval", "finished"), ("resume", "interrupted"), ("probe", "finished"))
+    ],
+    Scenario(
+        "checkpoint: a torch file without weights, eval",
+        "bad file",
+        _run_cmd("eval", "finished", _checkpoint(lambda p: p.write_bytes(torch_bytes({"format": 1})))),
+        "lacks",
+    ),
+    *[
+        Scenario(
+            f"checkpoint: crafted pickle, {cmd}",
+            "crafted file",
+            _run_cmd(cmd, run, _checkpoint(_crafted_checkpoint)),
+            "refused",
+        )
+        for cmd, run in (("eval", "finished"), ("resume", "interrupted"), ("probe", "finished"))
+    ],
     # other run files
-    Scenario("config.yaml: invalid YAML, eval", "bad file",
-             _run_cmd("eval", "finished", lambda f: (f / "config.yaml").write_text("data: [unclosed\n")), "config.yaml"),
-    Scenario("config.yaml: invalid YAML, resume", "bad file",
-             _run_cmd("resume", "interrupted", lambda f: (f / "config.yaml").write_text(":\n  - :\n\t")), "config.yaml"),
-    Scenario("config.yaml: unknown key, eval", "bad file",
-             _run_cmd("eval", "finished", lambda f: (f / "config.yaml").write_text("sead: 1\n")), "config.yaml"),
-    Scenario("metrics.jsonl: truncated line, resume", "bad file", _run_cmd("resume", "interrupted", _metrics_middle_line),
-             "metrics.jsonl' line 1"),
-    Scenario("resume a finished run", "bad setting", _run_cmd("resume", "finished", lambda f: None), "has finished"),
-    Scenario("report: corrupt results.json", "bad file", _report(_corrupt_results), "results.json is not valid JSON"),
+    Scenario(
+        "config.yaml: invalid YAML, eval",
+        "bad file",
+        _run_cmd("eval", "finished", lambda f: (f / "config.yaml").write_text("data: [unclosed\n")),
+        "config.yaml",
+    ),
+    Scenario(
+        "config.yaml: invalid YAML, resume",
+        "bad file",
+        _run_cmd("resume", "interrupted", lambda f: (f / "config.yaml").write_text(":\n  - :\n\t")),
+        "config.yaml",
+    ),
+    Scenario(
+        "config.yaml: unknown key, eval",
+        "bad file",
+        _run_cmd("eval", "finished", lambda f: (f / "config.yaml").write_text("sead: 1\n")),
+        "config.yaml",
+    ),
+    Scenario(
+        "metrics.jsonl: truncated line, resume",
+        "bad file",
+        _run_cmd("resume", "interrupted", _metrics_middle_line),
+        "metrics.jsonl' line 1",
+    ),
+    Scenario(
+        "resume a finished run", "bad setting", _run_cmd("resume", "finished", lambda f: None), "has finished"
+    ),
+    Scenario(
+        "report: corrupt results.json",
+        "bad file",
+        _report(_corrupt_results),
+        "results.json is not valid JSON",
+    ),
     Scenario("report: not a run folder", "bad setting", _report(lambda b, s: [s]), "no config.yaml"),
     Scenario("report: two data sets", "bad setting", _report(_two_data_sets), "different data"),
     # data caches
     Scenario("cache: bit flip in pixels", "bad file", _cache_cmd(lambda p: _flip_byte(p, 0.4)), "tiny.cache"),
     Scenario("cache: truncated", "bad file", _cache_cmd(lambda p: _truncate(p, 0.7)), "tiny.cache"),
-    Scenario("cache: tampered label", "bad file", _cache_cmd(_retouch_cache(_tamper_labels)), "labels checksum"),
-    Scenario("cache: tampered manifest", "bad file", _cache_cmd(_retouch_cache(_tamper_manifest)), "metadata checksum"),
-    Scenario("cache: format 1 (no label checksums)", "bad file", _cache_cmd(_retouch_cache(_format_one)), "format 1"),
+    Scenario(
+        "cache: tampered label", "bad file", _cache_cmd(_retouch_cache(_tamper_labels)), "labels checksum"
+    ),
+    Scenario(
+        "cache: tampered manifest",
+        "bad file",
+        _cache_cmd(_retouch_cache(_tamper_manifest)),
+        "metadata checksum",
+    ),
+    Scenario(
+        "cache: format 1 (no label checksums)",
+        "bad file",
+        _cache_cmd(_retouch_cache(_format_one)),
+        "format 1",
+    ),
     Scenario("cache: crafted pickle", "crafted file", _cache_cmd(_crafted_cache), "refused"),
-    Scenario("cache: other split settings", "bad setting",
-             lambda b, s: _cache_cmd(lambda p: None)(b, s) + ["data.imbalance_ratio=5"], "imbalance_ratio"),
+    Scenario(
+        "cache: other split settings",
+        "bad setting",
+        lambda b, s: _cache_cmd(lambda p: None)(b, s) + ["data.imbalance_ratio=5"],
+        "imbalance_ratio",
+    ),
     # settings that cannot train
     Scenario("setting: unknown model.arch", "bad setting", _settings("model.arch=resnet33"), "model.arch"),
     Scenario("setting: seed=-1", "bad setting", _settings("seed=-1"), "seed"),
-    Scenario("setting: batch larger than the training set", "bad setting", _settings("data.batch_size=1000"),
-             "no step"),
-    Scenario("setting: zero epochs", "bad setting", _settings("stage1.epochs=0", "stage2.epochs=0"), "nothing would"),
-    Scenario("setting: IR rounds a class to 0 images", "bad setting",
-             _settings("data.synthetic.num_classes=10", "data.n_max=49", "data.imbalance_ratio=49"), "no training image"),
-    Scenario("setting: profile larger than the data", "bad setting", _settings("data.n_max=500"), "data.dataset"),
+    Scenario(
+        "setting: batch larger than the training set",
+        "bad setting",
+        _settings("data.batch_size=1000"),
+        "no step",
+    ),
+    Scenario(
+        "setting: zero epochs",
+        "bad setting",
+        _settings("stage1.epochs=0", "stage2.epochs=0"),
+        "nothing would",
+    ),
+    Scenario(
+        "setting: IR rounds a class to 0 images",
+        "bad setting",
+        _settings("data.synthetic.num_classes=10", "data.n_max=49", "data.imbalance_ratio=49"),
+        "no training image",
+    ),
+    Scenario(
+        "setting: profile larger than the data", "bad setting", _settings("data.n_max=500"), "data.dataset"
+    ),
     Scenario("setting: device=gpu", "bad setting", _settings("device=gpu"), "device"),
     Scenario("setting: device=cuda:99", "bad setting", _settings("device=cuda:99"), "cuda:99"),
     Scenario("setting: unknown key", "bad setting", _settings("stage1.flat_ration=0.5"), "flat_ratio"),
     Scenario("setting: wrong type", "bad setting", _settings("stage1.lr=fast"), "stage1.lr"),
     Scenario("setting: unknown option", "bad setting", _settings("--epochs", "3"), "unrecognized arguments"),
     Scenario("run folder: existing --out", "bad setting", _existing_out(False), "already exists"),
-    Scenario("run folder: --overwrite of a trained run", "bad setting", _existing_out(True), "already exists"),
+    Scenario(
+        "run folder: --overwrite of a trained run", "bad setting", _existing_out(True), "already exists"
+    ),
     # read-only folders
-    Scenario("read-only: train --out", "read-only folder", _ro_train, "Read-only file system", read_only="ro"),
-    Scenario("read-only: train --resume", "read-only folder", _ro_run("resume"), "Read-only file system", read_only="ro"),
-    Scenario("read-only: probe", "read-only folder", _ro_run("probe"), "Read-only file system", read_only="ro"),
-    Scenario("read-only: report --out", "read-only folder", _ro_report, "Read-only file system", read_only="ro"),
-    Scenario("read-only: data export --out", "read-only folder", _ro_export, "Read-only file system", read_only="ro"),
+    Scenario(
+        "read-only: train --out", "read-only folder", _ro_train, "Read-only file system", read_only="ro"
+    ),
+    Scenario(
+        "read-only: train --resume",
+        "read-only folder",
+        _ro_run("resume"),
+        "Read-only file system",
+        read_only="ro",
+    ),
+    Scenario(
+        "read-only: probe", "read-only folder", _ro_run("probe"), "Read-only file system", read_only="ro"
+    ),
+    Scenario(
+        "read-only: report --out", "read-only folder", _ro_report, "Read-only file system", read_only="ro"
+    ),
+    Scenario(
+        "read-only: data export --out",
+        "read-only folder",
+        _ro_export,
+        "Read-only file system",
+        read_only="ro",
+    ),
 ]
 
 

@@ -61,8 +61,14 @@ def _env(slow: str | None) -> dict[str, str]:
 
 
 def _start(args: list[str], slow: str | None = None) -> tuple[subprocess.Popen, list[str]]:
-    proc = subprocess.Popen([sys.executable, str(DRIVER), *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, env=_env(slow), cwd=REPO)
+    proc = subprocess.Popen(
+        [sys.executable, str(DRIVER), *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(slow),
+        cwd=REPO,
+    )
     lines: list[str] = []
 
     def read() -> None:
@@ -111,8 +117,10 @@ def _checkpoint_ok(path: Path) -> bool:
 
 def _comparable(run: Path) -> tuple[dict, list[dict]]:
     results = json.loads((run / "results.json").read_text())
-    metrics = [{k: v for k, v in json.loads(line).items() if k != "time_s"}
-               for line in (run / "metrics.jsonl").read_text().splitlines()]
+    metrics = [
+        {k: v for k, v in json.loads(line).items() if k != "time_s"}
+        for line in (run / "metrics.jsonl").read_text().splitlines()
+    ]
     return {"test": results["test"], "val": results["val"]}, metrics
 
 
@@ -128,7 +136,9 @@ def kill_chain(workdir: Path, seed: int = 0, plan: tuple[str, ...] = DEFAULT_PLA
         started = run.exists()
         args = ["train", "--resume", str(run)] if started else ["train", "--out", str(run), *KILL_CONFIG]
         slow = "3@" + mode.partition("@")[2] if mode.startswith("write") else None
-        had_checkpoint = (run / "checkpoints" / "last.pt").is_file() and _checkpoint_ok(run / "checkpoints" / "last.pt")
+        had_checkpoint = (run / "checkpoints" / "last.pt").is_file() and _checkpoint_ok(
+            run / "checkpoints" / "last.pt"
+        )
         proc, lines = _start([*args, "--no-progress"], slow)
         report.processes += 1
         if not _kill_when(proc, lines, run, mode, rng):
@@ -144,8 +154,10 @@ def kill_chain(workdir: Path, seed: int = 0, plan: tuple[str, ...] = DEFAULT_PLA
         if had_checkpoint and not _checkpoint_ok(last):
             report.bytes_lost += last.stat().st_size if last.exists() else 1
         epochs = sum(1 for _ in (run / "metrics.jsonl").open()) if (run / "metrics.jsonl").exists() else 0
-        report.log.append(f"{mode}: killed; {len(temps)} temporary file(s) left, "
-                          f"last.pt {'present' if last.exists() else 'absent'}, {epochs} metrics line(s)")
+        report.log.append(
+            f"{mode}: killed; {len(temps)} temporary file(s) left, "
+            f"last.pt {'present' if last.exists() else 'absent'}, {epochs} metrics line(s)"
+        )
     if not (run / "results.json").exists():
         proc, lines = _start(["train", "--resume", str(run), "--no-progress"])
         report.processes += 1

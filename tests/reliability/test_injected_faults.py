@@ -46,7 +46,11 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, r
         code, err = _main(["train", "--out", str(run), "--no-progress", *tiny(stage2__epochs=0)])
     assert code == 3
     assert len(err) == 2 and err[0].startswith("stage1   1/2")  # the epoch log line, then the error line
-    assert err[1].startswith("ccsam: error:") and "stage 1, epoch 2/2, step 3/5" in err[1] and "last.pt" in err[1]
+    assert (
+        err[1].startswith("ccsam: error:")
+        and "stage 1, epoch 2/2, step 3/5" in err[1]
+        and "last.pt" in err[1]
+    )
     assert hashlib.md5(last.read_bytes()).hexdigest() == injected["last_pt_md5"]  # untouched since epoch 1
     assert load_checkpoint(last)["epoch"] == 1
     assert not (run / "results.json").exists()
@@ -59,8 +63,16 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, r
 def test_skip_mode_leaves_out_the_nan_step_and_finishes(tmp_path):
     run = tmp_path / "run"
     with nan_loss_at(STEPS + 3):
-        code, _ = _main(["train", "--out", str(run), "--no-progress", *tiny(stage2__epochs=0),
-                         "runtime.on_nonfinite=skip"])
+        code, _ = _main(
+            [
+                "train",
+                "--out",
+                str(run),
+                "--no-progress",
+                *tiny(stage2__epochs=0),
+                "runtime.on_nonfinite=skip",
+            ]
+        )
     assert code == 0
     records = [_strict(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["skipped_steps"] for r in records] == [0, 1]
@@ -73,8 +85,17 @@ def test_a_real_divergence_is_exit_3_and_every_file_is_strict_json(tmp_path):
     code, err = _main(["train", "--out", str(run), "--no-progress", *tiny(stage2__epochs=0), "stage1.lr=1e9"])
     assert code == 3 and "stage1.lr" in err[-1] and "runtime.on_nonfinite=skip" in err[-1]
     skipped = tmp_path / "skipped"
-    code, _ = _main(["train", "--out", str(skipped), "--no-progress", *tiny(stage2__epochs=0), "stage1.lr=1e9",
-                     "runtime.on_nonfinite=skip"])
+    code, _ = _main(
+        [
+            "train",
+            "--out",
+            str(skipped),
+            "--no-progress",
+            *tiny(stage2__epochs=0),
+            "stage1.lr=1e9",
+            "runtime.on_nonfinite=skip",
+        ]
+    )
     assert code == 0
     for name in ("results.json", "env.json", "split_manifest.json"):
         _strict((skipped / name).read_text())
@@ -97,7 +118,18 @@ def test_a_full_disk_during_a_checkpoint_write_keeps_the_previous_one(tmp_path):
 def test_the_fault_helpers_fire(tmp_path):
     """The injections are real: without them the same runs succeed with nothing skipped."""
     run = tmp_path / "run"
-    assert _main(["train", "--out", str(run), "--no-progress", *tiny(stage2__epochs=0),
-                  "runtime.on_nonfinite=skip"])[0] == 0
+    assert (
+        _main(
+            [
+                "train",
+                "--out",
+                str(run),
+                "--no-progress",
+                *tiny(stage2__epochs=0),
+                "runtime.on_nonfinite=skip",
+            ]
+        )[0]
+        == 0
+    )
     assert [_strict(x)["skipped_steps"] for x in (run / "metrics.jsonl").read_text().splitlines()] == [0, 0]
     assert Path(run / "checkpoints" / "last.pt").is_file()

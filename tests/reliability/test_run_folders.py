@@ -72,7 +72,9 @@ def test_overwrite_never_touches_a_folder_that_is_not_an_unstarted_run(tmp_path)
 
 def test_relative_paths_are_stored_absolute(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    code, _, _ = _main(["train", "--out", "run", "--data-root", "some/data", "--no-progress", *tiny(stage1__epochs=1)])
+    code, _, _ = _main(
+        ["train", "--out", "run", "--data-root", "some/data", "--no-progress", *tiny(stage1__epochs=1)]
+    )
     assert code == 0
     stored = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["data"]["root"]
     assert stored == str((tmp_path / "some" / "data").resolve())
@@ -94,8 +96,15 @@ def test_resume_relocates_the_data_and_checks_it_against_the_manifest(tmp_path):
     from ccsam.cli.train_cmd import with_absolute_paths
 
     data = _cifar(tmp_path / "data", labels_seed=0)
-    overrides = tiny(data__dataset="cifar10", data__n_max=8, data__imbalance_ratio=2, data__val_per_class=1,
-                     data__batch_size=8, stage1__epochs=2, stage2__epochs=0)
+    overrides = tiny(
+        data__dataset="cifar10",
+        data__n_max=8,
+        data__imbalance_ratio=2,
+        data__val_per_class=1,
+        data__batch_size=8,
+        stage1__epochs=2,
+        stage2__epochs=0,
+    )
     cfg = with_absolute_paths(resolve_config(None, [*overrides, f"data.root={data}"]))
     run = tmp_path / "run"
     Trainer(cfg, RunDir.create(run, cfg, ["ccsam"]), progress=False).fit(stop_at=1)
@@ -152,16 +161,22 @@ def test_report_groups_by_config_not_by_name_and_names_skipped_folders(base, tmp
     reasons = dict(collected.skipped)
     assert reasons[str(tmp_path / "typo")] == "no such folder"
     assert "has not finished" in reasons[str(base.interrupted)]
-    code, _, err = _main(["report", str(base.finished), str(tmp_path / "typo"), "--out", str(tmp_path / "rep")])
+    code, _, err = _main(
+        ["report", str(base.finished), str(tmp_path / "typo"), "--out", str(tmp_path / "rep")]
+    )
     assert code == 0 and err == [f"ccsam: skipped '{tmp_path / 'typo'}': no such folder"]
     assert "Skipped folders" in (tmp_path / "rep" / "report.md").read_text()
 
 
 def test_overrides_may_come_after_options():
     parser = build_parser()
-    args = parse(parser, ["train", "seed=1", "--no-progress", "stage1.epochs=1", "--out", "x", "stage2.epochs=0"])
+    args = parse(
+        parser, ["train", "seed=1", "--no-progress", "stage1.epochs=1", "--out", "x", "stage2.epochs=0"]
+    )
     assert args.overrides == ["seed=1", "stage1.epochs=1", "stage2.epochs=0"] and args.out == "x"
-    assert parse(parser, ["eval", "RUN", "--split", "val", "eval.posthoc_tau=1"]).overrides == ["eval.posthoc_tau=1"]
+    assert parse(parser, ["eval", "RUN", "--split", "val", "eval.posthoc_tau=1"]).overrides == [
+        "eval.posthoc_tau=1"
+    ]
 
 
 def test_version_debug_and_device_index(capsys, monkeypatch):
@@ -183,8 +198,10 @@ def test_an_unexpected_failure_is_exit_1_and_one_line(tmp_path, monkeypatch, cap
     monkeypatch.setattr(trainer, "train_one_epoch", broken)
     assert main(["train", "--out", str(tmp_path / "run"), "--no-progress", *tiny()]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["ccsam: error: unexpected RuntimeError: CUDA error: an illegal memory access was encountered "
-                   "(a bug; rerun with --debug for the traceback and report it)"]
+    assert err == [
+        "ccsam: error: unexpected RuntimeError: CUDA error: an illegal memory access was encountered "
+        "(a bug; rerun with --debug for the traceback and report it)"
+    ]
 
 
 def test_env_json_records_versions(base):

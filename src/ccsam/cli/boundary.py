@@ -24,16 +24,23 @@ DEBUG_ENV = "CCSAM_DEBUG"
 # errno -> (exit status, what to do). Path and permission problems are the user's to fix (2).
 _OS_FIXES: dict[int, tuple[int, str]] = {
     errno.EROFS: (EXIT_BAD_INPUT, "read-only file system; choose a writable location (e.g. another --out)"),
-    errno.EACCES: (EXIT_BAD_INPUT, "permission denied; choose a writable location or fix the folder's permissions"),
+    errno.EACCES: (
+        EXIT_BAD_INPUT,
+        "permission denied; choose a writable location or fix the folder's permissions",
+    ),
     errno.EPERM: (EXIT_BAD_INPUT, "operation not permitted; choose another location or fix the permissions"),
     errno.ENOENT: (EXIT_BAD_INPUT, "no such file or folder; check the path"),
     errno.ENOTDIR: (EXIT_BAD_INPUT, "a part of the path is a file, not a folder; check the path"),
     errno.EISDIR: (EXIT_BAD_INPUT, "it is a folder, a file was expected; check the path"),
     errno.ENAMETOOLONG: (EXIT_BAD_INPUT, "the path is too long; choose a shorter one"),
-    errno.ENOSPC: (EXIT_RUNTIME, "no space left on the device; free space, then resume the run (the last complete "
-                                 "checkpoint is kept)"),
-    errno.EDQUOT: (EXIT_RUNTIME, "disk quota exceeded; free space, then resume the run (the last complete "
-                                 "checkpoint is kept)"),
+    errno.ENOSPC: (
+        EXIT_RUNTIME,
+        "no space left on the device; free space, then resume the run (the last complete checkpoint is kept)",
+    ),
+    errno.EDQUOT: (
+        EXIT_RUNTIME,
+        "disk quota exceeded; free space, then resume the run (the last complete checkpoint is kept)",
+    ),
 }
 
 
@@ -48,7 +55,10 @@ def describe_os_error(exc: OSError) -> tuple[str, int]:
     if exc.errno in _OS_FIXES:
         code, text = _OS_FIXES[exc.errno]
     else:
-        code, text = EXIT_RUNTIME, f"{exc.strerror or str(exc) or exc.__class__.__name__}; check the file and the disk"
+        code, text = (
+            EXIT_RUNTIME,
+            f"{exc.strerror or str(exc) or exc.__class__.__name__}; check the file and the disk",
+        )
     return f"{where + ': ' if where else ''}{text}", code
 
 
@@ -77,5 +87,8 @@ def _classify(exc: BaseException) -> tuple[str, int]:
     if isinstance(exc, MemoryError):
         return "out of memory; lower data.batch_size or data.eval_batch_size", EXIT_RUNTIME
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return (f"unexpected {exc.__class__.__name__}: {first} (a bug; rerun with --debug for the traceback and "
-            "report it)", EXIT_RUNTIME)
+    return (
+        f"unexpected {exc.__class__.__name__}: {first} (a bug; rerun with --debug for the traceback and "
+        "report it)",
+        EXIT_RUNTIME,
+    )

@@ -16,7 +16,7 @@ from ccsam.reporting import format_results_table
 from ccsam.training.run_dir import RunDir, default_run_path
 from ccsam.training.trainer import Trainer
 
-_EPILOG = """overrides: KEY=VALUE with dotted keys, checked against the config schema, anywhere on the line, e.g.
+_EPILOG = """overrides: KEY=VALUE with dotted keys, checked against the config schema, anywhere, e.g.
   ccsam train --preset fmnist-lt-ccsam stage1.epochs=5 --no-progress stage1.flat_ratio=0.5 seed=1
 sections: {sections}
 `ccsam presets --show NAME` prints every key of a preset with its value.
@@ -44,7 +44,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile the backbone (sets runtime.compile)")
     p.add_argument("--out", default=None, help="run folder to create (default: <out_dir>/<name>-<time>)")
     p.add_argument("--overwrite", action="store_true",
-                   help="reuse --out if it is a run folder that never completed an epoch (never one with results)")
+                   help="reuse --out if it is a run folder that never completed an epoch "
+                   "(never one with results)")
     p.add_argument("--resume", default=None, metavar="RUN_DIR",
                    help="continue an interrupted run (one with no completed epoch restarts at epoch 0)")
     p.add_argument("--no-progress", action="store_true", help="no per-epoch progress bar")
@@ -82,7 +83,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if args.resume:
         if args.preset or args.overrides or args.out or args.data_cache or args.compile or args.overwrite:
             raise ConfigError("--resume takes the run folder's own config; drop --preset/--out/--data-cache/"
-                              "--overwrite/overrides (only --data-root may point at where the data lives now)")
+                              "--overwrite/overrides (only --data-root may say where the data lives now)")
         run_dir = RunDir.open(args.resume)
         config = run_dir.load_config()
         if args.data_root:
@@ -101,7 +102,8 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         config = with_absolute_paths(resolve_config(args.preset, overrides))
         path = Path(args.out) if args.out else default_run_path(config)
         RunDir.check_new(path, overwrite=args.overwrite)
-        trainer = Trainer(config, RunDir(path), progress=progress)  # reads and checks the data; writes nothing
+        # Reads and checks the data before anything is written.
+        trainer = Trainer(config, RunDir(path), progress=progress)
         run_dir = RunDir.create(path, config, ["ccsam", *argv], overwrite=args.overwrite)
         print(f"run folder: {run_dir.path}")
     results = _until_done(run_dir, trainer.fit)

@@ -196,8 +196,8 @@ def load_config_file(path: str | Path) -> RunConfig:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"'{path}' is not valid YAML{where}; restore the run's config.yaml (it was edited or "
-                          "truncated)") from None
+        raise ConfigError(f"'{path}' is not valid YAML{where}; restore the run's config.yaml (it was "
+                          "edited or truncated)") from None
     if not isinstance(tree, Mapping):
         raise ConfigError(f"'{path}' is not a config (a YAML mapping of sections was expected); restore it")
     try:

@@ -40,7 +40,7 @@ class DataConfig(_Section):
     profile: Literal["exp", "step"] = "exp"
     imbalance_ratio: float = Field(100.0, ge=1.0, description="IR = n_max / n_min")
     n_max: int | None = Field(None, ge=1, description="head-class size; default: the smallest full class size")
-    subset_seed: int = Field(0, ge=0, description="seed of the long-tailed subset choice (independent of run.seed)")
+    subset_seed: int = Field(0, ge=0, description="seed of the long-tailed subset (independent of run.seed)")
     val_per_class: int = Field(20, ge=0, description="balanced validation images per class, from unused images")
     digits_test_per_class: int = Field(50, ge=1, description="digits only: held-out test images per class")
     augment: Literal["none", "crop", "crop_flip", "crop_flip_cutout", "autoaugment_cutout"] = Field(
@@ -219,7 +219,7 @@ class RuntimeConfig(_Section):
     compile: bool = Field(False, description="torch.compile the backbone (CLI --compile)")
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice)")
     on_nonfinite: Literal["stop", "skip"] = Field(
-        "stop", description="a NaN / inf loss: stop the run (exit 3, last good checkpoint kept) or skip the step"
+        "stop", description="NaN / inf loss: stop the run (exit 3, last good checkpoint kept) or skip the step"
     )
 
 
@@ -229,7 +229,7 @@ class RunConfig(_Section):
     name: str = "run"
     description: str = ""
     seed: int = Field(0, ge=0, description="training seed: initialisation, sampling, augmentation, mixup")
-    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$", description="auto, cpu, cuda or cuda:N")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$", description="auto, cpu, cuda, cuda:N")
     out_dir: str = "runs"
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
@@ -255,7 +255,8 @@ class RunConfig(_Section):
         if self.stage1.perturb_scope != "head" and self.stage1.radius_mode != "ccsam":
             raise ValueError("stage1.radius_mode ablations are implemented for stage1.perturb_scope=head")
         if self.total_epochs == 0:
-            raise ValueError("stage1.epochs + stage2.epochs is 0, so nothing would be trained; set stage1.epochs >= 1")
+            raise ValueError("stage1.epochs + stage2.epochs is 0, so nothing would be trained; "
+                             "set stage1.epochs >= 1")
         if self.stage1.flattening != "none" and self.stage1.optimizer != "sgd":
             raise ValueError("stage1.flattening (gp / mp) replaces the update; use it with stage1.optimizer=sgd")
         return self

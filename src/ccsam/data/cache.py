@@ -92,7 +92,8 @@ def _encode_split(arrays: ImageArrays, level: int) -> tuple[dict[str, Any], dict
     """The stored tensors of one split and their checksums (kept in the metadata)."""
     images = arrays.images.cpu().numpy()
     # a uint8 tensor, not ``bytes``: torch.save's pickle protocol would inflate bytes objects by ~50%
-    pixels = torch.frombuffer(bytearray(zlib.compress(med_encode(images).tobytes(), level)), dtype=torch.uint8)
+    compressed = bytearray(zlib.compress(med_encode(images).tobytes(), level))
+    pixels = torch.frombuffer(compressed, dtype=torch.uint8)
     labels = arrays.labels.cpu().to(torch.int64).clone()
     stored = {"shape": list(images.shape), "pixels": pixels, "labels": labels}
     sums = {"shape": list(images.shape), "pixels_zlib_sha256": _sha256(_tensor_bytes(pixels)),
@@ -103,7 +104,8 @@ def _encode_split(arrays: ImageArrays, level: int) -> tuple[dict[str, Any], dict
 def _decode_split(stored: Any, sums: dict[str, Any], class_names: tuple[str, ...], path: Path,
                   split: str) -> ImageArrays:
     def corrupt(what: str) -> DataCacheError:
-        return DataCacheError(f"data cache '{path}' is corrupt or was edited ({split} {what} checksum mismatch); "
+        return DataCacheError(f"data cache '{path}' is corrupt or was edited ({split} {what} checksum "
+                              "mismatch); "
                               "export it again (nothing was used)")
 
     if not isinstance(stored, dict):
@@ -128,7 +130,8 @@ def _decode_split(stored: Any, sums: dict[str, Any], class_names: tuple[str, ...
     try:
         return ImageArrays(torch.from_numpy(images), labels, class_names)
     except ValueError as exc:
-        raise DataCacheError(f"data cache '{path}': {split} split is inconsistent ({exc}); export it again") from None
+        raise DataCacheError(f"data cache '{path}': {split} split is inconsistent ({exc}); "
+                             "export it again") from None
 
 
 def split_fields(cfg: DataConfig) -> dict[str, Any]:
@@ -180,7 +183,8 @@ def load_cache(path: str | Path, cfg: DataConfig) -> LongTailData:
                 f"{wanted[key]!r}; export a cache for this configuration or drop data.cache"
             )
     names = tuple(meta["class_names"])
-    splits = {s: _decode_split(payload.get(s), meta["checksums"][s], names, path, s) for s in ("train", "val", "test")}
+    splits = {s: _decode_split(payload.get(s), meta["checksums"][s], names, path, s)
+              for s in ("train", "val", "test")}
     try:
         manifest = SplitManifest.from_dict(meta["manifest"])
     except (ValueError, KeyError, TypeError) as exc:
@@ -188,8 +192,8 @@ def load_cache(path: str | Path, cfg: DataConfig) -> LongTailData:
                              "export it again") from None
     counts = torch.as_tensor(manifest.class_counts, dtype=torch.long)
     if torch.bincount(splits["train"].labels, minlength=len(names)).tolist() != counts.tolist():
-        raise DataCacheError(f"data cache '{path}': the training labels do not match the split manifest's class "
-                             "counts; export it again")
+        raise DataCacheError(f"data cache '{path}': the training labels do not match the split manifest's "
+                             "class counts; export it again")
     return LongTailData(meta["name"], splits["train"], splits["val"], splits["test"], counts, manifest,
                         tuple(meta["mean"]), tuple(meta["std"]))
 
@@ -204,8 +208,8 @@ def _checked_meta(payload: Any, path: Path) -> dict[str, Any]:
                              "written by `ccsam data export`") from None
     if not isinstance(meta, dict) or meta.get("format") != CACHE_FORMAT:
         found = meta.get("format") if isinstance(meta, dict) else None
-        raise DataCacheError(f"data cache '{path}' has format {found}, expected {CACHE_FORMAT} (older caches carry "
-                             "no label checksums); export it again with this version of ccsam")
+        raise DataCacheError(f"data cache '{path}' has format {found}, expected {CACHE_FORMAT} (older caches "
+                             "carry no label checksums); export it again with this version of ccsam")
     if payload.get("meta_sha256") != _sha256(text.encode()):
         raise DataCacheError(f"data cache '{path}' is corrupt or was edited (metadata checksum mismatch); "
                              "export it again (nothing was used)")

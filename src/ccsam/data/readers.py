@@ -148,10 +148,13 @@ def _cifar_batch(path: Path, layout: _CifarLayout) -> tuple[np.ndarray, np.ndarr
         data = np.asarray(batch["data"])
         labels = np.asarray(batch[layout.label_key])
     except (TypeError, ValueError) as exc:
-        raise DataFileError(f"{path} holds no image array ({exc.__class__.__name__}); re-extract the archive") from None
+        raise DataFileError(
+            f"{path} holds no image array ({exc.__class__.__name__}); re-extract the archive"
+        ) from None
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
         raise DataFileError(
-            f"{path}: 'data' is {data.dtype} {list(data.shape)}, expected uint8 [N, 3072]; re-extract the archive"
+            f"{path}: 'data' is {data.dtype} {list(data.shape)}, expected uint8 [N, 3072]; "
+            "re-extract the archive"
         )
     if labels.ndim != 1 or labels.shape[0] != data.shape[0] or labels.dtype.kind not in "iu":
         raise DataFileError(
@@ -186,12 +189,16 @@ def read_cifar100(root: PathLike, split: Split, download: bool = False) -> Image
     return _read_cifar(_CIFAR100, root, split, download)
 
 
-def _checked_arrays(images: torch.Tensor, labels: torch.Tensor, names: tuple[str, ...], where: Path) -> ImageArrays:
-    """:class:`ImageArrays` of data read from files; an inconsistency (e.g. a label with no class) names them."""
+def _checked_arrays(
+    images: torch.Tensor, labels: torch.Tensor, names: tuple[str, ...], where: Path
+) -> ImageArrays:
+    """:class:`ImageArrays` of data read from files; an inconsistency (a label with no class) names them."""
     try:
         return ImageArrays(images, labels, names)
     except ValueError as exc:
-        raise DataFileError(f"{where}: {str(exc).split(';')[0]}; the files are corrupt, fetch them again") from None
+        raise DataFileError(
+            f"{where}: {str(exc).split(';')[0]}; the files are corrupt, fetch them again"
+        ) from None
 
 
 def _read_idx(path: Path, magic: int) -> np.ndarray:
@@ -206,7 +213,9 @@ def _read_idx(path: Path, magic: int) -> np.ndarray:
         ) from None
     found = int.from_bytes(raw[:4], "big") if len(raw) >= 4 else -1
     if found != magic:
-        raise DataFileError(f"{path} has idx magic number {found}, expected {magic}; pass the matching idx file")
+        raise DataFileError(
+            f"{path} has idx magic number {found}, expected {magic}; pass the matching idx file"
+        )
     ndim = magic & 0xFF
     shape = tuple(int.from_bytes(raw[4 + 4 * d : 8 + 4 * d], "big") for d in range(ndim))
     offset = 4 + 4 * ndim
@@ -255,7 +264,8 @@ def read_fashion_mnist(root: PathLike, split: Split, download: bool = False) -> 
             "use files of the same split"
         )
     tensor = torch.from_numpy(images).unsqueeze(1).contiguous()
-    return _checked_arrays(tensor, torch.from_numpy(labels.astype(np.int64)), FASHION_MNIST_CLASSES, label_path)
+    labels_tensor = torch.from_numpy(labels.astype(np.int64))
+    return _checked_arrays(tensor, labels_tensor, FASHION_MNIST_CLASSES, label_path)
 
 
 @functools.lru_cache(maxsize=1)

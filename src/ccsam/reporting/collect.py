@@ -17,9 +17,19 @@ from typing import Any
 import yaml
 
 # Keys that differ between seeds or machines but not between methods.
-_NOT_HASHED = {("seed",), ("name",), ("description",), ("out_dir",), ("device",), ("data", "root"),
-               ("data", "cache"), ("data", "download"), ("data", "num_workers"), ("runtime", "threads"),
-               ("runtime", "compile")}
+_NOT_HASHED = {
+    ("seed",),
+    ("name",),
+    ("description",),
+    ("out_dir",),
+    ("device",),
+    ("data", "root"),
+    ("data", "cache"),
+    ("data", "download"),
+    ("data", "num_workers"),
+    ("runtime", "threads"),
+    ("runtime", "compile"),
+}
 
 
 @dataclass
@@ -32,6 +42,7 @@ class CollectedRuns:
 
 def config_hash(tree: dict[str, Any]) -> str:
     """First 8 hex digits of the sha256 of the canonical JSON of ``tree`` without seed, name and paths."""
+
     def strip(node: Any, prefix: tuple[str, ...]) -> Any:
         if not isinstance(node, dict):
             return node
@@ -63,8 +74,12 @@ def _read_run(folder: Path) -> dict[str, Any]:
     if not isinstance(tree, dict):
         raise ValueError("config.yaml is not a config")
     data = tree.get("data") if isinstance(tree.get("data"), dict) else {}
-    return {**results, "run_dir": str(folder), "config_hash": config_hash(tree),
-            "dataset": data.get("dataset", "?")}
+    return {
+        **results,
+        "run_dir": str(folder),
+        "config_hash": config_hash(tree),
+        "dataset": data.get("dataset", "?"),
+    }
 
 
 def collect_runs(run_dirs: list[Path]) -> CollectedRuns:

@@ -169,9 +169,10 @@ def _check_one_data_set(collected: CollectedRuns) -> None:
             kinds.setdefault(key, []).append(run["run_dir"])
     if len(kinds) > 1:
         parts = [f"{name} with class counts {list(counts)[:4]}{'...' if len(counts) > 4 else ''}: "
-                 f"{', '.join(folders[:2])}{' ...' if len(folders) > 2 else ''}" for (name, counts), folders in kinds.items()]
-        raise RunDirError("these runs use different data (" + "; ".join(parts) + "); one report compares runs "
-                          "on one data set and profile, so make one report per data set")
+                 f"{', '.join(folders[:2])}{' ...' if len(folders) > 2 else ''}"
+                 for (name, counts), folders in kinds.items()]
+        raise RunDirError("these runs use different data (" + "; ".join(parts) + "); one report compares "
+                          "runs on one data set and profile, so make one report per data set")
 
 
 __all__ = ["build_report"]

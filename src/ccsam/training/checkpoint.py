@@ -51,8 +51,9 @@ def load_checkpoint(path: Path, required: tuple[str, ...] = ("epoch", "model")) 
                           "it was not written by this version of ccsam")
     missing = [key for key in required if key not in state]
     if missing or not isinstance(state.get("model"), dict):
-        raise RunDirError(f"checkpoint '{path}' lacks {', '.join(missing) or 'model weights'}; it is damaged or "
-                          "not a ccsam checkpoint. Restore it from the run that wrote it")
+        what = ", ".join(missing) or "model weights"
+        raise RunDirError(f"checkpoint '{path}' lacks {what}; it is damaged or not a ccsam checkpoint. "
+                          "Restore it from the run that wrote it")
     return state
 
 

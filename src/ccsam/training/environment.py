@@ -21,9 +21,11 @@ def git_commit(start: Path | None = None) -> str | None:
     if not (root / ".git").exists():
         return None
     try:
+
         def git(*args: str) -> str:
-            done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10,
-                                  check=True)
+            done = subprocess.run(
+                ["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10, check=True
+            )
             return done.stdout.strip()
 
         commit = git("rev-parse", "HEAD")

@@ -50,8 +50,8 @@ def load_trained(run: RunDir, *, data_root: str | None = None, eval_overrides: S
     state = load_checkpoint(run.last_checkpoint, required=("epoch", "stage", "model", "manifest_sha256"))
     data = build_data(cfg.data)
     if state["manifest_sha256"] != data.manifest.sha256():
-        raise RunDirError(f"'{run.path}': the rebuilt data split differs from the run's (sha256 mismatch); pass "
-                          "--data-root with the data set this run was trained on")
+        raise RunDirError(f"'{run.path}': the rebuilt data split differs from the run's (sha256 mismatch); "
+                          "pass --data-root with the data set this run was trained on")
     device = select_device(cfg.device)
     data = data.to(device)
     model = build_model(cfg.model.arch, in_channels=data.in_channels, num_classes=data.num_classes,

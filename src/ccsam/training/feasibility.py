@@ -33,17 +33,22 @@ def check_trainable(cfg: RunConfig, data: LongTailData) -> None:
     images = len(data.train)
     if images // cfg.data.batch_size == 0:
         raise ConfigError(
-            f"data.batch_size={cfg.data.batch_size} is larger than the {images} training images, so every epoch "
-            f"would have no step (the last incomplete batch is dropped); set data.batch_size <= {images}"
+            f"data.batch_size={cfg.data.batch_size} is larger than the {images} training images, so every "
+            f"epoch would have no step (the last incomplete batch is dropped); set data.batch_size <= "
+            f"{images}"
         )
 
 
-def divergence_message(cfg: RunConfig, run: Any, stage: int, stage_epoch: int, stats: dict[str, Any],
-                       steps: int) -> str:
+def divergence_message(
+    cfg: RunConfig, run: Any, stage: int, stage_epoch: int, stats: dict[str, Any], steps: int
+) -> str:
     """The one line of a run stopped at a non-finite loss: where, what is kept, what to change."""
     stage_cfg = cfg.stage1 if stage == 1 else cfg.stage2
-    kept = (f"the last good checkpoint '{run.last_checkpoint}' is kept" if run.last_checkpoint.exists()
-            else "no epoch had completed, so no checkpoint was written")
+    kept = (
+        f"the last good checkpoint '{run.last_checkpoint}' is kept"
+        if run.last_checkpoint.exists()
+        else "no epoch had completed, so no checkpoint was written"
+    )
     return (
         f"the training loss became {stats['nonfinite_loss']} at stage {stage}, epoch {stage_epoch + 1}/"
         f"{stage_cfg.epochs}, step {stats['nonfinite_step'] + 1}/{steps}; the run stopped and {kept}. Lower "

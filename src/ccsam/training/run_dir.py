@@ -69,15 +69,18 @@ class RunDir:
         if run.path.is_dir() and any(run.path.iterdir()):
             unstarted = run.is_unstarted()
             if not (overwrite and unstarted):
-                fix = ("it never completed an epoch: continue it with `ccsam train --resume {p}` (starts at epoch "
-                       "0) or replace it with --overwrite" if unstarted else
+                fix = ("it never completed an epoch: continue it with `ccsam train --resume {p}` (starts at "
+                       "epoch 0) or replace it with --overwrite" if unstarted else
                        "choose another --out, or continue it with `ccsam train --resume {p}`")
-                raise RunDirError(f"run folder '{run.path}' already exists and is not empty; " + fix.format(p=run.path))
+                raise RunDirError(f"run folder '{run.path}' already exists and is not empty; "
+                                  + fix.format(p=run.path))
         check_writable(run.path)
         return run
 
     @classmethod
-    def create(cls, path: str | Path, config: RunConfig, argv: Sequence[str], *, overwrite: bool = False) -> RunDir:
+    def create(
+        cls, path: str | Path, config: RunConfig, argv: Sequence[str], *, overwrite: bool = False
+    ) -> RunDir:
         """Make a new run folder and write the resolved config, argv and environment into it.
 
         Refuses a folder that already holds files, so nothing of an earlier run is overwritten; with
@@ -134,7 +137,8 @@ class RunDir:
         for temp in removed:
             temp.unlink()
         if removed:
-            _logger.info("removed %d stale temporary file(s) of an interrupted write in %s", len(removed), self.path)
+            _logger.info("removed %d stale temporary file(s) of an interrupted write in %s",
+                         len(removed), self.path)
         return removed
 
     def remove_if_unstarted(self) -> None:
@@ -170,8 +174,8 @@ class RunDir:
                                  self.metrics_path)
                     continue
                 raise RunDirError(
-                    f"'{self.metrics_path}' line {number} is not valid JSON (truncated or edited); restore the "
-                    "file from the run that wrote it, or delete that line"
+                    f"'{self.metrics_path}' line {number} is not valid JSON (truncated or edited); restore "
+                    "the file from the run that wrote it, or delete that line"
                 ) from None
         return records
 

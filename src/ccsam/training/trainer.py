@@ -63,7 +63,8 @@ def select_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise RunDirError(f"device={name} was asked for but no CUDA device is available; use device=cpu or auto")
+            raise RunDirError(f"device={name} was asked for but no CUDA device is available; "
+                              "use device=cpu or auto")
         index = int(name.partition(":")[2] or 0)
         if index >= torch.cuda.device_count():
             raise RunDirError(f"device={name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
@@ -175,7 +176,8 @@ def balanced_accuracy(report: dict[str, Any]) -> float:
     return sum(values) / len(values) if values else float("nan")
 
 
-_RESUME_KEYS = ("epoch", "stage", "model", "optimizer", "loader", "best_val", "elapsed_s", "rng", "manifest_sha256")
+_RESUME_KEYS = ("epoch", "stage", "model", "optimizer", "loader", "best_val", "elapsed_s", "rng",
+                "manifest_sha256")
 
 
 class Trainer:
@@ -235,11 +237,13 @@ class Trainer:
             return
         state = load_checkpoint(self.run.last_checkpoint, required=_RESUME_KEYS)
         if state["manifest_sha256"] != self.data.manifest.sha256():
-            raise RunDirError(f"'{self.run.path}': the data split rebuilt from data.root differs from the checkpoint's "
-                              "(sha256 mismatch); pass --data-root with the data set this run was trained on")
+            raise RunDirError(f"'{self.run.path}': the data split rebuilt from data.root differs from the "
+                              "checkpoint's (sha256 mismatch); pass --data-root with the data set this run "
+                              "was trained on")
         if state["epoch"] >= self.cfg.total_epochs and self.run.results_path.is_file():
-            raise RunDirError(f"'{self.run.path}' has finished ({state['epoch']} of {self.cfg.total_epochs} epochs, "
-                              "results.json written); nothing to resume. Evaluate it with `ccsam eval`")
+            raise RunDirError(f"'{self.run.path}' has finished ({state['epoch']} of {self.cfg.total_epochs} "
+                              "epochs, results.json written); nothing to resume. Evaluate it with "
+                              "`ccsam eval`")
         number = state["stage"]
         params = _stage_parameters(number, self.cfg, self.model)  # stage 2 may change the head's structure
         load_model_state(self.model, state, self.run.last_checkpoint)
@@ -257,7 +261,8 @@ class Trainer:
             restore_rng_states(state["rng"])
         except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as exc:
             raise RunDirError(f"checkpoint '{self.run.last_checkpoint}' does not fit this run's optimiser or "
-                              f"sampler ({exc.__class__.__name__}); it is damaged or from another run") from None
+                              f"sampler ({exc.__class__.__name__}); it is damaged or from another run"
+                              ) from None
         self.run.keep_metrics_before(self.epoch)
         _logger.info("resuming %s at epoch %d/%d", self.run.path, self.epoch, self.cfg.total_epochs)
 
@@ -270,11 +275,11 @@ class Trainer:
         try:
             stored = SplitManifest.load_json(self.run.manifest_path).sha256()
         except (ValueError, KeyError, TypeError, OSError) as exc:
-            raise RunDirError(f"'{self.run.manifest_path}' is damaged ({str(exc)[:120]}); delete it to rebuild "
-                              "the split from the config") from None
+            raise RunDirError(f"'{self.run.manifest_path}' is damaged ({str(exc)[:120]}); delete it to "
+                              "rebuild the split from the config") from None
         if stored != self.data.manifest.sha256():
             raise RunDirError(f"'{self.run.path}': the data split rebuilt from data.root differs from "
-                              f"'{self.run.manifest_path.name}'; pass --data-root with the data set of this run")
+                              f"'{self.run.manifest_path.name}'; pass --data-root with this run's data set")
 
     # -- the loop ----------------------------------------------------------------------------------
     def _enter_stage(self, number: int) -> None:
@@ -302,7 +307,8 @@ class Trainer:
             on_nonfinite=self.cfg.runtime.on_nonfinite,
         )
         if "nonfinite_step" in train_stats:  # stop before anything of this epoch is written
-            raise DivergenceError(divergence_message(self.cfg, self.run, number, stage_epoch, train_stats, steps))
+            message = divergence_message(self.cfg, self.run, number, stage_epoch, train_stats, steps)
+            raise DivergenceError(message)
         self._average_weights(stage, stage_epoch)
         record: dict[str, Any] = {"epoch": self.epoch, "stage": number, "stage_epoch": stage_epoch,
                                   "lr": learning_rate(stage.config, stage_epoch, 0, steps), **train_stats}
