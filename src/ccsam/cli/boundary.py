@@ -72,7 +72,8 @@ def run_guarded(action: Callable[[], int], *, debug: bool) -> int:
         line, code = _classify(exc)
         if debug:
             traceback.print_exception(type(exc), exc, exc.__traceback__)
-    print(f"ccsam: error: {' '.join(line.split())}", file=sys.stderr)
+    clear = "\r\x1b[K" if sys.stderr.isatty() else ""  # start a fresh line after a progress bar
+    print(f"{clear}ccsam: error: {' '.join(line.split())}", file=sys.stderr)
     return code
 
 
