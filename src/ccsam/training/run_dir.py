@@ -116,7 +116,9 @@ class RunDir:
         temps = set(self._temp_files())
         names = {p.name for p in self.path.iterdir() if p not in temps}
         checkpoints = self.path / "checkpoints"
-        if checkpoints.is_dir() and any(p not in temps for p in checkpoints.iterdir()):
+        # best_val_stage1.pt is written inside an epoch, before last.pt: alone it marks no completed epoch
+        allowed = temps | {self.best_val_checkpoint}
+        if checkpoints.is_dir() and any(p not in allowed for p in checkpoints.iterdir()):
             return False
         return names - {"checkpoints"} <= _SETUP_FILES
 
@@ -128,6 +130,7 @@ class RunDir:
             temp.unlink()
         for name in _SETUP_FILES:
             (self.path / name).unlink(missing_ok=True)
+        self.best_val_checkpoint.unlink(missing_ok=True)
         if (self.path / "checkpoints").is_dir():
             (self.path / "checkpoints").rmdir()
 
