@@ -685,26 +685,26 @@ SCENARIOS: list[Scenario] = [
     ),
     # read-only folders
     Scenario(
-        "read-only: train --out", "read-only folder", _ro_train, "Read-only file system", read_only="ro"
+        "read-only: train --out", "read-only folder", _ro_train, "read-only file system", read_only="ro"
     ),
     Scenario(
         "read-only: train --resume",
         "read-only folder",
         _ro_run("resume"),
-        "Read-only file system",
+        "read-only file system",
         read_only="ro",
     ),
     Scenario(
-        "read-only: probe", "read-only folder", _ro_run("probe"), "Read-only file system", read_only="ro"
+        "read-only: probe", "read-only folder", _ro_run("probe"), "read-only file system", read_only="ro"
     ),
     Scenario(
-        "read-only: report --out", "read-only folder", _ro_report, "Read-only file system", read_only="ro"
+        "read-only: report --out", "read-only folder", _ro_report, "read-only file system", read_only="ro"
     ),
     Scenario(
         "read-only: data export --out",
         "read-only folder",
         _ro_export,
-        "Read-only file system",
+        "read-only file system",
         read_only="ro",
     ),
 ]

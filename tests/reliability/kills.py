@@ -34,6 +34,8 @@ REPO = Path(__file__).resolve().parents[2]
 KILL_CONFIG = tiny(stage1__epochs=8, stage2__epochs=4, stage1__milestones="[6]")
 DEFAULT_PLAN = ("write@1", "timer", "write@2", "timer", "write@2")
 _EPOCH_LINE = re.compile(r"^stage\d\s+\d+/\d+ ")
+_PAUSE = 4.0  # seconds the driver holds the chosen checkpoint write open
+_PAUSED = 0.5  # a temporary file older than this is the paused write
 
 
 @dataclass
@@ -85,14 +87,19 @@ def _temps(run: Path) -> list[Path]:
 
 
 def _kill_when(proc: subprocess.Popen, lines: list[str], run: Path, mode: str, rng: random.Random) -> bool:
-    """Kill ``proc`` (SIGKILL) at the moment ``mode`` names; False if it ended first."""
-    seen: set[str] = set()
+    """Kill ``proc`` (SIGKILL) at the moment ``mode`` names; False if it ended first.
+
+    ``write@N``: the paused write is recognised as a temporary file that stays for ``_PAUSED`` seconds
+    (an unpaused write replaces its temporary file within milliseconds); the kill follows a random
+    moment later, still inside the pause."""
+    first_seen: dict[str, float] = {}
     while proc.poll() is None:
+        now = time.monotonic()
         if mode.startswith("write"):
-            nth = int(mode.partition("@")[2])
-            seen.update(p.name for p in _temps(run))
-            if len(seen) >= nth:
-                time.sleep(rng.uniform(0.0, 0.5))  # inside the paused write (3 s)
+            names = {p.name for p in _temps(run)}
+            first_seen = {name: first_seen.get(name, now) for name in names}
+            if any(now - t >= _PAUSED for t in first_seen.values()):
+                time.sleep(rng.uniform(0.0, 1.0))
                 break
         elif any(_EPOCH_LINE.match(line) for line in lines):
             time.sleep(rng.uniform(0.0, 0.15))
@@ -135,7 +142,7 @@ def kill_chain(workdir: Path, seed: int = 0, plan: tuple[str, ...] = DEFAULT_PLA
     for mode in plan:
         started = run.exists()
         args = ["train", "--resume", str(run)] if started else ["train", "--out", str(run), *KILL_CONFIG]
-        slow = "3@" + mode.partition("@")[2] if mode.startswith("write") else None
+        slow = f"{_PAUSE}@{mode.partition('@')[2]}" if mode.startswith("write") else None
         had_checkpoint = (run / "checkpoints" / "last.pt").is_file() and _checkpoint_ok(
             run / "checkpoints" / "last.pt"
         )
