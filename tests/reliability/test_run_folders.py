@@ -218,3 +218,15 @@ def test_device_names_are_checked(bad):
 
     with pytest.raises(ConfigError, match="device"):
         resolve_config(None, [f"device={bad}"])
+
+
+def test_overwrite_of_a_new_folder_and_of_a_half_made_one(tmp_path):
+    code, _, err = _main(["train", "--out", str(tmp_path / "new"), "--overwrite", "--no-progress",
+                          *tiny(stage1__epochs=1, stage2__epochs=0)])
+    assert code == 0, err
+    half = tmp_path / "half"  # killed while RunDir.create wrote config.yaml
+    half.mkdir()
+    (half / ".config.yaml.x81k").write_text("data:")
+    code, _, err = _main(["train", "--out", str(half), "--no-progress", *tiny(stage1__epochs=1, stage2__epochs=0)])
+    assert code == 0, err
+    assert not list(half.glob(".config.yaml.*"))

@@ -66,7 +66,7 @@ class RunDir:
         run = cls(path)
         if run.path.exists() and not run.path.is_dir():
             raise RunDirError(f"'{run.path}' is a file, not a folder; choose another --out")
-        if run.path.is_dir() and any(run.path.iterdir()):
+        if run.path.is_dir() and not run._holds_only_setup_temps():
             unstarted = run.is_unstarted()
             if not (overwrite and unstarted):
                 fix = ("it never completed an epoch: continue it with `ccsam train --resume {p}` (starts at "
@@ -87,7 +87,9 @@ class RunDir:
         ``overwrite``, a run folder that never completed an epoch is cleared and reused.
         """
         run = cls.check_new(path, overwrite=overwrite)
-        if overwrite:
+        if run.path.is_dir() and run._holds_only_setup_temps():
+            run.remove_stale_temp_files()  # a kill while the folder was being made
+        elif overwrite and run.path.is_dir():
             run.clear_unstarted()
         run.path.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run.config_path, config_to_yaml(config))
@@ -108,6 +110,11 @@ class RunDir:
         folders = [self.path, self.path / "checkpoints", self.path / "analysis"]
         return [p for folder in folders if folder.is_dir() for p in folder.iterdir()
                 if p.is_file() and p.name.startswith(".") and p.name.count(".") >= 2]
+
+    def _holds_only_setup_temps(self) -> bool:
+        """Empty, or only temporary files of the set-up files (a kill inside :meth:`create`)."""
+        return all(p.is_file() and p.name.startswith(tuple(f".{n}." for n in _SETUP_FILES))
+                   for p in self.path.iterdir())
 
     def is_unstarted(self) -> bool:
         """A ccsam run folder with no completed epoch: only set-up files (and stale temporary files)."""

@@ -240,10 +240,6 @@ class Trainer:
             raise RunDirError(f"'{self.run.path}': the data split rebuilt from data.root differs from the "
                               "checkpoint's (sha256 mismatch); pass --data-root with the data set this run "
                               "was trained on")
-        if state["epoch"] >= self.cfg.total_epochs and self.run.results_path.is_file():
-            raise RunDirError(f"'{self.run.path}' has finished ({state['epoch']} of {self.cfg.total_epochs} "
-                              "epochs, results.json written); nothing to resume. Evaluate it with "
-                              "`ccsam eval`")
         number = state["stage"]
         params = _stage_parameters(number, self.cfg, self.model)  # stage 2 may change the head's structure
         load_model_state(self.model, state, self.run.last_checkpoint)
