@@ -110,7 +110,7 @@ def _cell(text: str, width: int = 150) -> str:
 
 def write_report(out: Path, seed: int) -> bool:
     """Run everything, write the Markdown file, and return whether every scenario held."""
-    started = time.perf_counter()
+    started, load = time.perf_counter(), os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="ccsam-reliability-") as tmp:
         work = Path(tmp)
         base = build_base(work / "base")
@@ -130,7 +130,8 @@ def write_report(out: Path, seed: int) -> bool:
         "# Reliability: fault-injection matrix",
         "",
         f"Produced by `{COMMAND.format(seed=seed)}` (CPU, {os.cpu_count()} cores, Python "
-        f"{platform.python_version()}, {seconds:.0f} s in all). The same scenarios are asserted by "
+        f"{platform.python_version()}, {seconds:.0f} s in all, load average {load:.1f} at the start). The same "
+        "scenarios are asserted by "
         "`tests/reliability/`.",
         "",
         "## Totals",
