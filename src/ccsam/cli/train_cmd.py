@@ -53,15 +53,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def with_absolute_paths(config: RunConfig) -> RunConfig:
-    """``data.root`` (or, for file data sets, the root it falls back to) and ``data.cache`` as absolute
-    paths, so the run folder can be resumed or evaluated from any working directory."""
+    """``data.root`` (or, for file data sets, the root it falls back to), ``data.cache`` and a
+    ``model.pretrained`` file as absolute paths, so the run folder works from any working directory."""
     data = config.data
     update: dict[str, Any] = {}
     if data.root is not None or (data.dataset in _FILE_DATASETS and data.cache is None):
         update["root"] = str(resolve_data_root(data).resolve())
     if data.cache is not None:
         update["cache"] = str(Path(data.cache).expanduser().resolve())
-    return config.model_copy(update={"data": data.model_copy(update=update)}) if update else config
+    config = config.model_copy(update={"data": data.model_copy(update=update)}) if update else config
+    weights = config.model.pretrained
+    if weights is not None and Path(weights).expanduser().is_file():  # a file, not a torchvision name
+        model = config.model.model_copy(update={"pretrained": str(Path(weights).expanduser().resolve())})
+        config = config.model_copy(update={"model": model})
+    return config
 
 
 def _relocated(config: RunConfig, data_root: str) -> RunConfig:
@@ -92,7 +97,8 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         if args.data_root:
             config = _relocated(config, args.data_root)
         check_writable(run_dir.path)
-        trainer = Trainer(config, run_dir, progress=progress)
+        trainer = Trainer(config, run_dir, progress=progress,
+                          load_pretrained_weights=not run_dir.last_checkpoint.exists())
         trainer.resume()
     else:
         overrides = list(args.overrides)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
+import time
 from collections.abc import Callable
 
 import torch
@@ -35,8 +37,8 @@ def train_one_epoch(
     description: str = "",
     progress: bool = True,
     on_nonfinite: str = "stop",
-) -> dict[str, float]:
-    """Run one epoch of optimiser steps; returns the mean loss and the accuracy on ``targets_a``.
+) -> dict[str, float | int]:
+    """Run one epoch of optimiser steps; returns the mean loss, the accuracy on ``targets_a`` and timing.
 
     ``on_nonfinite`` (see :mod:`ccsam.training.nonfinite`): ``stop`` ends the epoch early at a
     non-finite loss and adds ``nonfinite_step`` / ``nonfinite_loss`` to the result; ``skip`` leaves out
@@ -46,6 +48,11 @@ def train_one_epoch(
 
     Loss and correct counts accumulate on the device and are read once at the end of the epoch (no
     host synchronisation per step). The forward pass runs under ``runtime.autocast()``.
+
+    Timing (for long runs): ``images`` trained on, ``img_per_s`` = images / wall time of the epoch (the
+    final read of the accumulators waits for the device), and ``data_wait_s`` = host time spent
+    waiting for the loader to hand over the next batch (high values mean the input pipeline, not the
+    model, limits the speed).
     """
     autocast = runtime.autocast if runtime is not None else contextlib.nullcontext
     update = update if update is not None else select_update(optimizer)
@@ -53,11 +60,19 @@ def train_one_epoch(
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
+    data_wait = 0.0
+    start = time.perf_counter()
+    batches = iter(tqdm(loader.epoch(), total=len(loader), desc=description, leave=False,
+                        disable=not progress))
     watch = NonFiniteWatch()
     guard = skip_nonfinite_steps(optimizer) if on_nonfinite == "skip" else contextlib.nullcontext([0])
     with guard as skipped:
-        for step, batch in enumerate(tqdm(loader.epoch(), total=len(loader), desc=description,
-                                          leave=False, disable=not progress)):
+        for step in itertools.count():
+            waited = time.perf_counter()
+            batch = next(batches, None)
+            data_wait += time.perf_counter() - waited
+            if batch is None:
+                break
             set_learning_rate(optimizer, lr_at_step(step))
             before = skipped[0]
             out = update(model, objective, batch, optimizer, autocast)
@@ -68,14 +83,18 @@ def train_one_epoch(
             loss_sum += out.loss.detach() * batch.targets_a.shape[0]
             correct += (out.logits.argmax(dim=1) == batch.targets_a).sum()
             seen += batch.targets_a.shape[0]
-    stats: dict[str, float] = {}
+    nonfinite: dict[str, float | int | None] = {}
     if on_nonfinite == "stop" and watch.check():
-        stats = {"nonfinite_step": watch.first_step, "nonfinite_loss": watch.first_value}
+        nonfinite = {"nonfinite_step": watch.first_step, "nonfinite_loss": watch.first_value}
     elif on_nonfinite == "skip":
-        stats = {"skipped_steps": skipped[0]}
+        nonfinite = {"skipped_steps": skipped[0]}
     if seen == 0:
-        return {"loss": float("nan"), "accuracy": float("nan"), **stats}
-    return {"loss": float(loss_sum) / seen, "accuracy": float(correct) / seen, **stats}
+        return {"loss": float("nan"), "accuracy": float("nan"), "images": 0, "img_per_s": 0.0,
+                "data_wait_s": data_wait, **nonfinite}
+    stats = {"loss": float(loss_sum) / seen, "accuracy": float(correct) / seen}
+    elapsed = time.perf_counter() - start
+    return {**stats, "images": seen, "img_per_s": seen / elapsed if elapsed > 0 else float("inf"),
+            "data_wait_s": data_wait, **nonfinite}
 
 
 @torch.no_grad()
