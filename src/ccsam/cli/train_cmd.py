@@ -11,7 +11,7 @@ from ccsam.atomic_io import check_writable
 from ccsam.config import DEFAULT_PRESET, known_keys, resolve_config
 from ccsam.config.schema import RunConfig
 from ccsam.data.build import resolve_data_root
-from ccsam.errors import ConfigError, InterruptedRun, RunDirError
+from ccsam.errors import ConfigError, InterruptedRun
 from ccsam.reporting import format_results_table
 from ccsam.training.run_dir import RunDir, default_run_path
 from ccsam.training.trainer import Trainer
@@ -91,15 +91,12 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
                               "--overwrite/overrides (only --data-root may say where the data lives now)")
         run_dir = RunDir.open(args.resume)
         config = run_dir.load_config()
-        if run_dir.results_path.is_file():
-            raise RunDirError(f"'{run_dir.path}' has finished ({config.total_epochs} of {config.total_epochs} "
-                              "epochs, results.json written); nothing to resume. Evaluate it with `ccsam eval`")
         if args.data_root:
             config = _relocated(config, args.data_root)
         check_writable(run_dir.path)
         trainer = Trainer(config, run_dir, progress=progress,
                           load_pretrained_weights=not run_dir.last_checkpoint.exists())
-        trainer.resume()
+        trainer.resume(refuse_finished=True)
     else:
         overrides = list(args.overrides)
         if args.data_root:

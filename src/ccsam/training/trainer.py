@@ -262,9 +262,10 @@ class Trainer:
             "manifest_sha256": self.data.manifest.sha256(),
         }
 
-    def resume(self) -> None:
+    def resume(self, *, refuse_finished: bool = False) -> None:
         """Continue from ``checkpoints/last.pt``: model, optimiser, sampler, RNGs and counters. A run
-        folder with no completed epoch restarts from epoch 0 (after checking its split manifest)."""
+        folder with no completed epoch restarts from epoch 0 (after checking its split manifest). With
+        ``refuse_finished``, a run that wrote its results is an error instead of being re-evaluated."""
         self.run.remove_stale_temp_files()
         if not self.run.last_checkpoint.exists():
             self._check_manifest_file()
@@ -277,6 +278,10 @@ class Trainer:
             raise RunDirError(f"'{self.run.path}': the data split rebuilt from data.root differs from the "
                               "checkpoint's (sha256 mismatch); pass --data-root with the data set this run "
                               "was trained on")
+        if refuse_finished and state["epoch"] >= self.cfg.total_epochs and self.run.results_path.is_file():
+            raise RunDirError(f"'{self.run.path}' has finished ({state['epoch']} of {self.cfg.total_epochs} "
+                              "epochs, results.json written); nothing to resume. Evaluate it with "
+                              "`ccsam eval`")
         number = state["stage"]
         params = _stage_parameters(number, self.cfg, self.model)  # stage 2 may change the head's structure
         load_model_state(self.model, state, self.run.last_checkpoint)
