@@ -227,6 +227,7 @@ def test_overwrite_of_a_new_folder_and_of_a_half_made_one(tmp_path):
     half = tmp_path / "half"  # killed while RunDir.create wrote config.yaml
     half.mkdir()
     (half / ".config.yaml.x81k").write_text("data:")
-    code, _, err = _main(["train", "--out", str(half), "--no-progress", *tiny(stage1__epochs=1, stage2__epochs=0)])
+    one_epoch = tiny(stage1__epochs=1, stage2__epochs=0)
+    code, _, err = _main(["train", "--out", str(half), "--no-progress", *one_epoch])
     assert code == 0, err
     assert not list(half.glob(".config.yaml.*"))
