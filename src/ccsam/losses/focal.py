@@ -11,16 +11,20 @@ from ccsam.losses._common import ClassCounts, as_class_vector, check_logits_targ
 __all__ = ["FocalLoss", "focal_term"]
 
 
-def focal_term(log_pt: Tensor, gamma: float) -> Tensor:
+def focal_term(log_pt: Tensor, gamma: float, *, detach_weight: bool = False) -> Tensor:
     """Per-sample ``-(1 - p_t)^gamma log p_t`` from ``log p_t`` (any shape).
 
     ``1 - p_t`` is computed as ``-expm1(log p_t)`` (accurate when ``p_t`` is close to 1) and clamped at
-    the smallest normal number so that ``gamma < 1`` keeps a finite gradient at ``p_t = 1``.
+    the smallest normal number so that ``gamma < 1`` keeps a finite gradient at ``p_t = 1``. With
+    ``detach_weight`` the factor ``(1 - p_t)^gamma`` is a constant for autograd (same value, gradient
+    ``-(1 - p_t)^gamma d log p_t`` only), as in the official GCL loss; Lin et al.'s focal loss
+    differentiates through it.
     """
     nll = -log_pt
     if gamma == 0.0:
         return nll
-    one_minus_pt = (-torch.expm1(log_pt)).clamp_min(torch.finfo(log_pt.dtype).tiny)
+    source = log_pt.detach() if detach_weight else log_pt
+    one_minus_pt = (-torch.expm1(source)).clamp_min(torch.finfo(log_pt.dtype).tiny)
     return one_minus_pt.pow(gamma) * nll
 
 
