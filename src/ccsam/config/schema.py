@@ -41,6 +41,10 @@ class DataConfig(_Section):
     imbalance_ratio: float = Field(100.0, ge=1.0, description="IR = n_max / n_min")
     n_max: int | None = Field(None, ge=1, description="head-class size; default: the smallest full class size")
     subset_seed: int = Field(0, description="seed of the long-tailed subset choice (independent of run.seed)")
+    subset_protocol: Literal["per_class_rng", "ldam_drw"] = Field(
+        "per_class_rng", description="per_class_rng: one seeded permutation per class; ldam_drw: LDAM-DRW's "
+        "IMBALANCECIFAR draw (np.random.seed(subset_seed), per-class shuffle), the literature's CIFAR-LT split"
+    )
     val_per_class: int = Field(20, ge=0, description="balanced validation images per class, from unused images")
     digits_test_per_class: int = Field(50, ge=1, description="digits only: held-out test images per class")
     augment: Literal["none", "crop", "crop_flip", "crop_flip_cutout", "autoaugment_cutout"] = Field(

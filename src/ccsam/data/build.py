@@ -105,7 +105,8 @@ def build_data(cfg: DataConfig) -> LongTailData:
     n_max = cfg.n_max if cfg.n_max is not None else int(available.min())
     counts = long_tail_counts(n_max, full_train.num_classes, cfg.imbalance_ratio, cfg.profile)
     manifest = build_split(
-        full_train.labels, counts, subset_seed=cfg.subset_seed, val_per_class=cfg.val_per_class
+        full_train.labels, counts, subset_seed=cfg.subset_seed, val_per_class=cfg.val_per_class,
+        protocol=cfg.subset_protocol,
     )
     train = _subset(full_train, manifest.train_indices)
     val = _subset(full_train, manifest.val_indices)

@@ -40,7 +40,7 @@ def _cloud_sizes(counts: Tensor) -> Tensor:
 
 
 class GCLLoss(nn.Module):
-    """``L = mean_i sg[(1 - p_t)^gamma] (-log p_t)``, ``p = softmax(s (z_i - noise_mul |delta_i| a - m e_y))``.
+    """``L = mean_i sg[(1 - p_t)^gamma] (-log p_t)``, ``p = softmax(s (z - noise_mul |delta| a - m e_y))``.
 
     ``z`` are *cosine* logits (build the head as ``CosineHead(d, C, scale=1.0)``), ``a`` is
     :func:`gcl_cloud_sizes`, and ``delta_ij ~ N(0, std 1/3)`` clipped to ``[-1, 1]`` is drawn afresh for
