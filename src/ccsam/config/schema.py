@@ -93,6 +93,10 @@ class ModelConfig(_Section):
     bias: bool = True
     head: Literal["linear", "cosine"] = Field("linear", description="cosine: s * cos(f, w_c), no bias")
     head_scale: float = Field(1.0, gt=0.0, description="cosine head scale s (1 for LDAM / GCL, which scale)")
+    head_init: Literal["default", "kaiming_normal"] = Field(
+        "default", description="initial head weights: default = nn.Linear's (U(+-1/sqrt(d))); kaiming_normal = "
+        "N(0, 2/d), LDAM-DRW's resnet32 linear head (bias keeps nn.Linear's)"
+    )
 
 
 class ScheduleFields(_Section):

@@ -29,11 +29,17 @@ def build_criterion(loss: LossConfig, class_counts: torch.Tensor) -> nn.Module:
 
 
 def install_head(model: Classifier, cfg: ModelConfig) -> Classifier:
-    """Replace the default linear head by the configured kind (cosine: s * cos(f, w_c))."""
+    """Replace the default linear head by the configured kind (cosine: s * cos(f, w_c)), then apply
+    ``model.head_init``: ``kaiming_normal`` draws the weight from N(0, 2 / d) (``kaiming_normal_``, fan-in,
+    ReLU gain), the initialisation LDAM-DRW's ``resnet32`` applies to its linear classifier; the bias keeps
+    ``nn.Linear``'s default. ``default`` keeps the head's own initialisation."""
     if cfg.head == "cosine":
         linear = model.head
         model.head = CosineHead(linear.in_features, linear.out_features, scale=cfg.head_scale,
                                 device=linear.weight.device, dtype=linear.weight.dtype)
+    if cfg.head_init == "kaiming_normal":
+        with torch.no_grad():
+            nn.init.kaiming_normal_(model.head.weight)
     return model
 
 
