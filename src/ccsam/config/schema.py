@@ -66,11 +66,21 @@ LossName = Literal["ce", "focal", "ldam", "balanced_softmax", "logit_adjusted", 
 COSINE_LOSSES = ("ldam", "gcl")  # expect cosine logits in [-1, 1] and apply their own scale
 
 
+class DrwConfig(_Section):
+    """Deferred re-weighting of the stage's loss (``ccsam.losses.DeferredReweighting``, Cao et al. 2019)."""
+
+    start_epoch: int | None = Field(None, ge=0, description="first 0-based stage epoch with class-balanced "
+                                    "weights; None = no DRW (LDAM-DRW CIFAR: 160)")
+    beta: float = Field(0.9999, ge=0.0, lt=1.0, description="effective-number beta of the DRW weights")
+
+
 class LossConfig(_Section):
-    """A registered loss (``ccsam.losses``) and its constructor options, e.g. ``{drw_start_epoch: 160}``."""
+    """A registered loss (``ccsam.losses``), its constructor options (e.g. ``{max_margin: 0.5}``) and an
+    optional DRW wrapper (``drw.start_epoch``): CE-DRW is ``name=ce`` plus ``drw.start_epoch``."""
 
     name: LossName = "ce"
     options: dict[str, float | int | bool | None] = Field(default_factory=dict)
+    drw: DrwConfig = DrwConfig()
 
     @model_validator(mode="after")
     def _known_options(self) -> LossConfig:
@@ -82,6 +92,8 @@ class LossConfig(_Section):
         unknown = sorted(set(self.options) - set(accepted) - {"generator"})
         if unknown:
             raise ValueError(f"loss '{self.name}' has no option {', '.join(unknown)}; it takes {', '.join(accepted)}")
+        if self.drw.start_epoch is not None and self.options.get("drw_start_epoch") is not None:
+            raise ValueError("set DRW once: drop options.drw_start_epoch when drw.start_epoch is set")
         return self
 
 

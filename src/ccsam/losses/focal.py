@@ -6,7 +6,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ccsam.losses._common import ClassCounts, as_class_vector, check_logits_targets, check_real
+from ccsam.losses._common import (
+    ClassCounts,
+    as_class_vector,
+    check_logits_targets,
+    check_real,
+    class_weighted_mean,
+)
 
 __all__ = ["FocalLoss", "focal_term"]
 
@@ -52,15 +58,15 @@ class FocalLoss(nn.Module):
         self.gamma = check_real("gamma", gamma, low=0.0)
         self.register_buffer("alpha", None if alpha is None else as_class_vector(alpha, "alpha"))
 
-    def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
-        """Mean focal loss of ``logits [B, C]`` against ``targets [B]``."""
+    def forward(self, logits: Tensor, targets: Tensor, class_weight: Tensor | None = None) -> Tensor:
+        """Mean (with ``class_weight``: class-weighted mean) focal loss of ``logits [B, C]``."""
         num_classes = None if self.alpha is None else self.alpha.numel()
         dtype = check_logits_targets(logits, targets, num_classes)
         log_pt = F.log_softmax(logits.to(dtype), dim=1).gather(1, targets.unsqueeze(1)).squeeze(1)
         loss = focal_term(log_pt, self.gamma)
         if self.alpha is not None:
             loss = loss * self.alpha.to(dtype)[targets]
-        return loss.mean()
+        return class_weighted_mean(loss, targets, class_weight)
 
     def extra_repr(self) -> str:
         return f"gamma={self.gamma}, alpha={self.alpha is not None}"

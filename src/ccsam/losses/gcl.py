@@ -12,6 +12,7 @@ from ccsam.losses._common import (
     as_class_counts,
     check_logits_targets,
     check_real,
+    class_weighted_mean,
     subtract_at_targets,
 )
 from ccsam.losses.focal import focal_term
@@ -103,13 +104,13 @@ class GCLLoss(nn.Module):
         margins = torch.full_like(self.class_counts, self.margin)
         return self.scale * subtract_at_targets(z, targets, margins)
 
-    def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
-        """Mean GCL loss of cosine ``logits [B, C]`` against ``targets [B]``."""
+    def forward(self, logits: Tensor, targets: Tensor, class_weight: Tensor | None = None) -> Tensor:
+        """Mean (with ``class_weight``: class-weighted mean) GCL loss of cosine ``logits [B, C]``."""
         adjusted = self.adjusted_logits(logits, targets)
         log_pt = F.log_softmax(adjusted, dim=1).gather(1, targets.unsqueeze(1)).squeeze(1)
         # The official GCL weights each sample's CE by (1 - p)^gamma with p detached: a re-weighting,
         # not Lin et al.'s focal gradient (same value, different gradient).
-        return focal_term(log_pt, self.gamma, detach_weight=True).mean()
+        return class_weighted_mean(focal_term(log_pt, self.gamma, detach_weight=True), targets, class_weight)
 
     def extra_repr(self) -> str:
         return (

@@ -14,7 +14,7 @@ from torch import nn
 from torch.optim import SGD, Optimizer
 
 from ccsam.config.schema import LossConfig, ModelConfig, RunConfig, Stage1Config, Stage2Config
-from ccsam.losses import build_loss
+from ccsam.losses import DeferredReweighting, build_loss
 from ccsam.losses.logit_adjustment import posthoc_logit_adjustment
 from ccsam.models import Classifier
 from ccsam.models.heads import CosineHead, LWSHead, TauNormHead
@@ -24,8 +24,12 @@ from ccsam.optim.sam import SAM
 
 
 def build_criterion(loss: LossConfig, class_counts: torch.Tensor) -> nn.Module:
-    """The configured loss on the device of ``class_counts``."""
-    return build_loss(loss.name, class_counts.cpu(), **loss.options).to(class_counts.device)
+    """The configured loss on the device of ``class_counts``, wrapped in DRW when ``loss.drw.start_epoch``
+    is set."""
+    criterion = build_loss(loss.name, class_counts.cpu(), **loss.options)
+    if loss.drw.start_epoch is not None:
+        criterion = DeferredReweighting(criterion, class_counts.cpu(), loss.drw.start_epoch, loss.drw.beta)
+    return criterion.to(class_counts.device)
 
 
 def install_head(model: Classifier, cfg: ModelConfig) -> Classifier:
