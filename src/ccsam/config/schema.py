@@ -43,7 +43,7 @@ class DataConfig(_Section):
     subset_seed: int = Field(0, description="seed of the long-tailed subset choice (independent of run.seed)")
     subset_protocol: Literal["per_class_rng", "ldam_drw"] = Field(
         "per_class_rng", description="per_class_rng: one seeded permutation per class; ldam_drw: LDAM-DRW's "
-        "IMBALANCECIFAR draw (np.random.seed(subset_seed), per-class shuffle), the literature's CIFAR-LT split"
+        "IMBALANCECIFAR draw (np.random.seed(subset_seed), per-class shuffle), the literature's CIFAR-LT"
     )
     val_per_class: int = Field(20, ge=0, description="balanced validation images per class, from unused images")
     digits_test_per_class: int = Field(50, ge=1, description="digits only: held-out test images per class")
@@ -106,8 +106,8 @@ class ModelConfig(_Section):
     head: Literal["linear", "cosine"] = Field("linear", description="cosine: s * cos(f, w_c), no bias")
     head_scale: float = Field(1.0, gt=0.0, description="cosine head scale s (1 for LDAM / GCL, which scale)")
     head_init: Literal["default", "kaiming_normal"] = Field(
-        "default", description="initial head weights: default = nn.Linear's (U(+-1/sqrt(d))); kaiming_normal = "
-        "N(0, 2/d), LDAM-DRW's resnet32 linear head (bias keeps nn.Linear's)"
+        "default", description="initial head weights: default = nn.Linear's, U(+-1/sqrt(d)); "
+        "kaiming_normal = N(0, 2/d), LDAM-DRW's resnet32 linear head (bias keeps nn.Linear's)"
     )
 
 
