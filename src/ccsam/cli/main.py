@@ -7,10 +7,11 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from ccsam.cli import analysis_cmd, data_cmd, eval_cmd, presets_cmd, train_cmd
+from ccsam.cli import analysis_cmd, data_cmd, eval_cmd, presets_cmd, train_cmd, tune_cmd
 from ccsam.errors import CcsamError
 
-_SUBCOMMANDS = {"train": train_cmd, "eval": eval_cmd, "presets": presets_cmd, "data": data_cmd}
+_SUBCOMMANDS = {"train": train_cmd, "eval": eval_cmd, "presets": presets_cmd, "data": data_cmd,
+                "tune": tune_cmd}
 _ANALYSES = ("probe", "landscape", "sharpness", "report")
 
 
@@ -19,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ccsam",
         description="Deep long-tailed recognition with CC-SAM (Class-Conditional Sharpness-Aware Minimization).",
     )
-    sub = parser.add_subparsers(dest="command", metavar="{train,eval,presets,data,probe,landscape,sharpness,report}")
+    sub = parser.add_subparsers(dest="command", metavar="{train,eval,presets,data,tune,probe,landscape,sharpness,report}")
     for name, module in _SUBCOMMANDS.items():
         module.add_parser(sub)
     analysis_cmd.add_parsers(sub)
