@@ -22,10 +22,12 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ccsam.atomic_io import atomic_write_text
+from ccsam.config import resolve_config
 from ccsam.errors import CcsamError, ConfigError
 from ccsam.training.run_dir import RunDir
 from ccsam.training.trainer import Trainer, train
@@ -186,19 +188,29 @@ def run_search(spec: StudySpec, study_dir: str | Path, method: str) -> dict[str,
     return choice
 
 
-def run_final(spec: StudySpec, study_dir: str | Path, method: str) -> dict[str, Any]:
+def run_final(spec: StudySpec, study_dir: str | Path, method: str, *, variant: str | None = None,
+              extra_overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Train ``method``'s chosen config on the full schedule once per seed; evaluate the test split once
-    per seed (the only place the study reads it). Finished seeds are kept, interrupted ones resumed."""
+    per seed (the only place the study reads it). Finished seeds are kept, interrupted ones resumed.
+
+    With ``variant`` (an ablation of the chosen config) ``extra_overrides`` are applied after the chosen
+    values and the runs go to ``<method>/variants/<variant>/`` (summary ``variants/<variant>.json``).
+    """
     study_dir = Path(study_dir)
     choice_path = study_dir / method / "choice.json"
     if not choice_path.is_file():
         raise ConfigError(f"'{method}' has no choice yet ({choice_path}); run the search phase first")
     params = json.loads(choice_path.read_text())["params"]
+    folder = study_dir / method / ("final" if variant is None else f"variants/{variant}")
+    label = "final" if variant is None else variant
+    summary_path = study_dir / method / ("final.json" if variant is None else f"variants/{variant}.json")
+    final: dict[str, Any] = {}
     per_seed: dict[str, Any] = {}
     for seed in spec.seeds:
-        path = study_dir / method / "final" / f"seed-{seed}"
-        cfg = spec.final_config(method, params, seed)
-        cfg = cfg.model_copy(update={"name": f"{method}-final-seed{seed}"})
+        path = folder / f"seed-{seed}"
+        cfg = resolve_config(spec.methods[method].preset,
+                             [*spec.final_overrides_of(method, params, seed), *extra_overrides])
+        cfg = cfg.model_copy(update={"name": f"{method}-{label}-seed{seed}"})
         if (path / "results.json").is_file():
             results = RunDir.open(path).read_results()
         elif (path / "checkpoints" / "last.pt").is_file():
@@ -209,8 +221,10 @@ def run_final(spec: StudySpec, study_dir: str | Path, method: str) -> dict[str, 
             results = train(cfg, RunDir.create(path, cfg, ["ccsam", "tune", method, "final"]), progress=False)
         per_seed[str(seed)] = {"test": _metrics(results["test"]), "val": _metrics(results.get("val")),
                                "train_time_s": results["train_time_s"], "run_dir": str(path)}
-    final = {"method": method, "params": params, "seeds": list(spec.seeds), "per_seed": per_seed}
-    _write_json(study_dir / method / "final.json", final)
+        # Written after every seed, so a report made while the phase runs shows the seeds finished so far.
+        final = {"method": method, "variant": variant, "params": params, "seeds": list(spec.seeds),
+                 "extra_overrides": list(extra_overrides), "per_seed": per_seed}
+        _write_json(summary_path, final)
     return final
 
 
@@ -230,5 +244,7 @@ def study_summary(study_dir: str | Path) -> dict[str, Any]:
         for name in ("trials", "choice", "final"):
             path = folder / f"{name}.json"
             entry[name] = json.loads(path.read_text()) if path.is_file() else None
+        variants = sorted(folder.glob("variants/*.json"))
+        entry["variants"] = {p.stem: json.loads(p.read_text()) for p in variants}
         out[folder.name] = entry
     return out
