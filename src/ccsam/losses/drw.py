@@ -40,7 +40,7 @@ class DeferredReweighting(nn.Module):
         >>> ce_drw = DeferredReweighting(CrossEntropyLoss(), [100, 10], start_epoch=160)
         >>> ce_drw.set_epoch(160)
         >>> [round(w, 3) for w in ce_drw.class_weights().tolist()]
-        [0.182, 1.818]
+        [0.183, 1.817]
     """
 
     class_counts: Tensor
