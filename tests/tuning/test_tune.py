@@ -113,3 +113,19 @@ def test_spec_is_validated_against_the_schema(tmp_path: Path) -> None:
     (tmp_path / "ce" / "space.json").write_text(json.dumps({"preset": "fmnist-lt-sam"}))
     with pytest.raises(ConfigError, match="other"):
         run_search(spec, tmp_path, "ce")
+
+
+def test_cli_runs_search_and_final_from_a_study_file(tmp_path: Path, capsys) -> None:
+    import yaml
+
+    from ccsam.cli.main import main
+
+    tree = _spec(trials=1, seeds=(3,))
+    tree["search_overrides"], tree["final_overrides"] = ["stage1.epochs=1"], ["stage1.epochs=1"]
+    spec_file = tmp_path / "study.yaml"
+    spec_file.write_text(yaml.safe_dump(tree))
+    assert main(["tune", "--spec", str(spec_file), "--study-dir", str(tmp_path / "s")]) == 0
+    out = capsys.readouterr().out
+    assert "ce: chose trial 0" in out and "test top-1 per seed" in out
+    assert (tmp_path / "s" / "ce" / "final" / "seed-3" / "results.json").is_file()
+    assert main(["tune", "--spec", str(tmp_path / "missing.yaml"), "--study-dir", str(tmp_path / "s")]) == 2
