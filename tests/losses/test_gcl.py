@@ -73,7 +73,9 @@ def test_validation() -> None:
     assert gcl_cloud_sizes([5, 5]).tolist() == [0.0, 0.0]
 
 
-def _gcl_reference(cos: torch.Tensor, y: torch.Tensor, scale: float, margin: float, gamma: float) -> torch.Tensor:
+def _gcl_reference(
+    cos: torch.Tensor, y: torch.Tensor, scale: float, margin: float, gamma: float
+) -> torch.Tensor:
     """Official GCL stage-2 loss in float64: per-sample CE weighted by (1 - p_y)^gamma with p detached."""
     log_pt = log_softmax64(_margin_logits(cos, y, scale, margin))[torch.arange(len(y)), y]
     weight = (1 - log_pt.detach().exp()) ** gamma
@@ -91,5 +93,5 @@ def test_focal_weight_is_detached_value_and_gradient(gamma: float) -> None:
     (grad,) = torch.autograd.grad(value, ours_in)
     # The margin buffer is float32 (0.1 is not exact), hence 1e-7 rather than float64 round-off.
     assert torch.allclose(value, expected, rtol=1e-7, atol=0)
-    # A focal factor that is not detached changes the gradient by ~6 % (gamma 1) to ~9 % (gamma 2) of its norm.
+    # An undetached focal factor moves the gradient by ~6 % (gamma 1) to ~9 % (gamma 2) of its norm.
     assert (grad - expected_grad).norm() <= 1e-6 * expected_grad.norm()
