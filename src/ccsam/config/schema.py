@@ -283,7 +283,7 @@ class RunConfig(_Section):
         if cosine and self.model.pretrained_head:
             raise ValueError("model.pretrained_head=true loads a linear classifier; use model.head=linear")
         if self.model.pretrained_head and self.model.head_init != "default":
-            raise ValueError("model.pretrained_head=true loads the head; drop model.head_init (it would re-draw it)")
+            raise ValueError("model.pretrained_head=true loads the head; model.head_init would re-draw it")
         if cosine and self.eval.tau_norm is not None:
             raise ValueError("eval.tau_norm needs model.head=linear")
         if self.stage1.optimizer == "imbsam" and self.stage1.method == "ccsam":
