@@ -54,22 +54,39 @@ def _write_json(path: Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
+def _method_part(value: Any) -> Any:
+    """A recorded value without ``runtime.*`` / ``device`` overrides: they change speed, not the method."""
+    if isinstance(value, list):
+        return [v for v in value if not (isinstance(v, str) and v.startswith(("runtime.", "device=")))]
+    return value
+
+
 def _check_spec(spec: StudySpec, study_dir: Path, method: str) -> None:
     """Record the spec; refuse a study folder whose record of ``method``'s search differs."""
     study_dir.mkdir(parents=True, exist_ok=True)
     _write_json(study_dir / "spec.json", spec.model_dump(mode="json"))
     m = spec.methods[method]
-    record = {"method": method, "preset": m.preset, "trials": spec.trials, "pruner": spec.pruner,
-              "sampler_seed": spec.sampler_seed, "overrides": [*spec.common_overrides, *m.overrides],
-              "search_overrides": [*spec.search_overrides, *m.search_overrides],
-              "space": {k: p.model_dump(mode="json") for k, p in m.space.items()}}
+    record = {
+        "method": method,
+        "preset": m.preset,
+        "trials": spec.trials,
+        "pruner": spec.pruner,
+        "sampler_seed": spec.sampler_seed,
+        "overrides": [*spec.common_overrides, *m.overrides],
+        "search_overrides": [*spec.search_overrides, *m.search_overrides],
+        "space": {k: p.model_dump(mode="json") for k, p in m.space.items()},
+    }
     path = study_dir / method / "space.json"
     if path.is_file():
         stored = json.loads(path.read_text())
-        changed = sorted(k for k in record if k != "trials" and stored.get(k) != record[k])
+        changed = sorted(
+            k for k in record if k != "trials" and _method_part(stored.get(k)) != _method_part(record[k])
+        )
         if changed:
-            raise ConfigError(f"study folder '{study_dir}' searched '{method}' with other "
-                              f"{', '.join(changed)}; use a new --study-dir or restore the study file")
+            raise ConfigError(
+                f"study folder '{study_dir}' searched '{method}' with other "
+                f"{', '.join(changed)}; use a new --study-dir or restore the study file"
+            )
     _write_json(path, record)
 
 
@@ -84,8 +101,9 @@ def _suggest(trial: Any, key: str, param: ParamSpec) -> Any:
 
 def _pruner(spec: StudySpec, optuna: Any) -> Any:
     if spec.pruner == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=spec.pruner_startup_trials,
-                                           n_warmup_steps=spec.pruner_warmup_epochs)
+        return optuna.pruners.MedianPruner(
+            n_startup_trials=spec.pruner_startup_trials, n_warmup_steps=spec.pruner_warmup_epochs
+        )
     if spec.pruner == "successive_halving":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, spec.pruner_warmup_epochs))
     return optuna.pruners.NopPruner()
@@ -142,11 +160,18 @@ def _requeue_interrupted(study: Any, optuna: Any) -> None:
 
 
 def _trial_records(study: Any) -> list[dict[str, Any]]:
-    return [{"number": t.number, "state": t.state.name, "params": t.params, "value": t.value,
-             "validation_per_epoch": {str(k): v for k, v in sorted(t.intermediate_values.items())},
-             "run_dir": t.user_attrs.get("run_dir"),
-             "duration_s": t.duration.total_seconds() if t.duration is not None else None}
-            for t in study.get_trials(deepcopy=False)]
+    return [
+        {
+            "number": t.number,
+            "state": t.state.name,
+            "params": t.params,
+            "value": t.value,
+            "validation_per_epoch": {str(k): v for k, v in sorted(t.intermediate_values.items())},
+            "run_dir": t.user_attrs.get("run_dir"),
+            "duration_s": t.duration.total_seconds() if t.duration is not None else None,
+        }
+        for t in study.get_trials(deepcopy=False)
+    ]
 
 
 def run_search(spec: StudySpec, study_dir: str | Path, method: str) -> dict[str, Any]:
@@ -161,12 +186,18 @@ def run_search(spec: StudySpec, study_dir: str | Path, method: str) -> dict[str,
     _check_spec(spec, study_dir, method)
     storage = f"sqlite:///{(study_dir / 'study.db').resolve()}"
     done_states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    study = optuna.create_study(study_name=method, storage=storage, direction="maximize",
-                                pruner=_pruner(spec, optuna), load_if_exists=True)
+    study = optuna.create_study(
+        study_name=method,
+        storage=storage,
+        direction="maximize",
+        pruner=_pruner(spec, optuna),
+        load_if_exists=True,
+    )
     # TPE after a restart: a seed offset by the trials so far keeps the random start from repeating points.
     started = len(study.get_trials(deepcopy=False))
-    study.sampler = optuna.samplers.TPESampler(seed=spec.sampler_seed + started,
-                                               n_startup_trials=spec.startup_trials)
+    study.sampler = optuna.samplers.TPESampler(
+        seed=spec.sampler_seed + started, n_startup_trials=spec.startup_trials
+    )
     _requeue_interrupted(study, optuna)
     objective = _objective(spec, method, study_dir / method / "trials", optuna)
     try:
@@ -181,15 +212,27 @@ def run_search(spec: StudySpec, study_dir: str | Path, method: str) -> dict[str,
     if not complete:
         raise CcsamError(f"no trial of '{method}' completed; see {study_dir / method / 'trials.json'}")
     best = max(complete, key=lambda t: (t.value, -t.number))
-    choice = {"method": method, "trial": best.number, "params": best.params, "validation": best.value,
-              "budget": spec.trials, "complete": len(complete),
-              "pruned": len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.PRUNED,)))}
+    choice = {
+        "method": method,
+        "trial": best.number,
+        "params": best.params,
+        "validation": best.value,
+        "budget": spec.trials,
+        "complete": len(complete),
+        "pruned": len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.PRUNED,))),
+    }
     _write_json(study_dir / method / "choice.json", choice)
     return choice
 
 
-def run_final(spec: StudySpec, study_dir: str | Path, method: str, *, variant: str | None = None,
-              extra_overrides: Sequence[str] = ()) -> dict[str, Any]:
+def run_final(
+    spec: StudySpec,
+    study_dir: str | Path,
+    method: str,
+    *,
+    variant: str | None = None,
+    extra_overrides: Sequence[str] = (),
+) -> dict[str, Any]:
     """Train ``method``'s chosen config on the full schedule once per seed; evaluate the test split once
     per seed (the only place the study reads it). Finished seeds are kept, interrupted ones resumed.
 
@@ -208,8 +251,9 @@ def run_final(spec: StudySpec, study_dir: str | Path, method: str, *, variant: s
     per_seed: dict[str, Any] = {}
     for seed in spec.seeds:
         path = folder / f"seed-{seed}"
-        cfg = resolve_config(spec.methods[method].preset,
-                             [*spec.final_overrides_of(method, params, seed), *extra_overrides])
+        cfg = resolve_config(
+            spec.methods[method].preset, [*spec.final_overrides_of(method, params, seed), *extra_overrides]
+        )
         cfg = cfg.model_copy(update={"name": f"{method}-{label}-seed{seed}"})
         if (path / "results.json").is_file():
             results = RunDir.open(path).read_results()
@@ -219,11 +263,21 @@ def run_final(spec: StudySpec, study_dir: str | Path, method: str, *, variant: s
             if path.exists():
                 shutil.rmtree(path)  # set up but no epoch finished: start again
             results = train(cfg, RunDir.create(path, cfg, ["ccsam", "tune", method, "final"]), progress=False)
-        per_seed[str(seed)] = {"test": _metrics(results["test"]), "val": _metrics(results.get("val")),
-                               "train_time_s": results["train_time_s"], "run_dir": str(path)}
+        per_seed[str(seed)] = {
+            "test": _metrics(results["test"]),
+            "val": _metrics(results.get("val")),
+            "train_time_s": results["train_time_s"],
+            "run_dir": str(path),
+        }
         # Written after every seed, so a report made while the phase runs shows the seeds finished so far.
-        final = {"method": method, "variant": variant, "params": params, "seeds": list(spec.seeds),
-                 "extra_overrides": list(extra_overrides), "per_seed": per_seed}
+        final = {
+            "method": method,
+            "variant": variant,
+            "params": params,
+            "seeds": list(spec.seeds),
+            "extra_overrides": list(extra_overrides),
+            "per_seed": per_seed,
+        }
         _write_json(summary_path, final)
     return final
 
