@@ -13,6 +13,7 @@ from ccsam.data.arrays import ImageArrays
 from ccsam.data.profiles import long_tail_counts
 from ccsam.data.readers import read_dataset
 from ccsam.data.splits import SplitManifest, build_split
+from ccsam.errors import ConfigError
 
 DATA_ROOT_ENV = "CCSAM_DATA_ROOT"
 
@@ -86,11 +87,14 @@ def _stats(name: str, train: ImageArrays) -> tuple[tuple[float, ...], tuple[floa
 def _draw_split(cfg: DataConfig, full_train: ImageArrays) -> SplitManifest:
     available = torch.bincount(full_train.labels, minlength=full_train.num_classes)
     n_max = cfg.n_max if cfg.n_max is not None else int(available.min())
-    counts = long_tail_counts(n_max, full_train.num_classes, cfg.imbalance_ratio, cfg.profile)
-    return build_split(
-        full_train.labels, counts, subset_seed=cfg.subset_seed, val_per_class=cfg.val_per_class,
-        protocol=cfg.subset_protocol,
-    )
+    try:
+        counts = long_tail_counts(n_max, full_train.num_classes, cfg.imbalance_ratio, cfg.profile)
+        return build_split(
+            full_train.labels, counts, subset_seed=cfg.subset_seed, val_per_class=cfg.val_per_class,
+            protocol=cfg.subset_protocol,
+        )
+    except ValueError as exc:  # a profile the data set cannot supply: the user's data.* settings
+        raise ConfigError(f"data.dataset={cfg.dataset}: {exc}") from None
 
 
 def build_manifest(cfg: DataConfig) -> SplitManifest:
