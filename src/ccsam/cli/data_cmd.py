@@ -28,7 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     export.add_argument("--out", required=True, help="file to create (never overwritten)")
     export.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="data.* overrides, e.g. data.imbalance_ratio=200")
     manifest = actions.add_parser(
-        "manifest", help="write a preset's split manifest (train / val indices, class counts, sha256) to FILE",
+        "manifest", help="write a preset's split manifest (train / val indices, counts, sha256) to FILE",
         description="Draw the long-tailed training subset and the validation split of a preset exactly as "
         "`ccsam train` would, and write them as JSON (indices, per-class counts, subset seed and protocol, "
         "sha256 of the indices) without training, so a split can be checked or shared.")

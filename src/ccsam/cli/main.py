@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ccsam {__version__}")
     parser.add_argument("--debug", action="store_true",
                         help="show the traceback behind an error line (also CCSAM_DEBUG=1; allowed anywhere)")
-    sub = parser.add_subparsers(dest="command", metavar="{train,eval,presets,data,tune,probe,landscape,sharpness,report}")
+    sub = parser.add_subparsers(
+        dest="command", metavar="{train,eval,presets,data,tune,probe,landscape,sharpness,report}")
     for name, module in _SUBCOMMANDS.items():
         module.add_parser(sub)
     analysis_cmd.add_parsers(sub)

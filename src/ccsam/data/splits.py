@@ -85,7 +85,7 @@ def _check_count(cls: int, count: object, available: int) -> int:
         raise ValueError(f"counts[{cls}] must be a non-negative int, got {count!r}")
     if available < int(count):  # type: ignore[arg-type]
         raise ValueError(
-            f"class {cls} has {available} images but the profile asks for {int(count)}; "  # type: ignore[arg-type]
+            f"class {cls} has {available} images but the profile asks for {count}; "
             "lower n_max or use the full training split"
         )
     return int(count)  # type: ignore[arg-type]

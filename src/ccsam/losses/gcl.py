@@ -48,7 +48,7 @@ class GCLLoss(nn.Module):
     every sample and class on each call, so rarer classes get larger "clouds" of lowered logits. Noise is
     applied only in training mode: ``loss.eval()`` (or ``noise_mul = 0``) gives the deterministic loss
     ``CE(s * (z - m e_y))`` (with the focal factor when ``gamma > 0``). ``sg`` = stop-gradient: the
-    factor weights each sample's CE and is not differentiated (official GCL code). GCL recipe (ccsam-spec §7):
+    factor weights each sample's CE and is not differentiated (official GCL code). GCL recipe (spec §7):
     stage 1 ``m = 0, s = 30, noise_mul = 0.5``; stage 2 ``m = 0.1, s = 20, noise_mul = 0.5, gamma = 1``.
 
     Args:
