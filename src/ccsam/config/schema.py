@@ -41,6 +41,10 @@ class DataConfig(_Section):
     imbalance_ratio: float = Field(100.0, ge=1.0, description="IR = n_max / n_min")
     n_max: int | None = Field(None, ge=1, description="head-class size; default: the smallest full class size")
     subset_seed: int = Field(0, ge=0, description="seed of the long-tailed subset (independent of run.seed)")
+    subset_protocol: Literal["per_class_rng", "ldam_drw"] = Field(
+        "per_class_rng", description="per_class_rng: one seeded permutation per class; ldam_drw: LDAM-DRW's "
+        "IMBALANCECIFAR draw (np.random.seed(subset_seed), per-class shuffle), the literature's CIFAR-LT"
+    )
     val_per_class: int = Field(20, ge=0, description="balanced validation images per class, from unused images")
     digits_test_per_class: int = Field(50, ge=1, description="digits only: held-out test images per class")
     augment: Literal["none", "crop", "crop_flip", "crop_flip_cutout", "autoaugment_cutout"] = Field(
@@ -63,11 +67,21 @@ OPEN_SET_DATASETS = ("imagenet_lt", "places_lt")  # those with an `_open` list o
 COSINE_LOSSES = ("ldam", "gcl")  # expect cosine logits in [-1, 1] and apply their own scale
 
 
+class DrwConfig(_Section):
+    """Deferred re-weighting of the stage's loss (``ccsam.losses.DeferredReweighting``, Cao et al. 2019)."""
+
+    start_epoch: int | None = Field(None, ge=0, description="first 0-based stage epoch with class-balanced "
+                                    "weights; None = no DRW (LDAM-DRW CIFAR: 160)")
+    beta: float = Field(0.9999, ge=0.0, lt=1.0, description="effective-number beta of the DRW weights")
+
+
 class LossConfig(_Section):
-    """A registered loss (``ccsam.losses``) and its constructor options, e.g. ``{drw_start_epoch: 160}``."""
+    """A registered loss (``ccsam.losses``), its constructor options (e.g. ``{max_margin: 0.5}``) and an
+    optional DRW wrapper (``drw.start_epoch``): CE-DRW is ``name=ce`` plus ``drw.start_epoch``."""
 
     name: LossName = "ce"
     options: dict[str, float | int | bool | None] = Field(default_factory=dict)
+    drw: DrwConfig = DrwConfig()
 
     @model_validator(mode="after")
     def _known_options(self) -> LossConfig:
@@ -79,6 +93,8 @@ class LossConfig(_Section):
         unknown = sorted(set(self.options) - set(accepted) - {"generator"})
         if unknown:
             raise ValueError(f"loss '{self.name}' has no option {', '.join(unknown)}; it takes {', '.join(accepted)}")
+        if self.drw.start_epoch is not None and self.options.get("drw_start_epoch") is not None:
+            raise ValueError("set DRW once: drop options.drw_start_epoch when drw.start_epoch is set")
         return self
 
 
@@ -90,6 +106,10 @@ class ModelConfig(_Section):
     bias: bool = True
     head: Literal["linear", "cosine"] = Field("linear", description="cosine: s * cos(f, w_c), no bias")
     head_scale: float = Field(1.0, gt=0.0, description="cosine head scale s (1 for LDAM / GCL, which scale)")
+    head_init: Literal["default", "kaiming_normal"] = Field(
+        "default", description="initial head weights: default = nn.Linear's, U(+-1/sqrt(d)); "
+        "kaiming_normal = N(0, 2/d), LDAM-DRW's resnet32 linear head (bias keeps nn.Linear's)"
+    )
     pretrained: str | None = Field(
         None, description="state-dict file of backbone weights (torchvision names; weights_only load), "
         "or with model.download=true a torchvision weights name such as IMAGENET1K_V1"
@@ -278,6 +298,8 @@ class RunConfig(_Section):
                              f"({', '.join(OPEN_SET_DATASETS)}), not data.dataset={self.data.dataset}")
         if cosine and self.model.pretrained_head:
             raise ValueError("model.pretrained_head=true loads a linear classifier; use model.head=linear")
+        if self.model.pretrained_head and self.model.head_init != "default":
+            raise ValueError("model.pretrained_head=true loads the head; model.head_init would re-draw it")
         if cosine and self.eval.tau_norm is not None:
             raise ValueError("eval.tau_norm needs model.head=linear")
         if self.stage1.optimizer == "imbsam" and self.stage1.method == "ccsam":

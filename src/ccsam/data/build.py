@@ -84,6 +84,33 @@ def _stats(name: str, train: ImageArrays) -> tuple[tuple[float, ...], tuple[floa
     return tuple(float(v) for v in mean), tuple(float(v) for v in std)
 
 
+def _draw_split(cfg: DataConfig, full_train: ImageArrays) -> SplitManifest:
+    available = torch.bincount(full_train.labels, minlength=full_train.num_classes)
+    n_max = cfg.n_max if cfg.n_max is not None else int(available.min())
+    try:
+        counts = long_tail_counts(n_max, full_train.num_classes, cfg.imbalance_ratio, cfg.profile)
+        return build_split(
+            full_train.labels, counts, subset_seed=cfg.subset_seed, val_per_class=cfg.val_per_class,
+            protocol=cfg.subset_protocol,
+        )
+    except ValueError as exc:  # a profile the data set cannot supply: the user's data.* settings
+        raise ConfigError(f"data.dataset={cfg.dataset}: {exc}") from None
+
+
+def build_manifest(cfg: DataConfig) -> SplitManifest:
+    """The split manifest :func:`build_data` would produce for ``cfg``, reading only the training split
+    (or the manifest stored in ``data.cache``)."""
+    if cfg.cache is not None:
+        from ccsam.data.cache import load_cache
+
+        return load_cache(cfg.cache, cfg).manifest
+    extra = cfg.synthetic.model_dump() if cfg.dataset == "synthetic" else {}
+    if cfg.dataset == "digits":
+        extra = {"test_per_class": cfg.digits_test_per_class}
+    full_train = read_dataset(cfg.dataset, resolve_data_root(cfg), "train", download=cfg.download, **extra)
+    return _draw_split(cfg, full_train)
+
+
 def build_data(cfg: DataConfig) -> LongTailData:
     """Read the data set, choose its long-tailed subset and validation split, and return all three splits.
 
@@ -102,15 +129,7 @@ def build_data(cfg: DataConfig) -> LongTailData:
         extra = {"test_per_class": cfg.digits_test_per_class}
     full_train = read_dataset(cfg.dataset, root, "train", download=cfg.download, **extra)
     test = read_dataset(cfg.dataset, root, "test", download=cfg.download, **extra)
-    available = torch.bincount(full_train.labels, minlength=full_train.num_classes)
-    n_max = cfg.n_max if cfg.n_max is not None else int(available.min())
-    try:
-        counts = long_tail_counts(n_max, full_train.num_classes, cfg.imbalance_ratio, cfg.profile)
-        manifest = build_split(
-            full_train.labels, counts, subset_seed=cfg.subset_seed, val_per_class=cfg.val_per_class
-        )
-    except ValueError as exc:  # a profile the data set cannot supply: the user's data.* settings
-        raise ConfigError(f"data.dataset={cfg.dataset}: {exc}") from None
+    manifest = _draw_split(cfg, full_train)
     train = _subset(full_train, manifest.train_indices)
     val = _subset(full_train, manifest.val_indices)
     mean, std = _stats(cfg.dataset, full_train)

@@ -398,11 +398,12 @@ class Trainer:
                                                       self.data.mean, self.data.std))
                 stage.swa.finalize(self.model, batches)
 
-    def fit(self, stop_at: int | None = None) -> dict[str, Any] | None:
+    def fit(self, stop_at: int | None = None, *, evaluate_test: bool = True) -> dict[str, Any] | None:
         """Train to the last epoch, then evaluate the last-epoch model on the test split once.
 
         ``stop_at`` ends the run early after that many (global) epochs, with no test evaluation, as an
-        interruption would: the run folder can then be continued with ``resume``.
+        interruption would: the run folder can then be continued with ``resume``. ``evaluate_test=False``
+        trains to the end and returns ``None`` without touching the test split (hyper-parameter search).
         """
         if not self.run.manifest_path.exists():
             self.data.manifest.save_json(self.run.manifest_path)
@@ -411,6 +412,8 @@ class Trainer:
                 self._close_scalars()
                 return None
             self._run_epoch()
+        if not evaluate_test:
+            return None
         results = {
             "name": self.cfg.name,
             "seed": self.cfg.seed,
