@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
-from ccsam.config.schema import DataConfig
+from ccsam.config.schema import FILE_DATASETS, DataConfig
 from ccsam.data.arrays import ImageArrays
+from ccsam.data.file_sets import build_file_splits
+from ccsam.data.image_files import ImageFiles, LoadOptions
 from ccsam.data.profiles import long_tail_counts
 from ccsam.data.readers import read_dataset
 from ccsam.data.splits import SplitManifest, build_split
@@ -27,12 +29,15 @@ _FIXED_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
 
 @dataclass(frozen=True)
 class LongTailData:
-    """The three splits of one run, its class counts and the manifest that pins the subset."""
+    """The three splits of one run, its class counts and the manifest that pins the subset.
+
+    Splits are in-memory :class:`ImageArrays`, or :class:`ImageFiles` read from disk batch by batch.
+    """
 
     name: str
-    train: ImageArrays
-    val: ImageArrays
-    test: ImageArrays
+    train: ImageArrays | ImageFiles
+    val: ImageArrays | ImageFiles
+    test: ImageArrays | ImageFiles
     class_counts: torch.Tensor
     manifest: SplitManifest
     mean: tuple[float, ...]
@@ -44,6 +49,8 @@ class LongTailData:
 
     @property
     def in_channels(self) -> int:
+        if isinstance(self.train, ImageFiles):
+            return self.train.channels
         return int(self.train.images.shape[1])
 
     def to(self, device: torch.device) -> LongTailData:
@@ -60,7 +67,9 @@ class LongTailData:
         )
 
 
-def _arrays_to(arrays: ImageArrays, device: torch.device) -> ImageArrays:
+def _arrays_to(arrays: ImageArrays | ImageFiles, device: torch.device) -> ImageArrays | ImageFiles:
+    if isinstance(arrays, ImageFiles):  # files stay on disk; batches move to the device
+        return arrays
     return ImageArrays(arrays.images.to(device), arrays.labels.to(device), arrays.class_names)
 
 
@@ -96,6 +105,8 @@ def build_data(cfg: DataConfig) -> LongTailData:
 
         return load_cache(cfg.cache, cfg)
     root = resolve_data_root(cfg)
+    if cfg.dataset in FILE_DATASETS:
+        return _build_file_data(cfg, root)
     extra = cfg.synthetic.model_dump() if cfg.dataset == "synthetic" else {}
     if cfg.dataset == "digits":
         extra = {"test_per_class": cfg.digits_test_per_class}
@@ -112,3 +123,11 @@ def build_data(cfg: DataConfig) -> LongTailData:
     mean, std = _stats(cfg.dataset, full_train)
     class_counts = torch.as_tensor(manifest.class_counts, dtype=torch.long)
     return LongTailData(cfg.dataset, train, val, test, class_counts, manifest, mean, std)
+
+
+def _build_file_data(cfg: DataConfig, root: Path) -> LongTailData:
+    """ImageNet-LT, Places-LT, iNaturalist 2018, a user's lists or folders (see :mod:`ccsam.data.file_sets`)."""
+    splits = build_file_splits(cfg, root)
+    loading = LoadOptions(cfg.image_size, splits.color_jitter, cfg.decode, cfg.num_workers, cfg.prefetch_factor)
+    train, val, test = (replace(s, loading=loading) for s in (splits.train, splits.val, splits.test))
+    return LongTailData(cfg.dataset, train, val, test, splits.class_counts, splits.manifest, splits.mean, splits.std)
