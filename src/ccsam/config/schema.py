@@ -62,26 +62,26 @@ class DataConfig(_Section):
     synthetic: SyntheticConfig = SyntheticConfig()
     # Data sets of image files (FILE_DATASETS); they always stream through DataLoader workers.
     list_dir: str | None = Field(None, description="folder of the list files (default: data.root)")
-    train_list: str | None = Field(None, description="list_file: the train list ('relative/path label' lines)")
+    train_list: str | None = Field(None, description="list_file: the train list ('path label' lines)")
     val_list: str | None = Field(None, description="list_file: the selection list (optional)")
     test_list: str | None = Field(None, description="list_file: the test list")
     selection_per_class: int = Field(
-        0, ge=0, description="inat2018 / list_file without val_list: images per class held out of the train list "
-        "as the selection split (at most half of a class, drawn with subset_seed); 0 = none"
+        0, ge=0, description="inat2018 / list_file without val_list: images per class held out of the train "
+        "list as the selection split (at most half of a class, drawn with subset_seed); 0 = none"
     )
-    image_size: int = Field(224, ge=8, description="train crop side; test: resize to image_size*256/224, centre crop")
+    image_size: int = Field(224, ge=8, description="train crop; test: resize to image_size*256/224, centre crop")
     color_jitter: float | None = Field(
-        None, ge=0.0, description="ColorJitter(b, c, s) strength; None = the data set's (0.4 ImageNet-LT / Places-LT)"
+        None, ge=0.0, description="ColorJitter(b, c, s) strength; None = the data set's (0.4: ImageNet/Places-LT)"
     )
-    decode: Literal["cpu", "gpu"] = Field("cpu", description="JPEG decoding in the workers (cpu) or batched on CUDA")
+    decode: Literal["cpu", "gpu"] = Field("cpu", description="JPEG decoding in the workers (cpu) or on CUDA")
     prefetch_factor: int = Field(4, ge=1, description="dataloader: batches each worker prepares ahead")
 
     @model_validator(mode="after")
     def _file_options(self) -> DataConfig:
         if self.dataset == "list_file" and (self.train_list is None or self.test_list is None):
-            raise ValueError("data.dataset=list_file needs data.train_list and data.test_list (data.val_list optional)")
+            raise ValueError("data.dataset=list_file needs data.train_list and data.test_list (val_list optional)")
         if self.decode == "gpu" and self.dataset not in FILE_DATASETS:
-            raise ValueError(f"data.decode=gpu decodes JPEG files; use it with one of {', '.join(FILE_DATASETS)}")
+            raise ValueError(f"data.decode=gpu decodes image files; use it with {', '.join(FILE_DATASETS)}")
         return self
 
 

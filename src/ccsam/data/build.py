@@ -17,6 +17,7 @@ from ccsam.data.readers import read_dataset
 from ccsam.data.splits import SplitManifest, build_split
 
 DATA_ROOT_ENV = "CCSAM_DATA_ROOT"
+Split = ImageArrays | ImageFiles  # a split held in memory, or read from disk batch by batch
 
 # Normalisation statistics. CIFAR: the official CC-SAM code's values (spec 1.4); Fashion-MNIST: the
 # training-set mean / std. Digits and synthetic data are computed from their training split.
@@ -35,9 +36,9 @@ class LongTailData:
     """
 
     name: str
-    train: ImageArrays | ImageFiles
-    val: ImageArrays | ImageFiles
-    test: ImageArrays | ImageFiles
+    train: Split
+    val: Split
+    test: Split
     class_counts: torch.Tensor
     manifest: SplitManifest
     mean: tuple[float, ...]
@@ -67,7 +68,7 @@ class LongTailData:
         )
 
 
-def _arrays_to(arrays: ImageArrays | ImageFiles, device: torch.device) -> ImageArrays | ImageFiles:
+def _arrays_to(arrays: Split, device: torch.device) -> Split:
     if isinstance(arrays, ImageFiles):  # files stay on disk; batches move to the device
         return arrays
     return ImageArrays(arrays.images.to(device), arrays.labels.to(device), arrays.class_names)
@@ -126,8 +127,8 @@ def build_data(cfg: DataConfig) -> LongTailData:
 
 
 def _build_file_data(cfg: DataConfig, root: Path) -> LongTailData:
-    """ImageNet-LT, Places-LT, iNaturalist 2018, a user's lists or folders (see :mod:`ccsam.data.file_sets`)."""
-    splits = build_file_splits(cfg, root)
-    loading = LoadOptions(cfg.image_size, splits.color_jitter, cfg.decode, cfg.num_workers, cfg.prefetch_factor)
-    train, val, test = (replace(s, loading=loading) for s in (splits.train, splits.val, splits.test))
-    return LongTailData(cfg.dataset, train, val, test, splits.class_counts, splits.manifest, splits.mean, splits.std)
+    """ImageNet-LT, Places-LT, iNaturalist 2018, a user's lists or folders (:mod:`ccsam.data.file_sets`)."""
+    got = build_file_splits(cfg, root)
+    loading = LoadOptions(cfg.image_size, got.color_jitter, cfg.decode, cfg.num_workers, cfg.prefetch_factor)
+    train, val, test = (replace(s, loading=loading) for s in (got.train, got.val, got.test))
+    return LongTailData(cfg.dataset, train, val, test, got.class_counts, got.manifest, got.mean, got.std)

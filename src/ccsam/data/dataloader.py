@@ -63,13 +63,14 @@ class EpochKeys(Sampler[Key]):
 
 
 def epoch_keys(order: torch.Tensor, generator: torch.Generator) -> list[Key]:
-    """Pair each index of ``order`` with its augmentation seed ``base + position`` (``base`` from ``generator``)."""
+    """Pair each index of ``order`` with its augmentation seed ``base + position``, ``base`` drawn from
+    ``generator``."""
     base = int(torch.randint(0, 2**62, (1,), generator=generator))
     return list(zip(order.tolist(), range(base, base + len(order)), strict=True))
 
 
 def batches_to(batch: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Default transfer: ``(uint8 images, labels, keys)`` from the workers -> images and labels on ``device``."""
+    """Default transfer: ``(uint8 images, labels, keys)`` from the workers -> images, labels on ``device``."""
     return batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
 
 
@@ -82,16 +83,31 @@ def one_line(exc: CcsamError) -> CcsamError:
 
 
 def make_loader(
-    dataset: Dataset, sampler: Sampler[Key], batch_size: int, *, drop_last: bool, num_workers: int,
-    device: torch.device, persistent: bool = False, prefetch_factor: int = 2,
+    dataset: Dataset,
+    sampler: Sampler[Key],
+    batch_size: int,
+    *,
+    drop_last: bool,
+    num_workers: int,
+    device: torch.device,
+    persistent: bool = False,
+    prefetch_factor: int = 2,
     collate_fn: Callable[[list[Any]], Any] | None = None,
 ) -> DataLoader:
-    """A DataLoader over keyed samples: pinned memory on CUDA, persistent workers and prefetch when workers run."""
+    """A DataLoader over keyed samples: pinned memory on CUDA; persistent workers, prefetch if workers run."""
     extra: dict[str, Any] = {}
     if num_workers > 0:
         extra = {"persistent_workers": persistent, "prefetch_factor": prefetch_factor}
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last, num_workers=num_workers,
-                      pin_memory=device.type == "cuda", collate_fn=collate_fn, **extra)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        drop_last=drop_last,
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+        collate_fn=collate_fn,
+        **extra,
+    )
 
 
 class DataLoaderBatches:
@@ -109,10 +125,21 @@ class DataLoaderBatches:
     """
 
     def __init__(
-        self, dataset: Dataset, sampler: Any, batch_size: int, mean: tuple[float, ...], std: tuple[float, ...],
-        mixup_alpha: float, seed: int, device: torch.device, *, num_workers: int = 2,
-        memory_format: torch.memory_format = torch.contiguous_format, prefetch_factor: int = 2,
-        collate_fn: Callable[[list[Any]], Any] | None = None, to_device: ToDevice = batches_to,
+        self,
+        dataset: Dataset,
+        sampler: Any,
+        batch_size: int,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        mixup_alpha: float,
+        seed: int,
+        device: torch.device,
+        *,
+        num_workers: int = 2,
+        memory_format: torch.memory_format = torch.contiguous_format,
+        prefetch_factor: int = 2,
+        collate_fn: Callable[[list[Any]], Any] | None = None,
+        to_device: ToDevice = batches_to,
     ) -> None:
         self.dataset, self.sampler, self.batch_size = dataset, sampler, batch_size
         self.mean, self.std, self.mixup_alpha = mean, std, mixup_alpha
@@ -121,9 +148,17 @@ class DataLoaderBatches:
         self.mix_generator = torch.Generator(device=device).manual_seed(seed)
         self.beta_rng = np.random.Generator(np.random.PCG64(seed))
         self._keys = EpochKeys()
-        self._loader = make_loader(dataset, self._keys, batch_size, drop_last=True, num_workers=num_workers,
-                                   device=device, persistent=True, prefetch_factor=prefetch_factor,
-                                   collate_fn=collate_fn)
+        self._loader = make_loader(
+            dataset,
+            self._keys,
+            batch_size,
+            drop_last=True,
+            num_workers=num_workers,
+            device=device,
+            persistent=True,
+            prefetch_factor=prefetch_factor,
+            collate_fn=collate_fn,
+        )
 
     def __len__(self) -> int:
         return len(self.sampler) // self.batch_size

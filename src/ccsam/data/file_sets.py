@@ -61,11 +61,23 @@ class FileLayout:
 # ColorJitter(0.4, 0.4, 0.4, 0) on ImageNet-LT / Places-LT and none on iNat: the OLTR transforms that
 # the CC-SAM repository copies (spec 3.2).
 FILE_LAYOUTS: dict[str, FileLayout] = {
-    "imagenet_lt": FileLayout("ImageNet_LT_train.txt", "ImageNet_LT_val.txt", "ImageNet_LT_test.txt",
-                              "ImageNet_LT_open.txt", color_jitter=0.4),
-    "places_lt": FileLayout("Places_LT_train.txt", "Places_LT_val.txt", "Places_LT_test.txt",
-                            "Places_LT_open.txt", color_jitter=0.4),
-    "inat2018": FileLayout("iNaturalist18_train.txt", None, "iNaturalist18_val.txt", None, INAT_MEAN, INAT_STD),
+    "imagenet_lt": FileLayout(
+        "ImageNet_LT_train.txt",
+        "ImageNet_LT_val.txt",
+        "ImageNet_LT_test.txt",
+        "ImageNet_LT_open.txt",
+        color_jitter=0.4,
+    ),
+    "places_lt": FileLayout(
+        "Places_LT_train.txt",
+        "Places_LT_val.txt",
+        "Places_LT_test.txt",
+        "Places_LT_open.txt",
+        color_jitter=0.4,
+    ),
+    "inat2018": FileLayout(
+        "iNaturalist18_train.txt", None, "iNaturalist18_val.txt", None, INAT_MEAN, INAT_STD
+    ),
 }
 
 
@@ -93,8 +105,12 @@ def _layout(cfg: DataConfig) -> FileLayout:
 
 
 def _source(files: ImageFiles, sha256: str) -> dict[str, Any]:
-    return {"file": Path(files.source).name, "sha256": sha256, "images": len(files),
-            "class_counts": files.class_counts().tolist()}
+    return {
+        "file": Path(files.source).name,
+        "sha256": sha256,
+        "images": len(files),
+        "class_counts": files.class_counts().tolist(),
+    }
 
 
 def _names_from_paths(train: ImageFiles, num_classes: int) -> tuple[str, ...]:
@@ -113,12 +129,14 @@ def _check_labels(files: ImageFiles, num_classes: int) -> None:
     bad = torch.nonzero(files.labels >= num_classes).flatten()
     if len(bad):
         i = int(bad[0])
-        raise ImageFileError(f"{files.where(i)}: label {int(files.labels[i])} is not a class of the train list "
-                             f"(0..{num_classes - 1}); the list files do not belong together")
+        raise ImageFileError(
+            f"{files.where(i)}: label {int(files.labels[i])} is not a class of the train list "
+            f"(0..{num_classes - 1}); the list files do not belong together"
+        )
 
 
 def _carve_selection(labels: torch.Tensor, per_class: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Hold out ``min(per_class, n_c // 2)`` images of every class (a seeded draw); -> (keep, held) positions."""
+    """Hold out ``min(per_class, n_c // 2)`` images of every class (seeded); -> (keep, held) positions."""
     rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(2,))))
     array = labels.numpy()
     held: list[np.ndarray] = []
@@ -159,9 +177,14 @@ def _list_splits(cfg: DataConfig, root: Path) -> FileSplits:
         keep, held = _carve_selection(full_train.labels, cfg.selection_per_class, cfg.subset_seed)
     train, val = full_train.subset(keep), read["val"] if "val" in read else full_train.subset(held)
     counts = train.class_counts()
-    manifest = SplitManifest(tuple(keep.tolist()), tuple(held.tolist()), tuple(counts.tolist()),
-                             tuple(val.class_counts().tolist()) if "val" not in read else zeros,
-                             cfg.subset_seed, sources)
+    manifest = SplitManifest(
+        tuple(keep.tolist()),
+        tuple(held.tolist()),
+        tuple(counts.tolist()),
+        tuple(val.class_counts().tolist()) if "val" not in read else zeros,
+        cfg.subset_seed,
+        sources,
+    )
     jitter = layout.color_jitter if cfg.color_jitter is None else cfg.color_jitter
     return FileSplits(train, val, read["test"], counts, manifest, layout.mean, layout.std, jitter)
 
@@ -172,14 +195,33 @@ def _folder_splits(cfg: DataConfig, root: Path) -> FileSplits:
     available = full_train.class_counts()
     n_max = cfg.n_max if cfg.n_max is not None else int(available.min())
     counts = long_tail_counts(n_max, full_train.num_classes, cfg.imbalance_ratio, cfg.profile)
-    split = build_split(full_train.labels, counts, subset_seed=cfg.subset_seed, val_per_class=cfg.val_per_class)
-    sources = {"train": _source(full_train, listing_sha256(full_train)), "test": _source(test, listing_sha256(test))}
-    manifest = SplitManifest(split.train_indices, split.val_indices, split.class_counts, split.val_counts,
-                             split.subset_seed, sources)
+    split = build_split(
+        full_train.labels, counts, subset_seed=cfg.subset_seed, val_per_class=cfg.val_per_class
+    )
+    sources = {
+        "train": _source(full_train, listing_sha256(full_train)),
+        "test": _source(test, listing_sha256(test)),
+    }
+    manifest = SplitManifest(
+        split.train_indices,
+        split.val_indices,
+        split.class_counts,
+        split.val_counts,
+        split.subset_seed,
+        sources,
+    )
     train, val = full_train.subset(split.train_indices), full_train.subset(split.val_indices)
     jitter = 0.0 if cfg.color_jitter is None else cfg.color_jitter
-    return FileSplits(train, val, test, torch.as_tensor(counts, dtype=torch.long), manifest,
-                      IMAGENET_MEAN, IMAGENET_STD, jitter)
+    return FileSplits(
+        train,
+        val,
+        test,
+        torch.as_tensor(counts, dtype=torch.long),
+        manifest,
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+        jitter,
+    )
 
 
 def build_file_splits(cfg: DataConfig, root: Path) -> FileSplits:
@@ -199,8 +241,9 @@ def read_open_set(cfg: DataConfig, root: Path, class_names: tuple[str, ...]) -> 
     """
     layout = _layout(cfg)
     if layout.open is None:
-        raise ImageFileError(f"data.dataset={cfg.dataset} has no open-set list; eval.open_set needs "
-                             "imagenet_lt or places_lt")
+        raise ImageFileError(
+            f"data.dataset={cfg.dataset} has no open-set list; eval.open_set needs imagenet_lt or places_lt"
+        )
     list_dir = Path(cfg.list_dir).expanduser() if cfg.list_dir else root
     files = read_list_file(list_dir / layout.open, root, role="open", open_set=True).with_names(class_names)
     check_images_exist(files)

@@ -20,7 +20,15 @@ import torch
 
 from ccsam.errors import CcsamError
 
-__all__ = ["IMAGE_SUFFIXES", "ImageFileError", "ImageFiles", "LoadOptions", "file_sha256", "read_image_folder", "read_list_file"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "ImageFileError",
+    "ImageFiles",
+    "LoadOptions",
+    "file_sha256",
+    "read_image_folder",
+    "read_list_file",
+]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 OPEN_SET_LABEL = -1  # label of an open-set image (a class absent from training)
@@ -108,8 +116,9 @@ class ImageFiles:
         index = torch.as_tensor(indices, dtype=torch.int64)
         picked = index.tolist()
         lines = tuple(self.lines[i] for i in picked) if self.lines else ()
-        return replace(self, paths=tuple(self.paths[i] for i in picked), labels=self.labels[index].clone(),
-                       lines=lines)
+        return replace(
+            self, paths=tuple(self.paths[i] for i in picked), labels=self.labels[index].clone(), lines=lines
+        )
 
     def with_names(self, class_names: tuple[str, ...]) -> ImageFiles:
         """The same images with other class names (e.g. the training list's)."""
@@ -119,7 +128,9 @@ class ImageFiles:
 def _parse_line(text: str, where: str, allow_negative: bool) -> tuple[str, int]:
     parts = text.rsplit(maxsplit=1)  # paths may hold spaces; the label is the last token
     if len(parts) != 2:
-        raise ImageFileError(f"{where}: expected 'relative/path label', got {text.strip()!r}; fix or delete the line")
+        raise ImageFileError(
+            f"{where}: expected 'relative/path label', got {text.strip()!r}; fix or delete the line"
+        )
     path, token = parts
     try:
         label = int(token)
@@ -156,14 +167,16 @@ def read_list_file(list_path: Path, root: Path, *, role: str = "train", open_set
             labels.append(OPEN_SET_LABEL if open_set else label)
             lines.append(number)
     if not paths:
-        raise ImageFileError(f"{list_path}: the {role} list file is empty; it needs one 'relative/path label' line per image")
+        raise ImageFileError(
+            f"{list_path}: the {role} list file is empty; it needs one 'relative/path label' line per image"
+        )
     tensor = torch.tensor(labels, dtype=torch.int64)
     names = tuple(str(c) for c in range(int(tensor.max()) + 1)) if not open_set else ("0",)
     return ImageFiles(root, tuple(paths), tensor, names, str(list_path), tuple(lines))
 
 
 def check_images_exist(files: ImageFiles) -> None:
-    """Raise one :class:`ImageFileError` naming the first listed image that is not a file, and how many are missing."""
+    """Raise one :class:`ImageFileError` naming the first listed image that is not a file (and the count)."""
     missing = [i for i, rel in enumerate(files.paths) if not os.path.isfile(files.root / rel)]
     if missing:
         first = missing[0]
@@ -183,16 +196,22 @@ def read_image_folder(folder: Path, root: Path, class_names: tuple[str, ...] | N
         ImageFileError: the folder is missing, holds no class folder or image, or has an unknown class.
     """
     if not folder.is_dir():
-        raise ImageFileError(f"{folder}: image folder not found; data.dataset=image_folder expects "
-                             "data.root/train/<class>/<image> and data.root/test/<class>/<image>")
+        raise ImageFileError(
+            f"{folder}: image folder not found; data.dataset=image_folder expects "
+            "data.root/train/<class>/<image> and data.root/test/<class>/<image>"
+        )
     found = sorted(entry.name for entry in os.scandir(folder) if entry.is_dir())
     if not found:
-        raise ImageFileError(f"{folder}: no class folders inside; put each class's images in {folder}/<class>/")
+        raise ImageFileError(
+            f"{folder}: no class folders inside; put each class's images in {folder}/<class>/"
+        )
     names = class_names if class_names is not None else tuple(found)
     unknown = sorted(set(found) - set(names))
     if unknown:
-        raise ImageFileError(f"{folder}/{unknown[0]}: class folder absent from the training folder; "
-                             "rename it or add it to train/")
+        raise ImageFileError(
+            f"{folder}/{unknown[0]}: class folder absent from the training folder; "
+            "rename it or add it to train/"
+        )
     paths: list[str] = []
     labels: list[int] = []
     for name in found:

@@ -60,8 +60,10 @@ def read_bytes(files: ImageFiles, index: int) -> torch.Tensor:
     try:
         return read_file(str(files.path(index)))
     except (OSError, RuntimeError) as exc:
-        raise ImageFileError(f"{files.path(index)}: cannot read the image listed at {files.where(index)} "
-                             f"({_first_line(exc)}); restore the file or remove its line") from None
+        raise ImageFileError(
+            f"{files.path(index)}: cannot read the image listed at {files.where(index)} "
+            f"({_first_line(exc)}); restore the file or remove its line"
+        ) from None
 
 
 def decode_bytes(data: torch.Tensor, files: ImageFiles, index: int) -> torch.Tensor:
@@ -69,8 +71,10 @@ def decode_bytes(data: torch.Tensor, files: ImageFiles, index: int) -> torch.Ten
     try:
         return decode_image(data, mode=ImageReadMode.RGB)
     except (RuntimeError, ValueError) as exc:
-        raise ImageFileError(f"{files.path(index)}: not a decodable image (listed at {files.where(index)}: "
-                             f"{_first_line(exc)}); replace the file or remove its line") from None
+        raise ImageFileError(
+            f"{files.path(index)}: not a decodable image (listed at {files.where(index)}: "
+            f"{_first_line(exc)}); replace the file or remove its line"
+        ) from None
 
 
 def _first_line(exc: BaseException) -> str:
@@ -78,8 +82,11 @@ def _first_line(exc: BaseException) -> str:
 
 
 def sample_resized_crop(
-    height: int, width: int, generator: torch.Generator,
-    scale: tuple[float, float] = (0.08, 1.0), ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    height: int,
+    width: int,
+    generator: torch.Generator,
+    scale: tuple[float, float] = (0.08, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
 ) -> tuple[int, int, int, int]:
     """(top, left, h, w) of a random crop covering a ``scale`` fraction of the area at a log-uniform
     aspect ratio in ``ratio``; after 10 misses, the largest centred crop with a ratio inside ``ratio``.
@@ -170,7 +177,9 @@ class ImageFileDataset(Dataset):
     false the raw bytes are returned instead (``data.decode=gpu``: decoding happens on the device).
     """
 
-    def __init__(self, files: ImageFiles, transform: TrainTransform | EvalTransform, decode_here: bool = True) -> None:
+    def __init__(
+        self, files: ImageFiles, transform: TrainTransform | EvalTransform, decode_here: bool = True
+    ) -> None:
         self.files, self.transform, self.decode_here = files, transform, decode_here
 
     def __len__(self) -> int:

@@ -27,8 +27,10 @@ _JPEG_MAGIC = (0xFF, 0xD8)
 def require_cuda(device: torch.device) -> None:
     """Refuse ``data.decode=gpu`` in one line unless the run trains on a CUDA device."""
     if device.type != "cuda" or not torch.cuda.is_available():
-        raise ConfigError("data.decode=gpu needs a CUDA device (torchvision.io.decode_jpeg(device='cuda')); "
-                          "use data.decode=cpu or run with device=cuda")
+        raise ConfigError(
+            "data.decode=gpu needs a CUDA device (torchvision.io.decode_jpeg(device='cuda')); "
+            "use data.decode=cpu or run with device=cuda"
+        )
 
 
 def collate_bytes(items: list[tuple[torch.Tensor, torch.Tensor, tuple[int, int]]]) -> Any:
@@ -42,14 +44,18 @@ class GpuDecode:
     def __init__(self, files: ImageFiles, transform: TrainTransform | EvalTransform) -> None:
         self.files, self.transform = files, transform
 
-    def _decode(self, data: list[torch.Tensor], keys: list[tuple[int, int]], device: torch.device) -> list[torch.Tensor]:
+    def _decode(
+        self, data: list[torch.Tensor], keys: list[tuple[int, int]], device: torch.device
+    ) -> list[torch.Tensor]:
         jpeg = [i for i, d in enumerate(data) if len(d) > 1 and (int(d[0]), int(d[1])) == _JPEG_MAGIC]
         images: list[torch.Tensor | None] = [None] * len(data)
         if jpeg:
             try:
                 decoded = decode_jpeg([data[i] for i in jpeg], mode=ImageReadMode.RGB, device=device)
             except RuntimeError:
-                decoded = [decode_bytes(data[i], self.files, keys[i][0]).to(device) for i in jpeg]  # names the bad file
+                decoded = [
+                    decode_bytes(data[i], self.files, keys[i][0]).to(device) for i in jpeg
+                ]  # names the bad file
             for i, image in zip(jpeg, decoded, strict=True):
                 images[i] = image
         for i, image in enumerate(images):
@@ -60,5 +66,8 @@ class GpuDecode:
     def __call__(self, batch: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         data, labels, keys = batch
         images = self._decode(data, keys, device)
-        out = [self.transform(image, torch.Generator().manual_seed(seed)) for image, (_, seed) in zip(images, keys, strict=True)]
+        out = [
+            self.transform(image, torch.Generator().manual_seed(seed))
+            for image, (_, seed) in zip(images, keys, strict=True)
+        ]
         return torch.stack(out), labels.to(device, non_blocking=True)

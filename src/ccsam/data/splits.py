@@ -179,7 +179,10 @@ class SplitManifest:
     def sha256(self) -> str:
         """Return the sha256 hex digest of the canonical JSON of ``train_indices`` and ``val_indices``
         (and of ``sources`` when there are any, so a changed list file changes the hash)."""
-        content: dict[str, Any] = {"train_indices": list(self.train_indices), "val_indices": list(self.val_indices)}
+        content: dict[str, Any] = {
+            "train_indices": list(self.train_indices),
+            "val_indices": list(self.val_indices),
+        }
         if self.sources:
             content["sources"] = self.sources
         canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
