@@ -134,9 +134,11 @@ def color_jitter(image: torch.Tensor, strength: float, generator: torch.Generato
         if op == 0:
             x = x.mul_(f)
         elif op == 1:
-            x = x.mul_(f).add_((1.0 - f) * float(_gray(x).mean()))
+            mean = float(_gray(x).mean())  # of the image before this blend
+            x = x.mul_(f).add_((1.0 - f) * mean)
         else:
-            x = x.mul_(f).add_(_gray(x).mul_(1.0 - f))
+            gray = _gray(x).mul_(1.0 - f)
+            x = x.mul_(f).add_(gray)
         x = x.clamp_(0.0, 255.0)
     return x.round_().to(torch.uint8)
 

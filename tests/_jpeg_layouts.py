@@ -1,5 +1,6 @@
-"""Small JPEG trees and list files in the exact layouts of ImageNet-LT, Places-LT, iNaturalist 2018,
-a user's own lists and an ImageFolder tree (12 classes, 40 x 36 images; written with encode_jpeg).
+"""Test helper (imported by tests/data and tests/training): small JPEG trees and list files in the exact
+layouts of ImageNet-LT, Places-LT, iNaturalist 2018, a user's own lists and an ImageFolder tree
+(12 classes, 40 x 36 images, written with encode_jpeg).
 
 Each class has its own mean colour plus noise, so a model can learn something in one epoch.
 """
@@ -17,10 +18,18 @@ VAL_PER_CLASS, TEST_PER_CLASS, OPEN_IMAGES = 2, 4, 6
 HEIGHT, WIDTH = 36, 40
 CLASS_DIRS = tuple(f"n{c:08d}" for c in range(NUM_CLASSES))
 LIST_NAMES = {
-    "imagenet_lt": {"train": "ImageNet_LT_train.txt", "val": "ImageNet_LT_val.txt",
-                    "test": "ImageNet_LT_test.txt", "open": "ImageNet_LT_open.txt"},
-    "places_lt": {"train": "Places_LT_train.txt", "val": "Places_LT_val.txt",
-                  "test": "Places_LT_test.txt", "open": "Places_LT_open.txt"},
+    "imagenet_lt": {
+        "train": "ImageNet_LT_train.txt",
+        "val": "ImageNet_LT_val.txt",
+        "test": "ImageNet_LT_test.txt",
+        "open": "ImageNet_LT_open.txt",
+    },
+    "places_lt": {
+        "train": "Places_LT_train.txt",
+        "val": "Places_LT_val.txt",
+        "test": "Places_LT_test.txt",
+        "open": "Places_LT_open.txt",
+    },
     "inat2018": {"train": "iNaturalist18_train.txt", "test": "iNaturalist18_val.txt"},
     "list_file": {"train": "my_train.txt", "val": "my_val.txt", "test": "my_test.txt"},
 }
@@ -32,7 +41,9 @@ def _image(label: int, generator: torch.Generator) -> torch.Tensor:
     return (colour.view(3, 1, 1) + noise).clamp(0, 255).to(torch.uint8)
 
 
-def _write_images(root: Path, folder: str, counts: list[int], generator: torch.Generator) -> list[tuple[str, int]]:
+def _write_images(
+    root: Path, folder: str, counts: list[int], generator: torch.Generator
+) -> list[tuple[str, int]]:
     entries = []
     for label, count in enumerate(counts):
         for i in range(count):
@@ -53,8 +64,11 @@ def write_list_layout(root: Path, dataset: str, list_dir: Path | None = None) ->
     generator = torch.Generator().manual_seed(0)
     names = LIST_NAMES[dataset]
     list_dir = list_dir or root
-    roles = {"train": list(TRAIN_COUNTS), "val": [VAL_PER_CLASS] * NUM_CLASSES,
-             "test": [TEST_PER_CLASS] * NUM_CLASSES}
+    roles = {
+        "train": list(TRAIN_COUNTS),
+        "val": [VAL_PER_CLASS] * NUM_CLASSES,
+        "test": [TEST_PER_CLASS] * NUM_CLASSES,
+    }
     for role, counts in roles.items():
         if role in names:
             _write_list(list_dir / names[role], _write_images(root, role, counts, generator))
@@ -75,10 +89,24 @@ def write_image_folder(root: Path, per_class: int = 12) -> Path:
 def file_overrides(root: Path, dataset: str, **extra: object) -> list[str]:
     """Overrides of a seconds-long CPU run on a generated layout (small CNN, 16-pixel crops)."""
     base: dict[str, object] = {
-        "data.dataset": dataset, "data.root": str(root), "data.image_size": 16, "data.batch_size": 8,
-        "data.num_workers": 0, "data.eval_batch_size": 32, "model.arch": "small_cnn", "model.width": 8,
-        "device": "cpu", "stage1.method": "erm", "stage1.epochs": 1, "stage1.warmup_epochs": 0,
-        "stage1.milestones": "[]", "stage2.epochs": 0, "eval.many_threshold": 10, "eval.few_threshold": 4,
+        "data.dataset": dataset,
+        "data.root": str(root),
+        "data.image_size": 16,
+        "data.batch_size": 8,
+        "data.n_max": "null",
+        "data.augment": "crop_flip",
+        "data.num_workers": 0,
+        "data.eval_batch_size": 32,
+        "model.arch": "small_cnn",
+        "model.width": 8,
+        "device": "cpu",
+        "stage1.method": "erm",
+        "stage1.epochs": 1,
+        "stage1.warmup_epochs": 0,
+        "stage1.milestones": "[]",
+        "stage2.epochs": 0,
+        "eval.many_threshold": 10,
+        "eval.few_threshold": 4,
     }
     base.update(extra)
     return [f"{k}={v}" for k, v in base.items()]
