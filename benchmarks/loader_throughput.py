@@ -33,10 +33,10 @@ from torchvision import transforms as T
 from torchvision.io import encode_jpeg, write_file
 
 from ccsam.config.schema import DataConfig
+from ccsam.data.batches import train_batches
 from ccsam.data.build import build_data
 from ccsam.data.file_sets import IMAGENET_MEAN, IMAGENET_STD
 from ccsam.data.samplers import InstanceSampler
-from ccsam.data.batches import train_batches
 
 CLASSES = 20
 
@@ -138,15 +138,15 @@ def main() -> None:
             for name, (epoch_fn, _) in pipelines.items():
                 seconds, images = time_epoch(epoch_fn)
                 speeds[name].append(images / seconds)
-                print(
-                    f"epoch {epoch + 1} {name:16s} {images / seconds:8.1f} img/s ({images} images, {seconds:.2f} s)"
-                )
+                rate = images / seconds
+                print(f"epoch {epoch + 1} {name:16s} {rate:8.1f} img/s ({images} images, {seconds:.2f} s)")
     print(
         f"\nmachine: {platform.platform()}, {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} CPUs; torch {torch.__version__}, torchvision {torchvision.__version__}"
     )
     print(
-        f"workers {args.workers}, batch {args.batch_size}, image_size {args.image_size}, prefetch {args.prefetch}"
+        f"workers {args.workers}, batch {args.batch_size}, image_size {args.image_size}, "
+        f"prefetch {args.prefetch}"
     )
     ours, theirs = (statistics.mean(speeds[n]) for n in ("ccsam", "imagefolder_pil"))
     print(f"mean img/s: ccsam {ours:.1f}, ImageFolder+PIL {theirs:.1f}; ratio {ours / theirs:.2f}x")
