@@ -15,7 +15,14 @@ from ccsam.config.schema import DataConfig
 from ccsam.data.arrays import ImageArrays
 from ccsam.data.augment import normalize
 from ccsam.data.build import LongTailData
-from ccsam.data.dataloader import AugmentedImages, DataLoaderBatches, batches_to, make_loader, one_line
+from ccsam.data.dataloader import (
+    AugmentedImages,
+    DataLoaderBatches,
+    batches_to,
+    make_loader,
+    one_line,
+    worker_collate,
+)
 from ccsam.data.image_files import ImageFiles
 from ccsam.data.jpeg import EvalTransform, ImageFileDataset, TrainTransform
 from ccsam.data.loader import AugmentSpec, InMemoryLoader, eval_batches
@@ -119,20 +126,15 @@ def split_batches(
         return
     device = device if device is not None else torch.device("cpu")
     pipe = _file_pipeline(split, EvalTransform(split.loading.image_size), device)
+    collate_fn, normalized = worker_collate(pipe["collate_fn"], device, mean, std)
     keys = [(i, 0) for i in range(len(split))]
-    loader = make_loader(
-        pipe["dataset"],
-        keys,
-        batch_size,
-        drop_last=False,
-        num_workers=split.loading.num_workers,
-        device=device,
-        prefetch_factor=split.loading.prefetch_factor,
-        collate_fn=pipe["collate_fn"],
-    )
+    opts = split.loading
+    loader = make_loader(pipe["dataset"], keys, batch_size, drop_last=False, num_workers=opts.num_workers,
+                         device=device, prefetch_factor=opts.prefetch_factor, collate_fn=collate_fn)
     try:
         for batch in loader:
             images, labels = pipe["to_device"](batch, device)
-            yield normalize(images, mean, std).contiguous(memory_format=memory_format), labels
+            inputs = images if normalized else normalize(images, mean, std)
+            yield inputs.contiguous(memory_format=memory_format), labels
     except CcsamError as exc:
         raise one_line(exc) from None
