@@ -198,3 +198,13 @@ def test_file_splits_stay_on_disk_when_moved_to_a_device(layouts):
     data = _data(layouts["places_lt"], "places_lt")
     moved = data.to(torch.device("cpu"))
     assert moved.train is data.train and moved.manifest is data.manifest
+
+
+def test_file_data_sets_have_no_array_cache(layouts, tmp_path, capsys):
+    from ccsam.cli.main import main
+
+    overrides = file_overrides(layouts["places_lt"], "places_lt")
+    assert main(["data", "export", "--out", str(tmp_path / "x.cache"), *overrides]) == 2
+    assert "streams image files from disk" in capsys.readouterr().err and not (tmp_path / "x.cache").exists()
+    with pytest.raises(ConfigError, match="data.cache holds in-memory splits"):
+        resolve_config("digits-lt", [*overrides, "data.cache=x.cache"])

@@ -80,6 +80,8 @@ class DataConfig(_Section):
     def _file_options(self) -> DataConfig:
         if self.dataset == "list_file" and (self.train_list is None or self.test_list is None):
             raise ValueError("data.dataset=list_file needs data.train_list and data.test_list (val_list optional)")
+        if self.cache is not None and self.dataset in FILE_DATASETS:
+            raise ValueError(f"data.cache holds in-memory splits; data.dataset={self.dataset} reads image files")
         if self.decode == "gpu" and self.dataset not in FILE_DATASETS:
             raise ValueError(f"data.decode=gpu decodes image files; use it with {', '.join(FILE_DATASETS)}")
         return self
