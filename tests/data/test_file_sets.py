@@ -208,3 +208,14 @@ def test_file_data_sets_have_no_array_cache(layouts, tmp_path, capsys):
     assert "streams image files from disk" in capsys.readouterr().err and not (tmp_path / "x.cache").exists()
     with pytest.raises(ConfigError, match="data.cache holds in-memory splits"):
         resolve_config("digits-lt", [*overrides, "data.cache=x.cache"])
+
+
+def test_best_val_selection_on_inat_needs_a_carved_split(layouts):
+    overrides = file_overrides(
+        layouts["inat2018"], "inat2018", **{"stage2.epochs": 1, "stage2.init_from": "best_val"}
+    )
+    with pytest.raises(ConfigError, match="needs a selection split.*data.selection_per_class"):
+        resolve_config("digits-lt", overrides)
+    assert (
+        resolve_config("digits-lt", [*overrides, "data.selection_per_class=2"]).data.selection_per_class == 2
+    )

@@ -69,9 +69,9 @@ class DataConfig(_Section):
         0, ge=0, description="inat2018 / list_file without val_list: images per class held out of the train "
         "list as the selection split (at most half of a class, drawn with subset_seed); 0 = none"
     )
-    image_size: int = Field(224, ge=8, description="train crop; test: resize to image_size*256/224, centre crop")
+    image_size: int = Field(224, ge=8, description="train crop; test: resize to size*256/224, centre crop")
     color_jitter: float | None = Field(
-        None, ge=0.0, description="ColorJitter(b, c, s) strength; None = the data set's (0.4: ImageNet/Places-LT)"
+        None, ge=0.0, description="ColorJitter(b, c, s) strength; None = the data set's (0.4: ImageNet, Places)"
     )
     decode: Literal["cpu", "gpu"] = Field("cpu", description="JPEG decoding in the workers (cpu) or on CUDA")
     prefetch_factor: int = Field(4, ge=1, description="dataloader: batches each worker prepares ahead")
@@ -79,9 +79,9 @@ class DataConfig(_Section):
     @model_validator(mode="after")
     def _file_options(self) -> DataConfig:
         if self.dataset == "list_file" and (self.train_list is None or self.test_list is None):
-            raise ValueError("data.dataset=list_file needs data.train_list and data.test_list (val_list optional)")
+            raise ValueError("data.dataset=list_file needs data.train_list and data.test_list (val optional)")
         if self.cache is not None and self.dataset in FILE_DATASETS:
-            raise ValueError(f"data.cache holds in-memory splits; data.dataset={self.dataset} reads image files")
+            raise ValueError(f"data.cache holds in-memory splits; data.dataset={self.dataset} reads files")
         if self.decode == "gpu" and self.dataset not in FILE_DATASETS:
             raise ValueError(f"data.decode=gpu decodes image files; use it with {', '.join(FILE_DATASETS)}")
         return self
@@ -267,6 +267,11 @@ class RunConfig(_Section):
             raise ValueError("stage1.optimizer=imbsam works with stage1.method=erm")
         if self.stage1.perturb_scope != "head" and self.stage1.radius_mode != "ccsam":
             raise ValueError("stage1.radius_mode ablations are implemented for stage1.perturb_scope=head")
+        data = self.data
+        no_val_list = data.dataset == "inat2018" or (data.dataset == "list_file" and not data.val_list)
+        if self.stage2.init_from == "best_val" and no_val_list and data.selection_per_class == 0:
+            raise ValueError(f"stage2.init_from=best_val needs a selection split: {data.dataset} has no val "
+                             "list, so set data.selection_per_class (held out of the train list)")
         if self.stage1.flattening != "none" and self.stage1.optimizer != "sgd":
             raise ValueError("stage1.flattening (gp / mp) replaces the update; use it with stage1.optimizer=sgd")
         return self
