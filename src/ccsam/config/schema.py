@@ -71,7 +71,7 @@ class DataConfig(_Section):
     )
     image_size: int = Field(224, ge=8, description="train crop; test: resize to size*256/224, centre crop")
     color_jitter: float | None = Field(
-        None, ge=0.0, description="ColorJitter(b, c, s) strength; None = the data set's (0.4: ImageNet, Places)"
+        None, ge=0.0, description="ColorJitter(b, c, s) strength; None: the data set's (0.4 ImageNet/Places)"
     )
     decode: Literal["cpu", "gpu"] = Field("cpu", description="JPEG decoding in the workers (cpu) or on CUDA")
     prefetch_factor: int = Field(4, ge=1, description="dataloader: batches each worker prepares ahead")
