@@ -16,12 +16,14 @@ from ccsam.data.build import build_data
 from ccsam.data.image_files import ImageFileError
 from ccsam.data.jpeg import (
     EvalTransform,
+    ImageFileDataset,
     TrainTransform,
     color_jitter,
     eval_resize_size,
     read_image,
     sample_resized_crop,
 )
+from ccsam.data.jpeg_gpu import GpuDecode, collate_bytes
 from ccsam.data.samplers import build_sampler, list_samplers
 from ccsam.errors import ConfigError
 
@@ -151,3 +153,17 @@ def test_a_corrupt_image_is_one_error_line_naming_file_and_list_line(root, tmp_p
 def test_gpu_decode_refuses_in_one_line_without_cuda(root):
     with pytest.raises(ConfigError, match="data.decode=gpu needs a CUDA device"):
         _loader(root, **{"data.decode": "gpu"})
+
+
+def test_gpu_decode_hook_gives_the_cpu_batch_when_run_on_the_cpu(root):
+    """The data.decode=gpu batching (bytes from the workers, one batched decode_jpeg, the same per-sample
+    transforms and seeds) exercised on the CPU: it must reproduce the CPU-decoding batch exactly."""
+    data = build_data(_config(root).data)
+    transform = TrainTransform(SIZE, 0.4)
+    keys = [(i, 1000 + i) for i in range(0, 40, 5)]
+    cpu = torch.stack([ImageFileDataset(data.train, transform)[k][0] for k in keys])
+    raw = ImageFileDataset(data.train, transform, decode_here=False)
+    images, labels = GpuDecode(data.train, transform)(
+        collate_bytes([raw[k] for k in keys]), torch.device("cpu")
+    )
+    assert torch.equal(images, cpu) and torch.equal(labels, data.train.labels[[i for i, _ in keys]])
