@@ -22,7 +22,7 @@ from _jpeg_layouts import (
 )
 
 from ccsam.config import resolve_config
-from ccsam.data.build import build_data, resolve_data_root
+from ccsam.data.build import build_data, build_open_images, resolve_data_root
 from ccsam.data.file_sets import read_open_set
 from ccsam.data.image_files import ImageFileError, ImageFiles
 from ccsam.data.profiles import long_tail_counts
@@ -143,6 +143,9 @@ def test_open_set_list_is_read_with_unknown_labels(layouts):
     cfg = resolve_config("digits-lt", file_overrides(layouts["places_lt"], "places_lt")).data
     opened = read_open_set(cfg, resolve_data_root(cfg), CLASS_DIRS)
     assert len(opened) == OPEN_IMAGES and opened.labels.tolist() == [-1] * OPEN_IMAGES
+    batched = build_open_images(cfg, build_data(cfg))
+    assert batched.loading.image_size == 16 and batched.paths == opened.paths
+    assert all(p.startswith("open/") for p in batched.paths)
     with pytest.raises(ImageFileError, match="no open-set list"):
         cfg = resolve_config("digits-lt", file_overrides(layouts["inat2018"], "inat2018")).data
         read_open_set(cfg, resolve_data_root(cfg), CLASS_DIRS)

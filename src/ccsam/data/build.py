@@ -10,7 +10,7 @@ import torch
 
 from ccsam.config.schema import FILE_DATASETS, DataConfig
 from ccsam.data.arrays import ImageArrays
-from ccsam.data.file_sets import build_file_splits
+from ccsam.data.file_sets import build_file_splits, read_open_set
 from ccsam.data.image_files import ImageFiles, LoadOptions
 from ccsam.data.profiles import long_tail_counts
 from ccsam.data.readers import read_dataset
@@ -129,6 +129,17 @@ def build_data(cfg: DataConfig) -> LongTailData:
 def _build_file_data(cfg: DataConfig, root: Path) -> LongTailData:
     """ImageNet-LT, Places-LT, iNaturalist 2018, a user's lists or folders (:mod:`ccsam.data.file_sets`)."""
     got = build_file_splits(cfg, root)
-    loading = LoadOptions(cfg.image_size, got.color_jitter, cfg.decode, cfg.num_workers, cfg.prefetch_factor)
+    loading = _loading(cfg, got.color_jitter)
     train, val, test = (replace(s, loading=loading) for s in (got.train, got.val, got.test))
     return LongTailData(cfg.dataset, train, val, test, got.class_counts, got.manifest, got.mean, got.std)
+
+
+def _loading(cfg: DataConfig, color_jitter: float) -> LoadOptions:
+    return LoadOptions(cfg.image_size, color_jitter, cfg.decode, cfg.num_workers, cfg.prefetch_factor)
+
+
+def build_open_images(cfg: DataConfig, data: LongTailData) -> ImageFiles:
+    """The OLTR open-set images (``*_open.txt`` of ImageNet-LT / Places-LT, every label -1), read and
+    batched like ``data.test``; see :func:`ccsam.data.file_sets.read_open_set`."""
+    opened = read_open_set(cfg, resolve_data_root(cfg), data.train.class_names)
+    return replace(opened, loading=_loading(cfg, 0.0))
