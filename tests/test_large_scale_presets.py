@@ -1,5 +1,5 @@
 """Every ImageNet-LT / Places-LT / iNaturalist 2018 preset: its documented protocol, and a run of it
-shrunk by overrides (ResNet-10, 32 px, one epoch per stage) on generated data in its exact layout."""
+shrunk by overrides (ResNet-10, 16 px, one epoch per stage) on generated data in its exact layout."""
 
 from __future__ import annotations
 
@@ -68,8 +68,8 @@ def layouts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def test_preset_runs_shrunk_on_generated_data(preset, layouts, tmp_path):
     tree = load_preset_tree(preset)
     shrink = {
-        "data.root": str(layouts[_family(preset)]), "data.image_size": 32, "data.batch_size": 16,
-        "data.eval_batch_size": 64, "data.num_workers": 0, "model.arch": "resnet10", "model.pretrained": "null",
+        "data.root": str(layouts[_family(preset)]), "data.image_size": 16, "data.batch_size": 32,
+        "data.eval_batch_size": 128, "data.num_workers": 0, "model.arch": "resnet10", "model.pretrained": "null",
         "stage1.epochs": 1, "stage2.epochs": min(1, tree.get("stage2", {}).get("epochs", 0)),
         "eval.many_threshold": 10, "eval.few_threshold": 4, "device": "cpu",
     }

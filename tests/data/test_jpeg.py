@@ -11,6 +11,7 @@ from _jpeg_layouts import HEIGHT, LIST_NAMES, WIDTH, file_overrides, write_list_
 from torchvision.transforms.v2 import functional as F
 
 from ccsam.config import resolve_config
+from ccsam.data.augment import normalize
 from ccsam.data.batches import split_batches, train_batches
 from ccsam.data.build import build_data
 from ccsam.data.image_files import ImageFileError
@@ -167,3 +168,16 @@ def test_gpu_decode_hook_gives_the_cpu_batch_when_run_on_the_cpu(root):
         collate_bytes([raw[k] for k in keys]), torch.device("cpu")
     )
     assert torch.equal(images, cpu) and torch.equal(labels, data.train.labels[[i for i, _ in keys]])
+
+
+def test_normalising_transforms_match_normalising_the_uint8_output():
+    image = torch.randint(0, 256, (3, 50, 70), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    stats = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    for jitter, tolerance in ((0.0, 1e-5), (0.4, 0.5 / 255 / 0.224 + 1e-5)):  # jitter: rounding skipped
+        plain = TrainTransform(SIZE, jitter)(image, torch.Generator().manual_seed(4))
+        normed = TrainTransform(SIZE, jitter, stats)(image, torch.Generator().manual_seed(4))
+        assert normed.dtype == torch.float32
+        assert torch.allclose(normed, normalize(plain[None], *stats)[0], atol=tolerance, rtol=0)
+    assert torch.allclose(
+        EvalTransform(SIZE, stats)(image), normalize(EvalTransform(SIZE)(image)[None], *stats)[0], atol=1e-5
+    )

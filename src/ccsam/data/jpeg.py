@@ -1,8 +1,9 @@
 """JPEG decoding and the standard ImageNet train / test transforms on ``uint8`` tensors.
 
 Decoding is torchvision's C-backed ``decode_image`` (libjpeg for JPEG, also PNG / WEBP, always to
-RGB). The transforms work on ``uint8 [3, H, W]`` tensors and return ``uint8``: the batch is normalised
-only after it reached the training device, so workers move a quarter of the bytes float32 would need.
+RGB). The transforms work on ``uint8 [3, H, W]`` tensors. For CUDA training they return ``uint8`` and the
+batch is normalised on the device (a quarter of the bytes to pin and copy); for CPU training they
+return the normalised ``float32`` image, so the workers, not the main process, pay for it.
 
 Train: RandomResizedCrop(image_size, scale (0.08, 1), ratio (3/4, 4/3)), horizontal flip (p = 0.5),
 then, where the data set uses it, ColorJitter(brightness = contrast = saturation = strength, hue 0)
@@ -40,6 +41,7 @@ __all__ = [
 ]
 
 _GRAY = (0.2989, 0.587, 0.114)  # ITU-R 601 luma, as torchvision's rgb_to_grayscale
+Normalization = tuple[tuple[float, ...], tuple[float, ...]]  # (mean, std) per channel, for x / 255
 
 
 def eval_resize_size(image_size: int) -> int:
@@ -133,13 +135,25 @@ def _to_uint8(x: torch.Tensor) -> torch.Tensor:
     return x.to(torch.uint8)
 
 
-def color_jitter(image: torch.Tensor, strength: float, generator: torch.Generator) -> torch.Tensor:
+def normalize_(x: torch.Tensor, normalization: Normalization) -> torch.Tensor:
+    """In place: a float ``[3, H, W]`` image with values in [0, 255] -> ``(x / 255 - mean_c) / std_c``
+    (the formula of :func:`ccsam.data.augment.normalize`, without its three full-size temporaries)."""
+    mean, std = normalization
+    m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+    s = torch.tensor(std, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+    return x.sub_(m * 255.0).div_(s * 255.0)
+
+
+def color_jitter(
+    image: torch.Tensor, strength: float, generator: torch.Generator, *, as_float: bool = False
+) -> torch.Tensor:
     """ColorJitter(brightness = contrast = saturation = ``strength``, hue 0) on ``uint8 [3, H, W]``.
 
     Factors ``f ~ U[max(0, 1 - s), 1 + s]``, applied in a random order as blends (torchvision's
     definitions): brightness ``f x``; contrast ``f x + (1 - f) mean(gray(x))``; saturation
     ``f x + (1 - f) gray(x)``; each clamped to [0, 255]. Computed in float32 and rounded once at the end
-    (torchvision rounds after each operation), which is what makes it cheap.
+    (torchvision rounds after each operation), which is what makes it cheap; ``as_float`` skips the
+    rounding and returns the float32 image (still in [0, 255]) for normalisation.
     """
     draws = torch.rand(3, generator=generator, dtype=torch.float64).tolist()
     order = torch.randperm(3, generator=generator).tolist()
@@ -157,15 +171,27 @@ def color_jitter(image: torch.Tensor, strength: float, generator: torch.Generato
             gray = _gray(x).mul_(1.0 - f)
             x = x.mul_(f).add_(gray)
         x = x.clamp_(0.0, 255.0)
-    return _to_uint8(x)
+    return x if as_float else _to_uint8(x)
+
+
+def _finish(image: torch.Tensor, normalization: Normalization | None) -> torch.Tensor:
+    """``uint8`` out as is, or (``normalization`` given) normalised ``float32``."""
+    if normalization is None:
+        return image.contiguous()
+    return normalize_(image.to(torch.float32).contiguous(), normalization)
 
 
 @dataclass(frozen=True)
 class TrainTransform:
-    """RandomResizedCrop(``size``) + horizontal flip (+ ColorJitter(``jitter``)) on one ``uint8`` image."""
+    """RandomResizedCrop(``size``) + horizontal flip (+ ColorJitter(``jitter``)) on one ``uint8`` image.
+
+    Returns ``uint8``, or with ``normalization = (mean, std)`` the normalised ``float32`` image (used
+    when training on the CPU, so the workers, not the main process, pay for normalising).
+    """
 
     size: int
     jitter: float = 0.0
+    normalization: Normalization | None = None
 
     def __call__(self, image: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         top, left, h, w = sample_resized_crop(int(image.shape[-2]), int(image.shape[-1]), generator)
@@ -173,19 +199,21 @@ class TrainTransform:
         if float(torch.rand((), generator=generator, dtype=torch.float64)) < 0.5:
             out = out.flip(-1)
         if self.jitter > 0:
-            out = color_jitter(out, self.jitter, generator)
-        return out.contiguous()
+            out = color_jitter(out, self.jitter, generator, as_float=self.normalization is not None)
+        return _finish(out, self.normalization)
 
 
 @dataclass(frozen=True)
 class EvalTransform:
-    """Resize the shorter side to ``eval_resize_size(size)``, then centre-crop ``size`` x ``size``."""
+    """Resize the shorter side to ``eval_resize_size(size)``, then centre-crop ``size`` x ``size``
+    (``uint8``, or normalised ``float32`` with ``normalization``)."""
 
     size: int
+    normalization: Normalization | None = None
 
     def __call__(self, image: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         out = F.resize(image, [eval_resize_size(self.size)], antialias=True)
-        return F.center_crop(out, [self.size, self.size]).contiguous()
+        return _finish(F.center_crop(out, [self.size, self.size]), self.normalization)
 
 
 class ImageFileDataset(Dataset):
