@@ -57,3 +57,12 @@ def test_resume_on_files_equals_an_uninterrupted_run(tmp_path):
     a = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")["model"]
     b = load_checkpoint(run.last_checkpoint)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_open_set_evaluation_reads_the_open_list(tmp_path):
+    root = write_list_layout(tmp_path / "places_lt", "places_lt")
+    config = resolve_config("digits-lt", file_overrides(root, "places_lt", **{"eval.open_set": "true"}))
+    results = train(config, RunDir.create(tmp_path / "run", config, []), progress=False)
+    report = results["open_set"]
+    assert 0.0 <= report["f_measure"] <= 1.0 and 0.0 <= report["open_rejected"] <= 1.0
+    assert report["closed_top1"] == results["test"]["top1"]

@@ -18,13 +18,20 @@ from torch.optim import Optimizer
 
 from ccsam.config.schema import RunConfig, ScheduleFields
 from ccsam.data.batches import split_batches, train_batches
-from ccsam.data.build import LongTailData, build_data
+from ccsam.data.build import LongTailData, build_data, build_open_images
 from ccsam.data.dataloader import DataLoaderBatches
 from ccsam.data.loader import InMemoryLoader
 from ccsam.data.samplers import build_sampler
 from ccsam.errors import RunDirError
-from ccsam.evaluation import classification_report, confusion_matrix, reliability_bins
+from ccsam.evaluation import (
+    classification_report,
+    confusion_matrix,
+    open_set_report,
+    reliability_bins,
+    with_open_samples,
+)
 from ccsam.models import Classifier, build_model
+from ccsam.models.pretrained import load_pretrained
 from ccsam.optim.schedules import adversarial_weight, learning_rate
 from ccsam.training.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
 from ccsam.training.loop import predict, train_one_epoch
@@ -47,6 +54,7 @@ from ccsam.training.precision import Runtime, prepare_model
 from ccsam.training.updates import Update, select_update
 from ccsam.optim.flattening import SwaAverager, apply_spectral_norm, swa_window
 from ccsam.training.run_dir import RunDir
+from ccsam.training.tensorboard import TensorBoardScalars, require_tensorboard
 
 _logger = logging.getLogger(__name__)
 
@@ -131,7 +139,8 @@ def evaluate_split(
     details: bool = False,
 ) -> dict[str, Any]:
     """Metrics of ``model`` on one split (top-1, many/medium/few, per-class accuracy, ECE, NLL); with
-    ``details`` also the confusion matrix and the reliability-diagram bins."""
+    ``details`` also the reliability-diagram bins and, up to ``eval.confusion_max_classes`` classes, the
+    confusion matrix."""
     logits = predict(model, arrays, cfg.data.eval_batch_size, data.mean, data.std, runtime,
                      head=prediction_head(model, cfg))
     logits = adjust_logits(logits, cfg, data.class_counts).cpu()
@@ -141,9 +150,28 @@ def evaluate_split(
         many_threshold=cfg.eval.many_threshold, few_threshold=cfg.eval.few_threshold, ece_bins=cfg.eval.ece_bins,
     )
     if details:
-        report["confusion_matrix"] = confusion_matrix(logits, labels, data.num_classes)
+        if data.num_classes <= cfg.eval.confusion_max_classes:  # C^2 entries: 66M at iNat's 8142
+            report["confusion_matrix"] = confusion_matrix(logits, labels, data.num_classes)
         report["reliability"] = reliability_bins(logits, labels, cfg.eval.ece_bins)
     return report
+
+
+def open_set_results(
+    model: Classifier, test: Any, open_images: Any, data: LongTailData, cfg: RunConfig,
+    runtime: Runtime | None = None,
+) -> dict[str, Any]:
+    """OLTR open-set metrics (``eval.open_set``): the test split plus the ``_open`` images labelled -1,
+    rejection below ``eval.open_threshold`` (:func:`ccsam.evaluation.open_set_report`)."""
+    head = prediction_head(model, cfg)
+    logits = [
+        adjust_logits(predict(model, split, cfg.data.eval_batch_size, data.mean, data.std, runtime,
+                              head=head), cfg, data.class_counts).cpu()
+        for split in (test, open_images)
+    ]
+    merged, labels = with_open_samples(logits[0], test.labels.cpu(), logits[1])
+    return open_set_report(merged, labels, data.class_counts, threshold=cfg.eval.open_threshold,
+                           many_threshold=cfg.eval.many_threshold, few_threshold=cfg.eval.few_threshold,
+                           variant=cfg.eval.open_f_measure)
 
 
 def balanced_accuracy(report: dict[str, Any]) -> float:
@@ -155,7 +183,12 @@ def balanced_accuracy(report: dict[str, Any]) -> float:
 class Trainer:
     """Runs (or resumes) one configured run inside a run folder."""
 
-    def __init__(self, cfg: RunConfig, run: RunDir, *, progress: bool = True) -> None:
+    def __init__(self, cfg: RunConfig, run: RunDir, *, progress: bool = True,
+                 load_pretrained_weights: bool = True) -> None:
+        """Build data, model and runtime; ``load_pretrained_weights=False`` skips ``model.pretrained``
+        (a resumed run takes every weight from its checkpoint)."""
+        if cfg.logging.tensorboard:
+            require_tensorboard()  # fail before any work, not after the first epoch
         self.cfg = cfg
         self.run = run
         self.progress = progress
@@ -168,10 +201,14 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         model = build_model(cfg.model.arch, in_channels=data.in_channels, num_classes=data.num_classes,
                             width=cfg.model.width, bias=cfg.model.bias).to(self.device)
+        if cfg.model.pretrained is not None and load_pretrained_weights:
+            load_pretrained(model, cfg.model.pretrained, arch=cfg.model.arch, download=cfg.model.download,
+                            load_head=cfg.model.pretrained_head)
         model = install_head(model, cfg.model)
         if cfg.stage1.spectral_norm:
             apply_spectral_norm(model)  # before any optimiser or checkpoint: it renames weight parameters
         self.model = prepare_model(model, cfg.runtime, self.runtime)
+        self.scalars: TensorBoardScalars | None = None
         self.epoch = 0
         self.best_val = -math.inf
         self.elapsed = 0.0
@@ -257,9 +294,24 @@ class Trainer:
         self.elapsed += time.perf_counter() - start
         record["time_s"] = time.perf_counter() - start
         self.run.append_metrics(record)
+        self._write_scalars(record, self.epoch)
         self.epoch += 1
         save_checkpoint(self.run.last_checkpoint, self._state())
         _log_epoch(record, self.cfg)
+
+    def _write_scalars(self, record: dict[str, Any], step: int) -> None:
+        """TensorBoard scalars of ``record`` (``logging.tensorboard``); the writer opens on first use,
+        purging events a run interrupted after its last checkpoint wrote at or after ``step``."""
+        if not self.cfg.logging.tensorboard:
+            return
+        if self.scalars is None:
+            self.scalars = TensorBoardScalars(self.run.path / "tensorboard", purge_step=step)
+        self.scalars.write(record, step)
+
+    def _close_scalars(self) -> None:
+        if self.scalars is not None:
+            self.scalars.close()
+            self.scalars = None
 
     def _average_weights(self, stage: _Stage, stage_epoch: int) -> None:
         """SWA: add this epoch's weights to the average inside the window; after the stage's last epoch
@@ -288,6 +340,7 @@ class Trainer:
             self.data.manifest.save_json(self.run.manifest_path)
         while self.epoch < self.cfg.total_epochs:
             if stop_at is not None and self.epoch >= stop_at:
+                self._close_scalars()
                 return None
             self._run_epoch()
         results = {
@@ -303,7 +356,13 @@ class Trainer:
             "test": evaluate_split(self.model, self.data.test, self.data, self.cfg, self.runtime, details=True),
             "val": evaluate_split(self.model, self.data.val, self.data, self.cfg, self.runtime) if len(self.data.val) else None,
         }
+        if self.cfg.eval.open_set:  # OLTR (spec 3.3): the test split plus the `_open` list's images
+            opened = build_open_images(self.cfg.data, self.data)
+            results["open_set"] = open_set_results(self.model, self.data.test, opened, self.data, self.cfg, self.runtime)
         self.run.write_results(results)
+        test = {k: results["test"][k] for k in ("top1", "many", "medium", "few", "ece", "nll")}
+        self._write_scalars({"test": test}, self.cfg.total_epochs)
+        self._close_scalars()
         return results
 
 
@@ -319,12 +378,13 @@ def _log_epoch(record: dict[str, Any], cfg: RunConfig) -> None:
         v = record["val"]
         text += (f" | val bal {_fmt(v['balanced'])} many {_fmt(v['many'])} med {_fmt(v['medium'])} "
                  f"few {_fmt(v['few'])}")
-    _logger.info("%s (%.1fs)", text, record["time_s"])
+    _logger.info("%s (%.1fs, %.0f img/s, data wait %.1fs)", text, record["time_s"], record["img_per_s"],
+                 record["data_wait_s"])
 
 
 def train(cfg: RunConfig, run: RunDir, *, resume: bool = False, progress: bool = True) -> dict[str, Any]:
     """Train ``cfg`` in ``run`` (resuming from its last checkpoint if asked) and return ``results.json``."""
-    trainer = Trainer(cfg, run, progress=progress)
+    trainer = Trainer(cfg, run, progress=progress, load_pretrained_weights=not resume)
     if resume:
         trainer.resume()
     results = trainer.fit()
