@@ -358,7 +358,8 @@ class Trainer:
         }
         if self.cfg.eval.open_set:  # OLTR (spec 3.3): the test split plus the `_open` list's images
             opened = build_open_images(self.cfg.data, self.data)
-            results["open_set"] = open_set_results(self.model, self.data.test, opened, self.data, self.cfg, self.runtime)
+            results["open_set"] = open_set_results(self.model, self.data.test, opened, self.data, self.cfg,
+                                                   self.runtime)
         self.run.write_results(results)
         test = {k: results["test"][k] for k in ("top1", "many", "medium", "few", "ece", "nll")}
         self._write_scalars({"test": test}, self.cfg.total_epochs)
