@@ -100,6 +100,7 @@ def file_overrides(root: Path, dataset: str, **extra: object) -> list[str]:
         "model.arch": "small_cnn",
         "model.width": 8,
         "device": "cpu",
+        "runtime.threads": 1,
         "stage1.method": "erm",
         "stage1.epochs": 1,
         "stage1.warmup_epochs": 0,

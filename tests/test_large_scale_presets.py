@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from _jpeg_layouts import write_list_layout
 
 from ccsam.config import resolve_config
@@ -16,6 +17,14 @@ from ccsam.training.trainer import train
 FAMILIES = {"imagenet-lt": "imagenet_lt", "places-lt": "places_lt", "inat2018": "inat2018"}
 PRESETS = [name for name, _ in list_presets() if name.startswith(tuple(f"{f}-" for f in FAMILIES))]
 METHODS = ("ce", "ccsam", "balanced-softmax", "ldam-drw", "crt", "mislas", "gcl", "sam")
+
+
+@pytest.fixture(autouse=True)
+def _keep_torch_threads():
+    """The runs here set runtime.threads=1 (fast on a shared CPU); give the next test its threads back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
 
 
 def _family(preset: str) -> str:
@@ -38,7 +47,12 @@ def test_each_data_set_has_every_method_preset():
 )
 def test_base_protocol_and_its_sources_are_documented(family, arch, batch, epochs, lr, wd):
     cfg = resolve_config(f"{family}-ce")
-    assert (cfg.model.arch, cfg.data.batch_size, cfg.stage1.epochs, cfg.stage1.lr) == (arch, batch, epochs, lr)
+    assert (cfg.model.arch, cfg.data.batch_size, cfg.stage1.epochs, cfg.stage1.lr) == (
+        arch,
+        batch,
+        epochs,
+        lr,
+    )
     assert cfg.stage1.weight_decay == wd and cfg.stage1.schedule == "cosine" and cfg.data.image_size == 224
     assert (cfg.eval.many_threshold, cfg.eval.few_threshold) == (100, 20)
     header = (Path(__file__).parents[1] / "src/ccsam/presets" / f"{family}-base.yaml").read_text()
@@ -68,10 +82,19 @@ def layouts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def test_preset_runs_shrunk_on_generated_data(preset, layouts, tmp_path):
     tree = load_preset_tree(preset)
     shrink = {
-        "data.root": str(layouts[_family(preset)]), "data.image_size": 16, "data.batch_size": 32,
-        "data.eval_batch_size": 128, "data.num_workers": 0, "model.arch": "resnet10", "model.pretrained": "null",
-        "stage1.epochs": 1, "stage2.epochs": min(1, tree.get("stage2", {}).get("epochs", 0)),
-        "eval.many_threshold": 10, "eval.few_threshold": 4, "device": "cpu",
+        "data.root": str(layouts[_family(preset)]),
+        "data.image_size": 16,
+        "data.batch_size": 48,
+        "data.eval_batch_size": 128,
+        "runtime.threads": 1,
+        "data.num_workers": 0,
+        "model.arch": "resnet10",
+        "model.pretrained": "null",
+        "stage1.epochs": 1,
+        "stage2.epochs": min(1, tree.get("stage2", {}).get("epochs", 0)),
+        "eval.many_threshold": 10,
+        "eval.few_threshold": 4,
+        "device": "cpu",
     }
     config = resolve_config(preset, [f"{k}={v}" for k, v in shrink.items()])
     results = train(config, RunDir.create(tmp_path / "run", config, []), progress=False)

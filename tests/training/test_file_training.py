@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from _jpeg_layouts import NUM_CLASSES, TEST_PER_CLASS, file_overrides, write_list_layout
 
@@ -12,6 +13,14 @@ from ccsam.config import resolve_config
 from ccsam.training.checkpoint import load_checkpoint
 from ccsam.training.run_dir import RunDir
 from ccsam.training.trainer import Trainer, train
+
+
+@pytest.fixture(autouse=True)
+def _keep_torch_threads():
+    """The runs here set runtime.threads=1 (fast on a shared CPU); give the next test its threads back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
 
 
 def test_ccsam_train_runs_both_stages_on_imagenet_lt_lists(tmp_path, capsys):
