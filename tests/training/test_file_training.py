@@ -42,6 +42,8 @@ def test_ccsam_train_runs_both_stages_on_imagenet_lt_lists(tmp_path, capsys):
     assert results["class_counts"][0] == 30 and results["epochs"] == 2
     split = json.loads((tmp_path / "run" / "split_manifest.json").read_text())
     assert split["sources"]["test"]["class_counts"] == [TEST_PER_CLASS] * NUM_CLASSES
+    assert main(["eval", str(tmp_path / "run")]) == 0  # re-evaluation reads the files again
+    assert f"{100 * results['test']['top1']:.1f}" in capsys.readouterr().out
 
 
 def test_resume_on_files_equals_an_uninterrupted_run(tmp_path):
