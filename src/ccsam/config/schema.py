@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 DatasetName = Literal[
     "digits", "fashion_mnist", "cifar10", "cifar100", "synthetic",
@@ -44,7 +44,7 @@ class DataConfig(_Section):
     profile: Literal["exp", "step"] = "exp"
     imbalance_ratio: float = Field(100.0, ge=1.0, description="IR = n_max / n_min")
     n_max: int | None = Field(None, ge=1, description="head-class size; default: the smallest full class size")
-    subset_seed: int = Field(0, description="seed of the long-tailed subset choice (independent of run.seed)")
+    subset_seed: int = Field(0, ge=0, description="seed of the long-tailed subset (independent of run.seed)")
     val_per_class: int = Field(20, ge=0, description="balanced validation images per class, from unused images")
     digits_test_per_class: int = Field(50, ge=1, description="digits only: held-out test images per class")
     augment: Literal["none", "crop", "crop_flip", "crop_flip_cutout", "autoaugment_cutout"] = Field(
@@ -125,6 +125,19 @@ class ModelConfig(_Section):
     )
     download: bool = Field(False, description="consent to fetch the torchvision weights model.pretrained names")
     pretrained_head: bool = Field(False, description="also load the weights' fc into the head (same shapes)")
+
+    @field_validator("arch")
+    @classmethod
+    def _registered(cls, arch: str) -> str:
+        import difflib
+
+        from ccsam.models.registry import MODELS
+
+        if arch not in MODELS:
+            close = difflib.get_close_matches(arch, list(MODELS), n=3)
+            hint = f"did you mean {', '.join(close)}? " if close else ""
+            raise ValueError(f"unknown architecture; {hint}choose one of {', '.join(sorted(MODELS))}")
+        return arch
 
 
 class ScheduleFields(_Section):
@@ -252,6 +265,9 @@ class RuntimeConfig(_Section):
     cudnn_benchmark: bool = True
     compile: bool = Field(False, description="torch.compile the backbone (CLI --compile)")
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice)")
+    on_nonfinite: Literal["stop", "skip"] = Field(
+        "stop", description="NaN / inf loss: stop the run (exit 3, last good checkpoint kept) or skip the step"
+    )
 
 
 class LoggingConfig(_Section):
@@ -265,8 +281,8 @@ class RunConfig(_Section):
 
     name: str = "run"
     description: str = ""
-    seed: int = Field(0, description="training seed: initialisation, sampling, augmentation, mixup")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    seed: int = Field(0, ge=0, description="training seed: initialisation, sampling, augmentation, mixup")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$", description="auto, cpu, cuda, cuda:N")
     out_dir: str = "runs"
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
@@ -302,6 +318,9 @@ class RunConfig(_Section):
         if self.stage2.init_from == "best_val" and no_val_list and data.selection_per_class == 0:
             raise ValueError(f"stage2.init_from=best_val needs a selection split: {data.dataset} has no val "
                              "list, so set data.selection_per_class (held out of the train list)")
+        if self.total_epochs == 0:
+            raise ValueError("stage1.epochs + stage2.epochs is 0, so nothing would be trained; "
+                             "set stage1.epochs >= 1")
         if self.stage1.flattening != "none" and self.stage1.optimizer != "sgd":
             raise ValueError("stage1.flattening (gp / mp) replaces the update; use it with stage1.optimizer=sgd")
         return self

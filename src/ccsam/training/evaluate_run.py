@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -14,7 +15,7 @@ from ccsam.data.build import LongTailData, build_data
 from ccsam.errors import ConfigError, RunDirError
 from ccsam.models import Classifier, build_model
 from ccsam.optim.flattening import apply_spectral_norm
-from ccsam.training.checkpoint import load_checkpoint
+from ccsam.training.checkpoint import load_checkpoint, load_model_state
 from ccsam.training.components import install_head, prepare_stage2
 from ccsam.training.precision import Runtime, prepare_model
 from ccsam.training.run_dir import RunDir
@@ -44,11 +45,13 @@ def load_trained(run: RunDir, *, data_root: str | None = None, eval_overrides: S
         tree = apply_overrides(cfg.model_dump(mode="json"), eval_overrides)
         cfg = config_from_tree(tree)
     if data_root is not None:
-        cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"root": data_root})})
-    state = load_checkpoint(run.last_checkpoint)
+        root = str(Path(data_root).expanduser().resolve())
+        cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"root": root, "cache": None})})
+    state = load_checkpoint(run.last_checkpoint, required=("epoch", "stage", "model", "manifest_sha256"))
     data = build_data(cfg.data)
     if state["manifest_sha256"] != data.manifest.sha256():
-        raise RunDirError(f"'{run.path}': the rebuilt data split differs from the run's (sha256 mismatch)")
+        raise RunDirError(f"'{run.path}': the rebuilt data split differs from the run's (sha256 mismatch); "
+                          "pass --data-root with the data set this run was trained on")
     device = select_device(cfg.device)
     data = data.to(device)
     model = build_model(cfg.model.arch, in_channels=data.in_channels, num_classes=data.num_classes,
@@ -58,7 +61,7 @@ def load_trained(run: RunDir, *, data_root: str | None = None, eval_overrides: S
         apply_spectral_norm(model)
     if state["stage"] == 2:
         prepare_stage2(model, cfg)  # the stage-2 head (e.g. LWS) has its own parameters
-    model.load_state_dict(state["model"])
+    load_model_state(model, state, run.last_checkpoint)
     runtime = Runtime.resolve(cfg.runtime, device)
     model = prepare_model(model, cfg.runtime.model_copy(update={"compile": False}), runtime)
     model.eval()
@@ -77,6 +80,7 @@ def evaluate_run(run: RunDir, *, split: str = "test", data_root: str | None = No
         "name": cfg.name,
         "seed": cfg.seed,
         "epochs_trained": trained.epochs_trained,
+        "epochs": cfg.total_epochs,
         "many_threshold": cfg.eval.many_threshold,
         "few_threshold": cfg.eval.few_threshold,
         split: report,

@@ -22,7 +22,7 @@ from ccsam.data.build import LongTailData, build_data, build_open_images
 from ccsam.data.dataloader import DataLoaderBatches
 from ccsam.data.loader import InMemoryLoader
 from ccsam.data.samplers import build_sampler
-from ccsam.errors import RunDirError
+from ccsam.errors import DivergenceError, RunDirError
 from ccsam.evaluation import (
     classification_report,
     confusion_matrix,
@@ -33,7 +33,14 @@ from ccsam.evaluation import (
 from ccsam.models import Classifier, build_model
 from ccsam.models.pretrained import load_pretrained
 from ccsam.optim.schedules import adversarial_weight, learning_rate
-from ccsam.training.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
+from ccsam.training.checkpoint import (
+    load_checkpoint,
+    load_model_state,
+    restore_rng_states,
+    rng_states,
+    save_checkpoint,
+)
+from ccsam.training.feasibility import check_trainable, divergence_message
 from ccsam.training.loop import predict, train_one_epoch
 from ccsam.training.components import (
     adjust_logits,
@@ -60,11 +67,17 @@ _logger = logging.getLogger(__name__)
 
 
 def select_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
+    """``auto`` -> CUDA when available, else CPU; ``cuda`` / ``cuda:N`` without that GPU is an error."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RunDirError("device=cuda was asked for but no CUDA device is available; use device=cpu or auto")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise RunDirError(f"device={name} was asked for but no CUDA device is available; "
+                              "use device=cpu or auto")
+        index = int(name.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise RunDirError(f"device={name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                              f"numbered 0..{torch.cuda.device_count() - 1}; choose one of them")
     return torch.device(name)
 
 
@@ -180,6 +193,10 @@ def balanced_accuracy(report: dict[str, Any]) -> float:
     return sum(values) / len(values) if values else float("nan")
 
 
+_RESUME_KEYS = ("epoch", "stage", "model", "optimizer", "loader", "best_val", "elapsed_s", "rng",
+                "manifest_sha256")
+
+
 class Trainer:
     """Runs (or resumes) one configured run inside a run folder."""
 
@@ -194,6 +211,7 @@ class Trainer:
         self.progress = progress
         self.device = select_device(cfg.device)
         data = build_data(cfg.data)
+        check_trainable(cfg, data)
         # The DataLoader path keeps images in host memory and moves each batch; otherwise all on the device.
         self.data = data if cfg.data.loader == "dataloader" else data.to(self.device)
         self.counts = data.class_counts.to(self.device)
@@ -233,27 +251,62 @@ class Trainer:
             "manifest_sha256": self.data.manifest.sha256(),
         }
 
-    def resume(self) -> None:
-        """Continue from ``checkpoints/last.pt``: model, optimiser, sampler, RNGs and counters."""
-        state = load_checkpoint(self.run.last_checkpoint)
+    def resume(self, *, refuse_finished: bool = False) -> None:
+        """Continue from ``checkpoints/last.pt``: model, optimiser, sampler, RNGs and counters. A run
+        folder with no completed epoch restarts from epoch 0 (after checking its split manifest). With
+        ``refuse_finished``, a run that wrote its results is an error instead of being re-evaluated."""
+        self.run.remove_stale_temp_files()
+        if not self.run.last_checkpoint.exists():
+            self._check_manifest_file()
+            self.run.keep_metrics_before(0)
+            self.run.best_val_checkpoint.unlink(missing_ok=True)
+            _logger.info("%s has no completed epoch; starting it from epoch 0", self.run.path)
+            return
+        state = load_checkpoint(self.run.last_checkpoint, required=_RESUME_KEYS)
         if state["manifest_sha256"] != self.data.manifest.sha256():
-            raise RunDirError(f"'{self.run.path}': the data split differs from the checkpoint's; cannot resume")
+            raise RunDirError(f"'{self.run.path}': the data split rebuilt from data.root differs from the "
+                              "checkpoint's (sha256 mismatch); pass --data-root with the data set this run "
+                              "was trained on")
+        if refuse_finished and state["epoch"] >= self.cfg.total_epochs and self.run.results_path.is_file():
+            raise RunDirError(f"'{self.run.path}' has finished ({state['epoch']} of {self.cfg.total_epochs} "
+                              "epochs, results.json written); nothing to resume. Evaluate it with "
+                              "`ccsam eval`")
         number = state["stage"]
         params = _stage_parameters(number, self.cfg, self.model)  # stage 2 may change the head's structure
-        self.model.load_state_dict(state["model"])
+        load_model_state(self.model, state, self.run.last_checkpoint)
         self.epoch, self.best_val, self.elapsed = state["epoch"], state["best_val"], state["elapsed_s"]
         self.stage = _build_stage(number, self.cfg, self.model, self.data, self.runtime, params, self.counts)
-        self.stage.optimizer.load_state_dict(state["optimizer"])
-        self.stage.loader.load_state_dict(state["loader"])
-        if state.get("update_generator") is not None:
-            self.stage.update.generator.set_state(state["update_generator"])
-        if state.get("swa") is not None and self.stage.swa is not None:
-            self.stage.swa.load_state_dict(state["swa"])
-        if state.get("directions") is not None and self.stage.directions is not None:
-            self.stage.directions.set_state(state["directions"])
-        restore_rng_states(state["rng"])
+        try:
+            self.stage.optimizer.load_state_dict(state["optimizer"])
+            self.stage.loader.load_state_dict(state["loader"])
+            if state.get("update_generator") is not None:
+                self.stage.update.generator.set_state(state["update_generator"])
+            if state.get("swa") is not None and self.stage.swa is not None:
+                self.stage.swa.load_state_dict(state["swa"])
+            if state.get("directions") is not None and self.stage.directions is not None:
+                self.stage.directions.set_state(state["directions"])
+            restore_rng_states(state["rng"])
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as exc:
+            raise RunDirError(f"checkpoint '{self.run.last_checkpoint}' does not fit this run's optimiser or "
+                              f"sampler ({exc.__class__.__name__}); it is damaged or from another run"
+                              ) from None
         self.run.keep_metrics_before(self.epoch)
         _logger.info("resuming %s at epoch %d/%d", self.run.path, self.epoch, self.cfg.total_epochs)
+
+    def _check_manifest_file(self) -> None:
+        """A restarted run must rebuild the split its folder records (if it recorded one)."""
+        from ccsam.data.splits import SplitManifest
+
+        if not self.run.manifest_path.is_file():
+            return
+        try:
+            stored = SplitManifest.load_json(self.run.manifest_path).sha256()
+        except (ValueError, KeyError, TypeError, OSError) as exc:
+            raise RunDirError(f"'{self.run.manifest_path}' is damaged ({str(exc)[:120]}); delete it to "
+                              "rebuild the split from the config") from None
+        if stored != self.data.manifest.sha256():
+            raise RunDirError(f"'{self.run.path}': the data split rebuilt from data.root differs from "
+                              f"'{self.run.manifest_path.name}'; pass --data-root with this run's data set")
 
     # -- the loop ----------------------------------------------------------------------------------
     def _enter_stage(self, number: int) -> None:
@@ -278,7 +331,11 @@ class Trainer:
             self.model, stage.loader, objective, stage.optimizer,
             lambda step: learning_rate(stage.config, stage_epoch, step, steps), runtime=self.runtime,
             update=stage.update, description=f"stage{number} {stage_epoch + 1}/{stage.config.epochs}", progress=self.progress,
+            on_nonfinite=self.cfg.runtime.on_nonfinite,
         )
+        if "nonfinite_step" in train_stats:  # stop before anything of this epoch is written
+            message = divergence_message(self.cfg, self.run, number, stage_epoch, train_stats, steps)
+            raise DivergenceError(message)
         self._average_weights(stage, stage_epoch)
         record: dict[str, Any] = {"epoch": self.epoch, "stage": number, "stage_epoch": stage_epoch,
                                   "lr": learning_rate(stage.config, stage_epoch, 0, steps), **train_stats}
@@ -385,7 +442,9 @@ def _log_epoch(record: dict[str, Any], cfg: RunConfig) -> None:
 
 def train(cfg: RunConfig, run: RunDir, *, resume: bool = False, progress: bool = True) -> dict[str, Any]:
     """Train ``cfg`` in ``run`` (resuming from its last checkpoint if asked) and return ``results.json``."""
-    trainer = Trainer(cfg, run, progress=progress, load_pretrained_weights=not resume)
+    # A resumed run takes every weight from its checkpoint (an unstarted one restarts from scratch).
+    trainer = Trainer(cfg, run, progress=progress,
+                      load_pretrained_weights=not (resume and run.last_checkpoint.exists()))
     if resume:
         trainer.resume()
     results = trainer.fit()
