@@ -11,7 +11,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-DatasetName = Literal["digits", "fashion_mnist", "cifar10", "cifar100", "synthetic"]
+DatasetName = Literal[
+    "digits", "fashion_mnist", "cifar10", "cifar100", "synthetic",
+    "imagenet_lt", "places_lt", "inat2018", "list_file", "image_folder",
+]
+FILE_DATASETS = ("imagenet_lt", "places_lt", "inat2018", "list_file", "image_folder")  # JPEGs read from disk
 
 
 class _Section(BaseModel):
@@ -60,6 +64,31 @@ class DataConfig(_Section):
     batch_size: int = Field(64, ge=1)
     eval_batch_size: int = Field(512, ge=1)
     synthetic: SyntheticConfig = SyntheticConfig()
+    # Data sets of image files (FILE_DATASETS); they always stream through DataLoader workers.
+    list_dir: str | None = Field(None, description="folder of the list files (default: data.root)")
+    train_list: str | None = Field(None, description="list_file: the train list ('path label' lines)")
+    val_list: str | None = Field(None, description="list_file: the selection list (optional)")
+    test_list: str | None = Field(None, description="list_file: the test list")
+    selection_per_class: int = Field(
+        0, ge=0, description="inat2018 / list_file without val_list: images per class held out of the train "
+        "list as the selection split (at most half of a class, drawn with subset_seed); 0 = none"
+    )
+    image_size: int = Field(224, ge=8, description="train crop; test: resize to size*256/224, centre crop")
+    color_jitter: float | None = Field(
+        None, ge=0.0, description="ColorJitter(b, c, s) strength; None: the data set's (0.4 ImageNet/Places)"
+    )
+    decode: Literal["cpu", "gpu"] = Field("cpu", description="JPEG decoding in the workers (cpu) or on CUDA")
+    prefetch_factor: int = Field(4, ge=1, description="dataloader: batches each worker prepares ahead")
+
+    @model_validator(mode="after")
+    def _file_options(self) -> DataConfig:
+        if self.dataset == "list_file" and (self.train_list is None or self.test_list is None):
+            raise ValueError("data.dataset=list_file needs data.train_list and data.test_list (val optional)")
+        if self.cache is not None and self.dataset in FILE_DATASETS:
+            raise ValueError(f"data.cache holds in-memory splits; data.dataset={self.dataset} reads files")
+        if self.decode == "gpu" and self.dataset not in FILE_DATASETS:
+            raise ValueError(f"data.decode=gpu decodes image files; use it with {', '.join(FILE_DATASETS)}")
+        return self
 
 
 LossName = Literal["ce", "focal", "ldam", "balanced_softmax", "logit_adjusted", "vs", "label_aware_smoothing", "gcl"]
@@ -306,6 +335,11 @@ class RunConfig(_Section):
             raise ValueError("stage1.optimizer=imbsam works with stage1.method=erm")
         if self.stage1.perturb_scope != "head" and self.stage1.radius_mode != "ccsam":
             raise ValueError("stage1.radius_mode ablations are implemented for stage1.perturb_scope=head")
+        data = self.data
+        no_val_list = data.dataset == "inat2018" or (data.dataset == "list_file" and not data.val_list)
+        if self.stage2.init_from == "best_val" and no_val_list and data.selection_per_class == 0:
+            raise ValueError(f"stage2.init_from=best_val needs a selection split: {data.dataset} has no val "
+                             "list, so set data.selection_per_class (held out of the train list)")
         if self.total_epochs == 0:
             raise ValueError("stage1.epochs + stage2.epochs is 0, so nothing would be trained; "
                              "set stage1.epochs >= 1")

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
-from ccsam.config.schema import DataConfig
+from ccsam.config.schema import FILE_DATASETS, DataConfig
 from ccsam.data.arrays import ImageArrays
+from ccsam.data.file_sets import build_file_splits, read_open_set
+from ccsam.data.image_files import ImageFiles, LoadOptions
 from ccsam.data.profiles import long_tail_counts
 from ccsam.data.readers import read_dataset
 from ccsam.data.splits import SplitManifest, build_split
 from ccsam.errors import ConfigError
 
 DATA_ROOT_ENV = "CCSAM_DATA_ROOT"
+Split = ImageArrays | ImageFiles  # a split held in memory, or read from disk batch by batch
 
 # Normalisation statistics. CIFAR: the official CC-SAM code's values (spec 1.4); Fashion-MNIST: the
 # training-set mean / std. Digits and synthetic data are computed from their training split.
@@ -28,12 +31,15 @@ _FIXED_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
 
 @dataclass(frozen=True)
 class LongTailData:
-    """The three splits of one run, its class counts and the manifest that pins the subset."""
+    """The three splits of one run, its class counts and the manifest that pins the subset.
+
+    Splits are in-memory :class:`ImageArrays`, or :class:`ImageFiles` read from disk batch by batch.
+    """
 
     name: str
-    train: ImageArrays
-    val: ImageArrays
-    test: ImageArrays
+    train: Split
+    val: Split
+    test: Split
     class_counts: torch.Tensor
     manifest: SplitManifest
     mean: tuple[float, ...]
@@ -45,6 +51,8 @@ class LongTailData:
 
     @property
     def in_channels(self) -> int:
+        if isinstance(self.train, ImageFiles):
+            return self.train.channels
         return int(self.train.images.shape[1])
 
     def to(self, device: torch.device) -> LongTailData:
@@ -61,7 +69,9 @@ class LongTailData:
         )
 
 
-def _arrays_to(arrays: ImageArrays, device: torch.device) -> ImageArrays:
+def _arrays_to(arrays: Split, device: torch.device) -> Split:
+    if isinstance(arrays, ImageFiles):  # files stay on disk; batches move to the device
+        return arrays
     return ImageArrays(arrays.images.to(device), arrays.labels.to(device), arrays.class_names)
 
 
@@ -124,6 +134,8 @@ def build_data(cfg: DataConfig) -> LongTailData:
 
         return load_cache(cfg.cache, cfg)
     root = resolve_data_root(cfg)
+    if cfg.dataset in FILE_DATASETS:
+        return _build_file_data(cfg, root)
     extra = cfg.synthetic.model_dump() if cfg.dataset == "synthetic" else {}
     if cfg.dataset == "digits":
         extra = {"test_per_class": cfg.digits_test_per_class}
@@ -135,3 +147,22 @@ def build_data(cfg: DataConfig) -> LongTailData:
     mean, std = _stats(cfg.dataset, full_train)
     class_counts = torch.as_tensor(manifest.class_counts, dtype=torch.long)
     return LongTailData(cfg.dataset, train, val, test, class_counts, manifest, mean, std)
+
+
+def _build_file_data(cfg: DataConfig, root: Path) -> LongTailData:
+    """ImageNet-LT, Places-LT, iNaturalist 2018, a user's lists or folders (:mod:`ccsam.data.file_sets`)."""
+    got = build_file_splits(cfg, root)
+    loading = _loading(cfg, got.color_jitter)
+    train, val, test = (replace(s, loading=loading) for s in (got.train, got.val, got.test))
+    return LongTailData(cfg.dataset, train, val, test, got.class_counts, got.manifest, got.mean, got.std)
+
+
+def _loading(cfg: DataConfig, color_jitter: float) -> LoadOptions:
+    return LoadOptions(cfg.image_size, color_jitter, cfg.decode, cfg.num_workers, cfg.prefetch_factor)
+
+
+def build_open_images(cfg: DataConfig, data: LongTailData) -> ImageFiles:
+    """The OLTR open-set images (``*_open.txt`` of ImageNet-LT / Places-LT, every label -1), read and
+    batched like ``data.test``; see :func:`ccsam.data.file_sets.read_open_set`."""
+    opened = read_open_set(cfg, resolve_data_root(cfg), data.train.class_names)
+    return replace(opened, loading=_loading(cfg, 0.0))

@@ -146,6 +146,9 @@ def export_cache(data: LongTailData, cfg: DataConfig, path: str | Path, level: i
     path = Path(path)
     if path.exists():
         raise DataCacheError(f"'{path}' already exists; choose another --out (nothing was written)")
+    if not isinstance(data.train, ImageArrays):
+        raise DataCacheError(f"data.dataset={data.name} streams image files from disk and has no cache; "
+                             "copy the images and list files instead")
     check_writable(path.parent)
     meta = {
         "format": CACHE_FORMAT,

@@ -22,7 +22,7 @@ import hashlib
 import json
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -193,6 +193,9 @@ class SplitManifest:
         subset_seed: the seed both draws came from.
         subset_protocol: how the training subset was drawn (``per_class_rng`` or ``ldam_drw``); not part
             of the sha256, which covers the indices alone.
+        sources: for data sets read from list files or folders, per role (``train``, ``val``, ``test``)
+            the file, its sha256 and its per-class counts; empty for array data sets. A selection
+            split read from its own list appears here, not in ``val_indices`` (which then is empty).
 
     Example:
         >>> manifest = build_split(train.labels, long_tail_counts(5000, 10, 100), subset_seed=0)
@@ -205,6 +208,7 @@ class SplitManifest:
     val_counts: tuple[int, ...]
     subset_seed: int
     subset_protocol: str = "per_class_rng"
+    sources: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("train_indices", "val_indices", "class_counts", "val_counts"):
@@ -225,12 +229,15 @@ class SplitManifest:
         return len(self.class_counts)
 
     def sha256(self) -> str:
-        """Return the sha256 hex digest of the canonical JSON of ``train_indices`` and ``val_indices``."""
-        canonical = json.dumps(
-            {"train_indices": list(self.train_indices), "val_indices": list(self.val_indices)},
-            sort_keys=True,
-            separators=(",", ":"),
-        )
+        """Return the sha256 hex digest of the canonical JSON of ``train_indices`` and ``val_indices``
+        (and of ``sources`` when there are any, so a changed list file changes the hash)."""
+        content: dict[str, Any] = {
+            "train_indices": list(self.train_indices),
+            "val_indices": list(self.val_indices),
+        }
+        if self.sources:
+            content["sources"] = self.sources
+        canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode("ascii")).hexdigest()
 
     def to_dict(self) -> dict[str, Any]:
@@ -242,6 +249,7 @@ class SplitManifest:
             "val_counts": list(self.val_counts),
             "subset_seed": self.subset_seed,
             "subset_protocol": self.subset_protocol,
+            **({"sources": dict(self.sources)} if self.sources else {}),
             "sha256": self.sha256(),
         }
 
@@ -253,7 +261,7 @@ class SplitManifest:
         if missing:
             raise ValueError(f"split manifest lacks {missing}; regenerate it with SplitManifest.save_json")
         optional = {"subset_protocol": data["subset_protocol"]} if "subset_protocol" in data else {}
-        manifest = cls(**{name: data[name] for name in fields}, **optional)
+        manifest = cls(**{name: data[name] for name in fields}, **optional, sources=data.get("sources") or {})
         stored = data.get("sha256")
         if stored is not None and stored != manifest.sha256():
             raise ValueError(

@@ -13,8 +13,10 @@ from tqdm.auto import tqdm
 
 from ccsam.data.arrays import ImageArrays
 from ccsam.data.augment import MixedBatch
+from ccsam.data.batches import split_batches
 from ccsam.data.dataloader import DataLoaderBatches
-from ccsam.data.loader import InMemoryLoader, eval_batches
+from ccsam.data.image_files import ImageFiles
+from ccsam.data.loader import InMemoryLoader
 from ccsam.models import Classifier
 from ccsam.optim.schedules import set_learning_rate
 from ccsam.training.nonfinite import NonFiniteWatch, skip_nonfinite_steps
@@ -100,7 +102,7 @@ def train_one_epoch(
 @torch.no_grad()
 def predict(
     model: Classifier,
-    arrays: ImageArrays,
+    arrays: ImageArrays | ImageFiles,
     batch_size: int,
     mean: tuple[float, ...],
     std: tuple[float, ...],
@@ -118,7 +120,7 @@ def predict(
         device = next(model.parameters()).device
         head = model.head if head is None else head
         outputs = [head(model.features(x.to(device)))
-                   for x, _ in eval_batches(arrays, batch_size, mean, std, memory_format)]
+                   for x, _ in split_batches(arrays, batch_size, mean, std, memory_format, device)]
     model.train(was_training)
     if not outputs:
         return torch.empty(0, model.num_classes)

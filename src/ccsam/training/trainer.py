@@ -17,9 +17,10 @@ import torch
 from torch.optim import Optimizer
 
 from ccsam.config.schema import RunConfig, ScheduleFields
-from ccsam.data.build import LongTailData, build_data
+from ccsam.data.batches import split_batches, train_batches
+from ccsam.data.build import LongTailData, build_data, build_open_images
 from ccsam.data.dataloader import DataLoaderBatches
-from ccsam.data.loader import AugmentSpec, InMemoryLoader, eval_batches
+from ccsam.data.loader import InMemoryLoader
 from ccsam.data.samplers import build_sampler
 from ccsam.errors import DivergenceError, RunDirError
 from ccsam.evaluation import (
@@ -94,11 +95,6 @@ class _Stage:
     swa: SwaAverager | None
     directions: torch.Generator | None  # random directions of the mag_only ablation
 
-def _augment_spec(cfg: RunConfig, data: LongTailData) -> AugmentSpec:
-    return AugmentSpec(cfg.data.augment, cfg.data.crop_padding, data.mean, data.std,
-                       cutout_size=cfg.data.cutout_size, autoaugment_fill=cfg.data.autoaugment_fill)
-
-
 def _stage_parameters(number: int, cfg: RunConfig, model: Classifier) -> list[torch.nn.Parameter]:
     """Stage 1 trains everything; stage 2 freezes the backbone and sets up its head (see prepare_stage2)."""
     return list(model.parameters()) if number == 1 else prepare_stage2(model, cfg)
@@ -113,14 +109,7 @@ def _build_stage(number: int, cfg: RunConfig, model: Classifier, data: LongTailD
     sampler = build_sampler(stage_cfg.sampler, data.train.labels.cpu(), data.num_classes, seed, **extra)
     mixup_alpha = cfg.stage1.mixup_alpha if number == 1 else 0.0
     memory_format = torch.channels_last if runtime.channels_last else torch.contiguous_format
-    spec = _augment_spec(cfg, data)
-    loader: Any
-    if cfg.data.loader == "dataloader":
-        loader = DataLoaderBatches(data.train, sampler, cfg.data.batch_size, spec, mixup_alpha, seed, runtime.device,
-                                   num_workers=cfg.data.num_workers, memory_format=memory_format)
-    else:
-        loader = InMemoryLoader(data.train, sampler, cfg.data.batch_size, spec, mixup_alpha, seed,
-                                memory_format=memory_format)
+    loader = train_batches(data, sampler, cfg.data, mixup_alpha, seed, runtime.device, memory_format)
     first_epoch = 0 if number == 1 else cfg.stage1.epochs
     criterion = build_criterion(stage_cfg.loss, counts)
     optimizer = build_optimizer(stage_cfg, params, counts)
@@ -394,8 +383,8 @@ class Trainer:
                     for p, q in zip(self.model.parameters(), stage.swa.averaged.module.parameters(), strict=True):
                         p.copy_(q)
             else:
-                batches = (x for x, _ in eval_batches(self.data.train, self.cfg.data.eval_batch_size,
-                                                      self.data.mean, self.data.std))
+                batches = (x for x, _ in split_batches(self.data.train, self.cfg.data.eval_batch_size,
+                                                       self.data.mean, self.data.std, device=self.device))
                 stage.swa.finalize(self.model, batches)
 
     def fit(self, stop_at: int | None = None, *, evaluate_test: bool = True) -> dict[str, Any] | None:
@@ -427,6 +416,10 @@ class Trainer:
             "test": evaluate_split(self.model, self.data.test, self.data, self.cfg, self.runtime, details=True),
             "val": evaluate_split(self.model, self.data.val, self.data, self.cfg, self.runtime) if len(self.data.val) else None,
         }
+        if self.cfg.eval.open_set:  # OLTR (spec 3.3): the test split plus the `_open` list's images
+            opened = build_open_images(self.cfg.data, self.data)
+            results["open_set"] = open_set_results(self.model, self.data.test, opened, self.data, self.cfg,
+                                                   self.runtime)
         self.run.write_results(results)
         test = {k: results["test"][k] for k in ("top1", "many", "medium", "few", "ece", "nll")}
         self._write_scalars({"test": test}, self.cfg.total_epochs)
