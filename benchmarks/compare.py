@@ -39,7 +39,7 @@ def schedule_overrides(preset: str, epochs: int, stage2_epochs: int) -> list[str
     if resolve_config(preset).stage2.epochs:
         overrides.append(f"stage2.epochs={stage2_epochs}")
     if "ldam" in preset:
-        overrides.append(f"stage1.loss.options.drw_start_epoch={first}")
+        overrides.append(f"stage1.loss.drw.start_epoch={first}")
     return overrides
 
 

@@ -20,6 +20,13 @@ mkdir -p "$OUT"
   echo '## Throughput (benchmarks/throughput.py --device cuda --steps 50 --rounds 5)'
   echo
   python benchmarks/throughput.py --device cuda --steps 50 --rounds 5 --warmup 10
+  echo
+  echo '## ImageNet-LT-shaped ResNet-50: 1000 classes, batch 256, 224 px, bf16 (benchmarks/imagenet_lt_throughput.py)'
+  echo
+  for decode in cpu gpu; do
+    python -W ignore::DeprecationWarning benchmarks/imagenet_lt_throughput.py --device cuda --decode "$decode" \
+      --workers 14 --steps 30 --warmup 5
+  done
 } > "$REPORT" 2>&1
 for preset in cifar10-lt-ccsam-official cifar10-lt-ce; do
   start=$(date +%s)

@@ -18,6 +18,7 @@ DOCTESTED_MODULES = [
     "ccsam.evaluation.calibration", "ccsam.data.profiles", "ccsam.data.arrays", "ccsam.losses.registry",
     "ccsam.losses.ldam", "ccsam.losses.gcl", "ccsam.losses.logit_adjustment", "ccsam.losses.vs",
     "ccsam.losses.weights", "ccsam.losses.label_aware_smoothing", "ccsam.losses.focal", "ccsam.losses.ce",
+    "ccsam.losses.drw",
 ]
 
 

@@ -25,7 +25,7 @@ LAYERS: dict[str, int] = {
     "method": 5, "evaluation": 5,        # CC-SAM math; prediction + metrics
     "optim": 6, "functional": 6,         # optimisers over the method; the public facade of the method
     "training": 7,
-    "analysis": 8,                       # probes trained models and run folders
+    "analysis": 8, "tuning": 8,          # probes trained models and run folders; searches over training runs
     "reporting": 9,
     "cli": 10,
     "__init__": 11,                      # the package's own re-exports

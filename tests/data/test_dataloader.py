@@ -7,7 +7,7 @@ import torch
 
 from ccsam.config import resolve_config
 from ccsam.data.arrays import ImageArrays
-from ccsam.data.dataloader import DataLoaderBatches
+from ccsam.data.dataloader import AugmentedImages, DataLoaderBatches
 from ccsam.data.loader import AugmentSpec
 from ccsam.data.samplers import ClassAwareSampler
 from ccsam.training.checkpoint import load_checkpoint
@@ -19,8 +19,9 @@ def _batches(num_workers: int, seed: int = 0) -> DataLoaderBatches:
     labels = torch.arange(30) % 3
     images = (torch.arange(30 * 1 * 8 * 8) % 241).to(torch.uint8).view(30, 1, 8, 8)
     spec = AugmentSpec("crop_flip_cutout", 2, (0.5,), (0.25,), cutout_size=3)
-    return DataLoaderBatches(ImageArrays(images, labels, ("a", "b", "c")), ClassAwareSampler(labels, 3, seed),
-                             6, spec, 1.0, seed, torch.device("cpu"), num_workers=num_workers)
+    dataset = AugmentedImages(ImageArrays(images, labels, ("a", "b", "c")), spec)
+    return DataLoaderBatches(dataset, ClassAwareSampler(labels, 3, seed), 6, spec.mean, spec.std, 1.0, seed,
+                             torch.device("cpu"), num_workers=num_workers)
 
 
 @pytest.mark.parametrize("num_workers", [0, 1])

@@ -36,7 +36,7 @@ def _tiny(preset: str, *extra: str):
 @pytest.mark.parametrize("preset", FMNIST_METHODS)
 def test_every_fmnist_method_preset_trains_end_to_end(preset, tmp_path):
     if "ldam" in preset:
-        extra = ("stage1.loss.options.drw_start_epoch=1",)
+        extra = ("stage1.loss.drw.start_epoch=1",)
     else:
         extra = ()
     config = _tiny(preset, *extra)

@@ -10,11 +10,12 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from ccsam._version import __version__
-from ccsam.cli import analysis_cmd, data_cmd, eval_cmd, presets_cmd, train_cmd
+from ccsam.cli import analysis_cmd, data_cmd, eval_cmd, presets_cmd, train_cmd, tune_cmd
 from ccsam.cli.boundary import debug_requested, run_guarded
 from ccsam.errors import EXIT_BAD_INPUT
 
-_SUBCOMMANDS = {"train": train_cmd, "eval": eval_cmd, "presets": presets_cmd, "data": data_cmd}
+_SUBCOMMANDS = {"train": train_cmd, "eval": eval_cmd, "presets": presets_cmd, "data": data_cmd,
+                "tune": tune_cmd}
 _ANALYSES = ("probe", "landscape", "sharpness", "report")
 _OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
 
@@ -40,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ccsam {__version__}")
     parser.add_argument("--debug", action="store_true",
                         help="show the traceback behind an error line (also CCSAM_DEBUG=1; allowed anywhere)")
-    sub = parser.add_subparsers(dest="command", metavar="{train,eval,presets,data,probe,landscape,sharpness,report}")
+    sub = parser.add_subparsers(
+        dest="command", metavar="{train,eval,presets,data,tune,probe,landscape,sharpness,report}")
     for name, module in _SUBCOMMANDS.items():
         module.add_parser(sub)
     analysis_cmd.add_parsers(sub)

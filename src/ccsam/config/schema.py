@@ -16,8 +16,12 @@ from ccsam.losses.registry import LOSSES, loss_options
 from ccsam.models.registry import MODELS
 
 #: The data sets ``data.dataset`` can name, listed here once (the readers dispatch on these names).
-DatasetName = Literal["digits", "fashion_mnist", "cifar10", "cifar100", "synthetic"]
+DatasetName = Literal[
+    "digits", "fashion_mnist", "cifar10", "cifar100", "synthetic",
+    "imagenet_lt", "places_lt", "inat2018", "list_file", "image_folder",
+]
 DATASET_NAMES: tuple[str, ...] = get_args(DatasetName)
+FILE_DATASETS = ("imagenet_lt", "places_lt", "inat2018", "list_file", "image_folder")  # JPEGs read from disk
 
 
 def _registered(kind: str, name: str, registry: dict[str, object]) -> str:
@@ -53,6 +57,10 @@ class DataConfig(_Section):
     imbalance_ratio: float = Field(100.0, ge=1.0, description="IR = n_max / n_min")
     n_max: int | None = Field(None, ge=1, description="head-class size; default: the smallest full class size")
     subset_seed: int = Field(0, ge=0, description="seed of the long-tailed subset (independent of run.seed)")
+    subset_protocol: Literal["per_class_rng", "ldam_drw"] = Field(
+        "per_class_rng", description="per_class_rng: one seeded permutation per class; ldam_drw: LDAM-DRW's "
+        "IMBALANCECIFAR draw (np.random.seed(subset_seed), per-class shuffle), the literature's CIFAR-LT"
+    )
     val_per_class: int = Field(20, ge=0, description="balanced validation images per class, from unused images")
     digits_test_per_class: int = Field(50, ge=1, description="digits only: held-out test images per class")
     augment: Literal["none", "crop", "crop_flip", "crop_flip_cutout", "autoaugment_cutout"] = Field(
@@ -68,16 +76,51 @@ class DataConfig(_Section):
     batch_size: int = Field(64, ge=1)
     eval_batch_size: int = Field(512, ge=1)
     synthetic: SyntheticConfig = SyntheticConfig()
+    # Data sets of image files (FILE_DATASETS); they always stream through DataLoader workers.
+    list_dir: str | None = Field(None, description="folder of the list files (default: data.root)")
+    train_list: str | None = Field(None, description="list_file: the train list ('path label' lines)")
+    val_list: str | None = Field(None, description="list_file: the selection list (optional)")
+    test_list: str | None = Field(None, description="list_file: the test list")
+    selection_per_class: int = Field(
+        0, ge=0, description="inat2018 / list_file without val_list: images per class held out of the train "
+        "list as the selection split (at most half of a class, drawn with subset_seed); 0 = none"
+    )
+    image_size: int = Field(224, ge=8, description="train crop; test: resize to size*256/224, centre crop")
+    color_jitter: float | None = Field(
+        None, ge=0.0, description="ColorJitter(b, c, s) strength; None: the data set's (0.4 ImageNet/Places)"
+    )
+    decode: Literal["cpu", "gpu"] = Field("cpu", description="JPEG decoding in the workers (cpu) or on CUDA")
+    prefetch_factor: int = Field(4, ge=1, description="dataloader: batches each worker prepares ahead")
+
+    @model_validator(mode="after")
+    def _file_options(self) -> DataConfig:
+        if self.dataset == "list_file" and (self.train_list is None or self.test_list is None):
+            raise ValueError("data.dataset=list_file needs data.train_list and data.test_list (val optional)")
+        if self.cache is not None and self.dataset in FILE_DATASETS:
+            raise ValueError(f"data.cache holds in-memory splits; data.dataset={self.dataset} reads files")
+        if self.decode == "gpu" and self.dataset not in FILE_DATASETS:
+            raise ValueError(f"data.decode=gpu decodes image files; use it with {', '.join(FILE_DATASETS)}")
+        return self
 
 
 OPEN_SET_DATASETS = ("imagenet_lt", "places_lt")  # those with an `_open` list of unknown-class images
 
 
+class DrwConfig(_Section):
+    """Deferred re-weighting of the stage's loss (``ccsam.losses.DeferredReweighting``, Cao et al. 2019)."""
+
+    start_epoch: int | None = Field(None, ge=0, description="first 0-based stage epoch with class-balanced "
+                                    "weights; None = no DRW (LDAM-DRW CIFAR: 160)")
+    beta: float = Field(0.9999, ge=0.0, lt=1.0, description="effective-number beta of the DRW weights")
+
+
 class LossConfig(_Section):
-    """A registered loss (``ccsam.losses.LOSSES``) and its options, e.g. ``{drw_start_epoch: 160}``."""
+    """A registered loss (``ccsam.losses.LOSSES``), its constructor options (e.g. ``{max_margin: 0.5}``)
+    and an optional DRW wrapper (``drw.start_epoch``): CE-DRW is ``name=ce`` plus ``drw.start_epoch``."""
 
     name: str = Field("ce", description="a key of ccsam.losses.LOSSES (`ccsam presets` lists them)")
     options: dict[str, float | int | bool | None] = Field(default_factory=dict)
+    drw: DrwConfig = DrwConfig()
 
     @field_validator("name")
     @classmethod
@@ -90,6 +133,8 @@ class LossConfig(_Section):
         unknown = sorted(set(self.options) - set(accepted) - {"generator"})
         if unknown:
             raise ValueError(f"loss '{self.name}' has no option {', '.join(unknown)}; it takes {', '.join(accepted)}")
+        if self.drw.start_epoch is not None and self.options.get("drw_start_epoch") is not None:
+            raise ValueError("set DRW once: drop options.drw_start_epoch when drw.start_epoch is set")
         return self
 
 
@@ -101,6 +146,10 @@ class ModelConfig(_Section):
     bias: bool = True
     head: Literal["linear", "cosine"] = Field("linear", description="cosine: s * cos(f, w_c), no bias")
     head_scale: float = Field(1.0, gt=0.0, description="cosine head scale s (1 for LDAM / GCL, which scale)")
+    head_init: Literal["default", "kaiming_normal"] = Field(
+        "default", description="initial head weights: default = nn.Linear's, U(+-1/sqrt(d)); "
+        "kaiming_normal = N(0, 2/d), LDAM-DRW's resnet32 linear head (bias keeps nn.Linear's)"
+    )
     pretrained: str | None = Field(
         None, description="state-dict file of backbone weights (torchvision names; weights_only load), "
         "or with model.download=true a torchvision weights name such as IMAGENET1K_V1"
@@ -285,12 +334,19 @@ class RunConfig(_Section):
                              f"({', '.join(OPEN_SET_DATASETS)}), not data.dataset={self.data.dataset}")
         if cosine and self.model.pretrained_head:
             raise ValueError("model.pretrained_head=true loads a linear classifier; use model.head=linear")
+        if self.model.pretrained_head and self.model.head_init != "default":
+            raise ValueError("model.pretrained_head=true loads the head; model.head_init would re-draw it")
         if cosine and self.eval.tau_norm is not None:
             raise ValueError("eval.tau_norm needs model.head=linear")
         if self.stage1.optimizer == "imbsam" and self.stage1.method == "ccsam":
             raise ValueError("stage1.optimizer=imbsam works with stage1.method=erm")
         if self.stage1.perturb_scope != "head" and self.stage1.radius_mode != "ccsam":
             raise ValueError("stage1.radius_mode ablations are implemented for stage1.perturb_scope=head")
+        data = self.data
+        no_val_list = data.dataset == "inat2018" or (data.dataset == "list_file" and not data.val_list)
+        if self.stage2.init_from == "best_val" and no_val_list and data.selection_per_class == 0:
+            raise ValueError(f"stage2.init_from=best_val needs a selection split: {data.dataset} has no val "
+                             "list, so set data.selection_per_class (held out of the train list)")
         if self.total_epochs == 0:
             raise ValueError("stage1.epochs + stage2.epochs is 0, so nothing would be trained; "
                              "set stage1.epochs >= 1")

@@ -35,8 +35,9 @@ from ccsam.safe_load import load_torch_file
 CACHE_FORMAT = 2  # 2: checksums of every array and of the metadata (format 1 checked decoded pixels only)
 # The data-config fields that decide the content of the three splits; a run may only use a cache whose
 # fields equal its own.
-SPLIT_FIELDS = ("dataset", "profile", "imbalance_ratio", "n_max", "subset_seed", "val_per_class",
-                "digits_test_per_class", "synthetic")
+SPLIT_FIELDS = ("dataset", "profile", "imbalance_ratio", "n_max", "subset_seed", "subset_protocol",
+                "val_per_class", "digits_test_per_class", "synthetic")
+_BEFORE_FIELD = {"subset_protocol": "per_class_rng"}  # what caches written before a field existed used
 
 
 class DataCacheError(CcsamError):
@@ -145,6 +146,9 @@ def export_cache(data: LongTailData, cfg: DataConfig, path: str | Path, level: i
     path = Path(path)
     if path.exists():
         raise DataCacheError(f"'{path}' already exists; choose another --out (nothing was written)")
+    if not isinstance(data.train, ImageArrays):
+        raise DataCacheError(f"data.dataset={data.name} streams image files from disk and has no cache; "
+                             "copy the images and list files instead")
     check_writable(path.parent)
     meta = {
         "format": CACHE_FORMAT,
@@ -177,9 +181,10 @@ def load_cache(path: str | Path, cfg: DataConfig) -> LongTailData:
     meta = _checked_meta(payload, path)
     wanted, stored = split_fields(cfg), meta["split_fields"]
     for key in SPLIT_FIELDS:
-        if wanted[key] != stored.get(key):
+        had = stored.get(key, _BEFORE_FIELD.get(key))
+        if wanted[key] != had:
             raise DataCacheError(
-                f"data cache '{path}' was exported with data.{key}={stored.get(key)!r} but this run asks for "
+                f"data cache '{path}' was exported with data.{key}={had!r} but this run asks for "
                 f"{wanted[key]!r}; export a cache for this configuration or drop data.cache"
             )
     names = tuple(meta["class_names"])

@@ -48,6 +48,11 @@ class AugmentSpec:
 
 def augment_images(images: torch.Tensor, spec: AugmentSpec, generator: torch.Generator) -> torch.Tensor:
     """uint8 images -> the spec's augmentations in order, then normalised float32 (per-sample randomness)."""
+    return normalize(augment_uint8(images, spec, generator), spec.mean, spec.std)
+
+
+def augment_uint8(images: torch.Tensor, spec: AugmentSpec, generator: torch.Generator) -> torch.Tensor:
+    """uint8 images -> the spec's augmentations in order, still uint8 (per-sample randomness)."""
     for op in AUGMENT_MODES[spec.mode]:
         if op == "crop":
             images = random_crop(images, spec.padding, generator)
@@ -57,7 +62,7 @@ def augment_images(images: torch.Tensor, spec: AugmentSpec, generator: torch.Gen
             images = autoaugment_cifar10(images, generator, fill=spec.autoaugment_fill)
         elif op == "cutout":
             images = cutout(images, spec.cutout_size, generator)
-    return normalize(images, spec.mean, spec.std)
+    return images
 
 
 def _generator_state(generator: torch.Generator) -> torch.Tensor:

@@ -7,19 +7,25 @@ from dataclasses import dataclass
 import torch
 
 from ccsam.data.arrays import ImageArrays
+from ccsam.data.image_files import ImageFiles
 from ccsam.data.splits import SplitManifest
 
-__all__ = ["LongTailData"]
+__all__ = ["LongTailData", "Split"]
+
+Split = ImageArrays | ImageFiles  # a split held in memory, or read from disk batch by batch
 
 
 @dataclass(frozen=True)
 class LongTailData:
-    """The three splits of one run, its class counts and the manifest that pins the subset."""
+    """The three splits of one run, its class counts and the manifest that pins the subset.
+
+    Splits are in-memory :class:`ImageArrays`, or :class:`ImageFiles` read from disk batch by batch.
+    """
 
     name: str
-    train: ImageArrays
-    val: ImageArrays
-    test: ImageArrays
+    train: Split
+    val: Split
+    test: Split
     class_counts: torch.Tensor
     manifest: SplitManifest
     mean: tuple[float, ...]
@@ -31,6 +37,8 @@ class LongTailData:
 
     @property
     def in_channels(self) -> int:
+        if isinstance(self.train, ImageFiles):
+            return self.train.channels
         return int(self.train.images.shape[1])
 
     def to(self, device: torch.device) -> LongTailData:
@@ -47,5 +55,7 @@ class LongTailData:
         )
 
 
-def _arrays_to(arrays: ImageArrays, device: torch.device) -> ImageArrays:
+def _arrays_to(arrays: Split, device: torch.device) -> Split:
+    if isinstance(arrays, ImageFiles):  # files stay on disk; batches move to the device
+        return arrays
     return ImageArrays(arrays.images.to(device), arrays.labels.to(device), arrays.class_names)

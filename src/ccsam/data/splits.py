@@ -5,9 +5,15 @@ The split is built once from the full training labels, a count profile and a ded
 run directory, so a run can be reproduced or audited without re-drawing anything. The test
 split is never touched here.
 
-Random streams: the subset uses ``numpy.random.Generator(PCG64(SeedSequence(seed)))`` and the
-validation draw ``SeedSequence(seed, spawn_key=(1,))``; both are independent of torch's and
-numpy's global state.
+Two subset protocols (``data.subset_protocol``), both independent of torch's and numpy's global state:
+
+* ``per_class_rng``: ``numpy.random.Generator(PCG64(SeedSequence(seed)))``, one permutation per class.
+* ``ldam_drw``: the split LDAM-DRW, MiSLAS and GCL train on (Cao et al. 2019, ``IMBALANCECIFAR10/100``):
+  the legacy Mersenne-Twister stream of ``np.random.seed(seed)`` (seed 0 there), per class in ascending
+  order ``shuffle`` of that class's indices and the first ``n_c`` kept. A private ``RandomState(seed)``
+  gives the same stream without touching the global one.
+
+The validation draw uses ``SeedSequence(seed, spawn_key=(1,))`` under either protocol.
 """
 
 from __future__ import annotations
@@ -16,9 +22,9 @@ import hashlib
 import json
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -27,11 +33,17 @@ from ccsam.atomic_io import atomic_write_text
 from ccsam.checks import check_int
 
 __all__ = [
+    "SUBSET_PROTOCOLS",
     "SplitManifest",
+    "SubsetProtocol",
     "balanced_validation_subset",
     "build_split",
+    "ldam_drw_subset",
     "long_tail_subset",
 ]
+
+SubsetProtocol = Literal["per_class_rng", "ldam_drw"]
+SUBSET_PROTOCOLS: tuple[str, ...] = ("per_class_rng", "ldam_drw")
 
 _SUBSET_STREAM = 0
 _VALIDATION_STREAM = 1
@@ -66,6 +78,49 @@ def _members_by_class(array: np.ndarray, num_classes: int) -> list[np.ndarray]:
     return [order[end - size : end] for end, size in zip(ends, np.diff(ends, prepend=0), strict=True)]
 
 
+def _check_count(cls: int, count: object, available: int) -> int:
+    """``count`` as an int; one error line if it is not a non-negative integer or exceeds ``available``."""
+    valid = isinstance(count, (int, float, np.integer)) and not isinstance(count, bool)
+    if not valid or count < 0 or int(count) != count:  # type: ignore[operator,arg-type]
+        raise ValueError(f"counts[{cls}] must be a non-negative int, got {count!r}")
+    if available < int(count):  # type: ignore[arg-type]
+        raise ValueError(
+            f"class {cls} has {available} images but the profile asks for {count}; "
+            "lower n_max or use the full training split"
+        )
+    return int(count)  # type: ignore[arg-type]
+
+
+def ldam_drw_subset(labels: torch.Tensor, counts: Sequence[int], seed: int = 0) -> torch.Tensor:
+    """LDAM-DRW's long-tailed CIFAR subset (``IMBALANCECIFAR10/100.gen_imbalanced_data``, Cao et al. 2019).
+
+    With the Mersenne-Twister stream of ``np.random.seed(seed)``: for ``c = 0, 1, ...`` the indices of
+    class ``c`` in data set order are shuffled in place (``shuffle``) and the first ``counts[c]`` kept.
+    Every class draws from the same stream in turn, so class ``c``'s subset depends on the sizes of the
+    classes before it (unlike ``per_class_rng``). ``seed = 0`` with ``counts = long_tail_counts(500 or
+    5000, C, IR)`` is the split of the LDAM-DRW, MiSLAS and GCL CIFAR-LT numbers.
+
+    Returns:
+        ``int64`` indices in LDAM-DRW's data set order: grouped by class (class 0 first), shuffled within.
+
+    Example:
+        >>> idx = ldam_drw_subset(train.labels, long_tail_counts(5000, 10, 100), seed=0)
+        >>> len(idx)
+        12406
+    """
+    array = _labels_numpy(labels, len(counts))
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise ValueError(f"ldam_drw subset seed must be an int in [0, 2**32), got {seed!r}")
+    stream = np.random.RandomState(seed)  # the legacy global generator's algorithm and seeding
+    chosen: list[np.ndarray] = []
+    for cls, (count, members) in enumerate(zip(counts, _members_by_class(array, len(counts)), strict=True)):
+        take = _check_count(cls, count, members.size)
+        shuffled = members.copy()
+        stream.shuffle(shuffled)
+        chosen.append(shuffled[:take])
+    return torch.from_numpy(np.concatenate(chosen) if chosen else np.zeros(0, np.int64)).to(torch.int64)
+
+
 def long_tail_subset(labels: torch.Tensor, counts: Sequence[int], seed: int = 0) -> torch.Tensor:
     """Choose ``counts[c]`` training images of every class ``c``; return their ``int64`` indices.
 
@@ -86,14 +141,8 @@ def long_tail_subset(labels: torch.Tensor, counts: Sequence[int], seed: int = 0)
     rng = _rng(seed, _SUBSET_STREAM)
     chosen: list[np.ndarray] = []
     for cls, (count, members) in enumerate(zip(counts, _members_by_class(array, len(counts)), strict=True)):
-        if isinstance(count, bool) or int(count) != count or count < 0:
-            raise ValueError(f"counts[{cls}] must be a non-negative int, got {count!r}")
-        if members.size < count:
-            raise ValueError(
-                f"class {cls} has {members.size} images but the profile asks for {int(count)}; "
-                "lower n_max or use the full training split"
-            )
-        chosen.append(members[rng.permutation(members.size)[: int(count)]])
+        take = _check_count(cls, count, members.size)
+        chosen.append(members[rng.permutation(members.size)[:take]])
     return torch.from_numpy(np.concatenate(chosen) if chosen else np.zeros(0, np.int64)).to(torch.int64)
 
 
@@ -141,6 +190,11 @@ class SplitManifest:
         class_counts: training images per class of the LT subset.
         val_counts: validation images per class.
         subset_seed: the seed both draws came from.
+        subset_protocol: how the training subset was drawn (``per_class_rng`` or ``ldam_drw``); not part
+            of the sha256, which covers the indices alone.
+        sources: for data sets read from list files or folders, per role (``train``, ``val``, ``test``)
+            the file, its sha256 and its per-class counts; empty for array data sets. A selection
+            split read from its own list appears here, not in ``val_indices`` (which then is empty).
 
     Example:
         >>> manifest = build_split(train.labels, long_tail_counts(5000, 10, 100), subset_seed=0)
@@ -152,6 +206,8 @@ class SplitManifest:
     class_counts: tuple[int, ...]
     val_counts: tuple[int, ...]
     subset_seed: int
+    subset_protocol: str = "per_class_rng"
+    sources: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("train_indices", "val_indices", "class_counts", "val_counts"):
@@ -172,12 +228,15 @@ class SplitManifest:
         return len(self.class_counts)
 
     def sha256(self) -> str:
-        """Return the sha256 hex digest of the canonical JSON of ``train_indices`` and ``val_indices``."""
-        canonical = json.dumps(
-            {"train_indices": list(self.train_indices), "val_indices": list(self.val_indices)},
-            sort_keys=True,
-            separators=(",", ":"),
-        )
+        """Return the sha256 hex digest of the canonical JSON of ``train_indices`` and ``val_indices``
+        (and of ``sources`` when there are any, so a changed list file changes the hash)."""
+        content: dict[str, Any] = {
+            "train_indices": list(self.train_indices),
+            "val_indices": list(self.val_indices),
+        }
+        if self.sources:
+            content["sources"] = self.sources
+        canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode("ascii")).hexdigest()
 
     def to_dict(self) -> dict[str, Any]:
@@ -188,6 +247,8 @@ class SplitManifest:
             "class_counts": list(self.class_counts),
             "val_counts": list(self.val_counts),
             "subset_seed": self.subset_seed,
+            "subset_protocol": self.subset_protocol,
+            **({"sources": dict(self.sources)} if self.sources else {}),
             "sha256": self.sha256(),
         }
 
@@ -198,7 +259,8 @@ class SplitManifest:
         missing = [name for name in fields if name not in data]
         if missing:
             raise ValueError(f"split manifest lacks {missing}; regenerate it with SplitManifest.save_json")
-        manifest = cls(**{name: data[name] for name in fields})
+        optional = {"subset_protocol": data["subset_protocol"]} if "subset_protocol" in data else {}
+        manifest = cls(**{name: data[name] for name in fields}, **optional, sources=data.get("sources") or {})
         stored = data.get("sha256")
         if stored is not None and stored != manifest.sha256():
             raise ValueError(
@@ -221,19 +283,28 @@ class SplitManifest:
 
 
 def build_split(
-    labels: torch.Tensor, counts: Sequence[int], *, subset_seed: int = 0, val_per_class: int = 20
+    labels: torch.Tensor,
+    counts: Sequence[int],
+    *,
+    subset_seed: int = 0,
+    val_per_class: int = 20,
+    protocol: SubsetProtocol = "per_class_rng",
 ) -> SplitManifest:
     """Draw the long-tailed training subset and the balanced validation set of one run.
 
-    Calls :func:`long_tail_subset` then :func:`balanced_validation_subset` on the remaining
-    images, both with ``subset_seed`` (on separate streams).
+    Calls :func:`long_tail_subset` (``protocol="per_class_rng"``) or :func:`ldam_drw_subset`
+    (``"ldam_drw"``), then :func:`balanced_validation_subset` on the remaining images, both with
+    ``subset_seed`` (the validation draw on its own stream).
 
     Example:
         >>> manifest = build_split(train.labels, long_tail_counts(500, 100, 100), subset_seed=0)
         >>> sum(manifest.class_counts)
         10847
     """
-    train = long_tail_subset(labels, counts, seed=subset_seed)
+    if protocol not in SUBSET_PROTOCOLS:
+        raise ValueError(f"unknown subset protocol {protocol!r}; use one of {', '.join(SUBSET_PROTOCOLS)}")
+    draw = ldam_drw_subset if protocol == "ldam_drw" else long_tail_subset
+    train = draw(labels, counts, seed=subset_seed)
     val = balanced_validation_subset(labels, train, per_class=val_per_class, seed=subset_seed)
     val_counts = torch.bincount(labels.to(torch.int64)[val], minlength=len(counts))[: len(counts)]
     return SplitManifest(
@@ -242,4 +313,5 @@ def build_split(
         class_counts=tuple(int(c) for c in counts),
         val_counts=tuple(val_counts.tolist()),
         subset_seed=subset_seed,
+        subset_protocol=protocol,
     )

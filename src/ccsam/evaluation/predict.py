@@ -18,7 +18,8 @@ from torch import nn
 from ccsam.config.schema import RunConfig
 from ccsam.data.arrays import ImageArrays
 from ccsam.data.build import LongTailData
-from ccsam.data.loader import eval_batches
+from ccsam.data.batches import split_batches
+from ccsam.data.image_files import ImageFiles
 from ccsam.evaluation.calibration import reliability_bins
 from ccsam.evaluation.metrics import classification_report, confusion_matrix
 from ccsam.evaluation.open_set import open_set_report, with_open_samples
@@ -46,7 +47,7 @@ class _Runtime(Protocol):
 @torch.no_grad()
 def predict(
     model: Classifier,
-    arrays: ImageArrays,
+    arrays: ImageArrays | ImageFiles,
     batch_size: int,
     mean: tuple[float, ...],
     std: tuple[float, ...],
@@ -67,7 +68,7 @@ def predict(
         head = model.head if head is None else head
         outputs = [
             head(model.features(x.to(device)))
-            for x, _ in eval_batches(arrays, batch_size, mean, std, memory_format)
+            for x, _ in split_batches(arrays, batch_size, mean, std, memory_format, device)
         ]
     model.train(was_training)
     if not outputs:

@@ -12,6 +12,7 @@ Example:
 """
 
 from ccsam.losses.ce import CrossEntropyLoss
+from ccsam.losses.drw import DeferredReweighting
 from ccsam.losses.focal import FocalLoss, focal_term
 from ccsam.losses.gcl import GCLLoss, gcl_cloud_sizes
 from ccsam.losses.label_aware_smoothing import LabelAwareSmoothingLoss, SmoothingShape, label_aware_epsilons
@@ -25,6 +26,7 @@ __all__ = [
     "LOSSES",
     "BalancedSoftmaxLoss",
     "CrossEntropyLoss",
+    "DeferredReweighting",
     "FocalLoss",
     "GCLLoss",
     "LDAMLoss",

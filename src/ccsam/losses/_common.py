@@ -88,6 +88,15 @@ def check_logits_targets(logits: Tensor, targets: Tensor, num_classes: int | Non
     return torch.promote_types(logits.dtype, torch.float32)
 
 
+def class_weighted_mean(per_sample: Tensor, targets: Tensor, class_weight: Tensor | None) -> Tensor:
+    """``mean_i l_i``, or with class weights PyTorch's weighted mean ``sum_i w_{y_i} l_i / sum_i w_{y_i}``
+    (the reduction of ``F.cross_entropy(weight=w)``, used by deferred re-weighting)."""
+    if class_weight is None:
+        return per_sample.mean()
+    w = class_weight.to(per_sample.dtype)[targets]
+    return (w * per_sample).sum() / w.sum()
+
+
 def subtract_at_targets(logits: Tensor, targets: Tensor, per_class: Tensor) -> Tensor:
     """``z - per_class[y_i] e_{y_i}`` row-wise: lower only the true-class logit (out of place)."""
     shift = per_class.to(logits.dtype)[targets].unsqueeze(1)

@@ -10,6 +10,12 @@ from ccsam.losses._common import ClassCounts, as_class_vector, check_logits_targ
 __all__ = ["CrossEntropyLoss"]
 
 
+def _combine(weight: Tensor | None, class_weight: Tensor | None) -> Tensor | None:
+    if weight is None or class_weight is None:
+        return class_weight if weight is None else weight
+    return weight * class_weight.to(weight.device)
+
+
 class CrossEntropyLoss(nn.Module):
     """``L = mean_i -sum_j q_ij log softmax(z_i)_j`` with ``q_i = (1 - eps) e_{y_i} + eps / C``.
 
@@ -35,11 +41,15 @@ class CrossEntropyLoss(nn.Module):
         self.label_smoothing = check_real("label_smoothing", label_smoothing, low=0.0, high=1.0)
         self.register_buffer("weight", None if weight is None else as_class_vector(weight, "weight"))
 
-    def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
-        """Mean (or weighted mean) cross-entropy of ``logits [B, C]`` against ``targets [B]``."""
+    def forward(self, logits: Tensor, targets: Tensor, class_weight: Tensor | None = None) -> Tensor:
+        """Mean (or weighted mean) cross-entropy of ``logits [B, C]`` against ``targets [B]``.
+
+        ``class_weight`` (from :class:`~ccsam.losses.drw.DeferredReweighting`) multiplies ``weight``.
+        """
         num_classes = None if self.weight is None else self.weight.numel()
         dtype = check_logits_targets(logits, targets, num_classes)
-        weight = None if self.weight is None else self.weight.to(dtype)
+        weight = _combine(self.weight, class_weight)
+        weight = None if weight is None else weight.to(dtype)
         return F.cross_entropy(
             logits.to(dtype), targets, weight=weight, label_smoothing=self.label_smoothing
         )

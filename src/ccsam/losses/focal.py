@@ -6,21 +6,31 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ccsam.losses._common import ClassCounts, as_class_vector, check_logits_targets, check_real
+from ccsam.losses._common import (
+    ClassCounts,
+    as_class_vector,
+    check_logits_targets,
+    check_real,
+    class_weighted_mean,
+)
 
 __all__ = ["FocalLoss", "focal_term"]
 
 
-def focal_term(log_pt: Tensor, gamma: float) -> Tensor:
+def focal_term(log_pt: Tensor, gamma: float, *, detach_weight: bool = False) -> Tensor:
     """Per-sample ``-(1 - p_t)^gamma log p_t`` from ``log p_t`` (any shape).
 
     ``1 - p_t`` is computed as ``-expm1(log p_t)`` (accurate when ``p_t`` is close to 1) and clamped at
-    the smallest normal number so that ``gamma < 1`` keeps a finite gradient at ``p_t = 1``.
+    the smallest normal number so that ``gamma < 1`` keeps a finite gradient at ``p_t = 1``. With
+    ``detach_weight`` the factor ``(1 - p_t)^gamma`` is a constant for autograd (same value, gradient
+    ``-(1 - p_t)^gamma d log p_t`` only), as in the official GCL loss; Lin et al.'s focal loss
+    differentiates through it.
     """
     nll = -log_pt
     if gamma == 0.0:
         return nll
-    one_minus_pt = (-torch.expm1(log_pt)).clamp_min(torch.finfo(log_pt.dtype).tiny)
+    source = log_pt.detach() if detach_weight else log_pt
+    one_minus_pt = (-torch.expm1(source)).clamp_min(torch.finfo(log_pt.dtype).tiny)
     return one_minus_pt.pow(gamma) * nll
 
 
@@ -48,15 +58,15 @@ class FocalLoss(nn.Module):
         self.gamma = check_real("gamma", gamma, low=0.0)
         self.register_buffer("alpha", None if alpha is None else as_class_vector(alpha, "alpha"))
 
-    def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
-        """Mean focal loss of ``logits [B, C]`` against ``targets [B]``."""
+    def forward(self, logits: Tensor, targets: Tensor, class_weight: Tensor | None = None) -> Tensor:
+        """Mean (with ``class_weight``: class-weighted mean) focal loss of ``logits [B, C]``."""
         num_classes = None if self.alpha is None else self.alpha.numel()
         dtype = check_logits_targets(logits, targets, num_classes)
         log_pt = F.log_softmax(logits.to(dtype), dim=1).gather(1, targets.unsqueeze(1)).squeeze(1)
         loss = focal_term(log_pt, self.gamma)
         if self.alpha is not None:
             loss = loss * self.alpha.to(dtype)[targets]
-        return loss.mean()
+        return class_weighted_mean(loss, targets, class_weight)
 
     def extra_repr(self) -> str:
         return f"gamma={self.gamma}, alpha={self.alpha is not None}"

@@ -12,6 +12,7 @@ from ccsam.losses._common import (
     as_class_counts,
     check_logits_targets,
     check_real,
+    class_weighted_mean,
     subtract_at_targets,
 )
 from ccsam.losses.focal import focal_term
@@ -40,13 +41,14 @@ def _cloud_sizes(counts: Tensor) -> Tensor:
 
 
 class GCLLoss(nn.Module):
-    """``L = mean_i (1 - p_t)^gamma (-log p_t)``, ``p = softmax(s (z_i - noise_mul |delta_i| a - m e_y))``.
+    """``L = mean_i sg[(1 - p_t)^gamma] (-log p_t)``, ``p = softmax(s (z - noise_mul |delta| a - m e_y))``.
 
     ``z`` are *cosine* logits (build the head as ``CosineHead(d, C, scale=1.0)``), ``a`` is
     :func:`gcl_cloud_sizes`, and ``delta_ij ~ N(0, std 1/3)`` clipped to ``[-1, 1]`` is drawn afresh for
     every sample and class on each call, so rarer classes get larger "clouds" of lowered logits. Noise is
     applied only in training mode: ``loss.eval()`` (or ``noise_mul = 0``) gives the deterministic loss
-    ``CE(s * (z - m e_y))`` (with the focal factor when ``gamma > 0``). GCL recipe (ccsam-spec §7):
+    ``CE(s * (z - m e_y))`` (with the focal factor when ``gamma > 0``). ``sg`` = stop-gradient: the
+    factor weights each sample's CE and is not differentiated (official GCL code). GCL recipe (spec §7):
     stage 1 ``m = 0, s = 30, noise_mul = 0.5``; stage 2 ``m = 0.1, s = 20, noise_mul = 0.5, gamma = 1``.
 
     Args:
@@ -102,11 +104,13 @@ class GCLLoss(nn.Module):
         margins = torch.full_like(self.class_counts, self.margin)
         return self.scale * subtract_at_targets(z, targets, margins)
 
-    def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
-        """Mean GCL loss of cosine ``logits [B, C]`` against ``targets [B]``."""
+    def forward(self, logits: Tensor, targets: Tensor, class_weight: Tensor | None = None) -> Tensor:
+        """Mean (with ``class_weight``: class-weighted mean) GCL loss of cosine ``logits [B, C]``."""
         adjusted = self.adjusted_logits(logits, targets)
         log_pt = F.log_softmax(adjusted, dim=1).gather(1, targets.unsqueeze(1)).squeeze(1)
-        return focal_term(log_pt, self.gamma).mean()
+        # The official GCL weights each sample's CE by (1 - p)^gamma with p detached: a re-weighting,
+        # not Lin et al.'s focal gradient (same value, different gradient).
+        return class_weighted_mean(focal_term(log_pt, self.gamma, detach_weight=True), targets, class_weight)
 
     def extra_repr(self) -> str:
         return (

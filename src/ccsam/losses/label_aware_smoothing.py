@@ -9,7 +9,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ccsam.losses._common import ClassCounts, as_class_counts, check_logits_targets, check_real
+from ccsam.losses._common import (
+    ClassCounts,
+    as_class_counts,
+    check_logits_targets,
+    check_real,
+    class_weighted_mean,
+)
 
 __all__ = ["LabelAwareSmoothingLoss", "SmoothingShape", "label_aware_epsilons"]
 
@@ -86,14 +92,14 @@ class LabelAwareSmoothingLoss(nn.Module):
         """Per-class ``eps_c`` ``[C]`` on the buffer's device."""
         return _label_aware_epsilons(self.class_counts, self.eps_head, self.eps_tail, self.shape)
 
-    def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
-        """Mean label-aware-smoothed CE of ``logits [B, C]`` against ``targets [B]``."""
+    def forward(self, logits: Tensor, targets: Tensor, class_weight: Tensor | None = None) -> Tensor:
+        """Mean (with ``class_weight``: class-weighted mean) label-aware-smoothed CE of ``logits [B, C]``."""
         dtype = check_logits_targets(logits, targets, self.class_counts.numel())
         log_p = F.log_softmax(logits.to(dtype), dim=1)
         nll = -log_p.gather(1, targets.unsqueeze(1)).squeeze(1)
         uniform = -log_p.mean(dim=1)
         eps = self.epsilons().to(dtype)[targets]
-        return ((1.0 - eps) * nll + eps * uniform).mean()
+        return class_weighted_mean((1.0 - eps) * nll + eps * uniform, targets, class_weight)
 
     def extra_repr(self) -> str:
         return (

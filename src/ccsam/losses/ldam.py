@@ -9,8 +9,8 @@ from torch import Tensor, nn
 from ccsam.losses._common import (
     ClassCounts,
     as_class_counts,
-    check_logits_targets,
     check_epoch,
+    check_logits_targets,
     check_real,
     subtract_at_targets,
 )
@@ -97,11 +97,19 @@ class LDAMLoss(nn.Module):
             return torch.ones_like(self.class_counts)
         return _effective_number_weights(self.class_counts, self.beta)
 
-    def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
-        """Mean LDAM loss of cosine ``logits [B, C]`` against ``targets [B]``."""
+    def forward(self, logits: Tensor, targets: Tensor, class_weight: Tensor | None = None) -> Tensor:
+        """Mean LDAM loss of cosine ``logits [B, C]`` against ``targets [B]``.
+
+        ``class_weight`` comes from a :class:`~ccsam.losses.drw.DeferredReweighting` wrapper (the
+        composition form of LDAM-DRW); it cannot be combined with ``drw_start_epoch``.
+        """
         dtype = check_logits_targets(logits, targets, self.class_counts.numel())
         adjusted = subtract_at_targets(logits.to(dtype), targets, self.margins())
         weight = self.class_weights()
+        if class_weight is not None:
+            if weight is not None:
+                raise ValueError("LDAMLoss has drw_start_epoch set and is also wrapped in DRW; use one")
+            weight = class_weight
         weight = None if weight is None else weight.to(dtype)
         return F.cross_entropy(self.scale * adjusted, targets, weight=weight)
 

@@ -37,11 +37,12 @@ class LogitAdjustedLoss(nn.Module):
         self.register_buffer("class_counts", as_class_counts(class_counts))
         self.tau = check_real("tau", tau)
 
-    def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
-        """Mean logit-adjusted CE of ``logits [B, C]`` against ``targets [B]``."""
+    def forward(self, logits: Tensor, targets: Tensor, class_weight: Tensor | None = None) -> Tensor:
+        """Mean (with ``class_weight``: PyTorch-weighted mean) logit-adjusted CE of ``logits [B, C]``."""
         dtype = check_logits_targets(logits, targets, self.class_counts.numel())
         shift = self.tau * log_prior(self.class_counts).to(dtype)
-        return F.cross_entropy(logits.to(dtype) + shift, targets)
+        weight = None if class_weight is None else class_weight.to(dtype)
+        return F.cross_entropy(logits.to(dtype) + shift, targets, weight=weight)
 
     def extra_repr(self) -> str:
         return f"num_classes={self.class_counts.numel()}, tau={self.tau}"

@@ -37,13 +37,14 @@ class VSLoss(nn.Module):
         self.gamma = check_real("gamma", gamma, low=0.0)
         self.tau = check_real("tau", tau)
 
-    def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
-        """Mean VS loss of ``logits [B, C]`` against ``targets [B]``."""
+    def forward(self, logits: Tensor, targets: Tensor, class_weight: Tensor | None = None) -> Tensor:
+        """Mean (with ``class_weight``: PyTorch-weighted mean) VS loss of ``logits [B, C]``."""
         dtype = check_logits_targets(logits, targets, self.class_counts.numel())
         counts = self.class_counts
         delta = (counts / counts.max()).pow(self.gamma).to(dtype)
         iota = (self.tau * log_prior(counts)).to(dtype)
-        return F.cross_entropy(logits.to(dtype) * delta + iota, targets)
+        weight = None if class_weight is None else class_weight.to(dtype)
+        return F.cross_entropy(logits.to(dtype) * delta + iota, targets, weight=weight)
 
     def extra_repr(self) -> str:
         return f"num_classes={self.class_counts.numel()}, gamma={self.gamma}, tau={self.tau}"

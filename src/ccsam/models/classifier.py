@@ -19,8 +19,8 @@ __all__ = ["Classifier"]
 class Classifier(nn.Module):
     """``logits = head(backbone(x))`` with ``head = nn.Linear(feature_dim, num_classes)``.
 
-    The head gets PyTorch's default ``nn.Linear`` initialisation (as in the CC-SAM / LDAM-DRW code, where
-    the classifier is created after the backbone's Kaiming init).
+    The head gets PyTorch's default ``nn.Linear`` initialisation (as in the official CC-SAM code; LDAM-DRW's
+    ``resnet32`` re-initialises it Kaiming-normal: ``model.head_init=kaiming_normal`` in the training engine).
 
     Args:
         backbone: module mapping an input batch to features of shape ``[B, feature_dim]``.

@@ -17,7 +17,7 @@ from torch.optim import SGD, Optimizer
 
 from ccsam.config.schema import LossConfig, ModelConfig, RunConfig, Stage1Config, Stage2Config
 from ccsam.errors import RunDirError
-from ccsam.losses import build_loss
+from ccsam.losses import DeferredReweighting, build_loss
 from ccsam.models import Classifier, build_model
 from ccsam.models.heads import CosineHead, LWSHead
 from ccsam.models.pretrained import load_pretrained
@@ -53,16 +53,26 @@ def select_device(name: str) -> torch.device:
 
 
 def build_criterion(loss: LossConfig, class_counts: torch.Tensor) -> nn.Module:
-    """The configured loss on the device of ``class_counts``."""
-    return build_loss(loss.name, class_counts.cpu(), **loss.options).to(class_counts.device)
+    """The configured loss on the device of ``class_counts``, wrapped in DRW when ``loss.drw.start_epoch``
+    is set."""
+    criterion = build_loss(loss.name, class_counts.cpu(), **loss.options)
+    if loss.drw.start_epoch is not None:
+        criterion = DeferredReweighting(criterion, class_counts.cpu(), loss.drw.start_epoch, loss.drw.beta)
+    return criterion.to(class_counts.device)
 
 
 def install_head(model: Classifier, cfg: ModelConfig) -> Classifier:
-    """Replace the default linear head by the configured kind (cosine: s * cos(f, w_c))."""
+    """Replace the default linear head by the configured kind (cosine: s * cos(f, w_c)), then apply
+    ``model.head_init``: ``kaiming_normal`` draws the weight from N(0, 2 / d) (``kaiming_normal_``, fan-in,
+    ReLU gain), the initialisation LDAM-DRW's ``resnet32`` applies to its linear classifier; the bias keeps
+    ``nn.Linear``'s default. ``default`` keeps the head's own initialisation."""
     if cfg.head == "cosine":
         linear = model.head
         model.head = CosineHead(linear.in_features, linear.out_features, scale=cfg.head_scale,
                                 device=linear.weight.device, dtype=linear.weight.dtype)
+    if cfg.head_init == "kaiming_normal":
+        with torch.no_grad():
+            nn.init.kaiming_normal_(model.head.weight)
     return model
 
 

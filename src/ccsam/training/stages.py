@@ -19,7 +19,8 @@ from torch.optim import Optimizer
 from ccsam.config.schema import RunConfig, Stage1Config, Stage2Config
 from ccsam.data.build import LongTailData
 from ccsam.data.dataloader import DataLoaderBatches
-from ccsam.data.loader import AugmentSpec, InMemoryLoader
+from ccsam.data.batches import train_batches
+from ccsam.data.loader import InMemoryLoader
 from ccsam.data.samplers import build_sampler
 from ccsam.losses import LOSSES
 from ccsam.models import Classifier
@@ -113,17 +114,6 @@ class Stage:
                 self.swa.finalize(model, train_batches())
 
 
-def _augment_spec(cfg: RunConfig, data: LongTailData) -> AugmentSpec:
-    return AugmentSpec(
-        cfg.data.augment,
-        cfg.data.crop_padding,
-        data.mean,
-        data.std,
-        cutout_size=cfg.data.cutout_size,
-        autoaugment_fill=cfg.data.autoaugment_fill,
-    )
-
-
 def _loader(
     cfg: RunConfig, number: int, data: LongTailData, runtime: Runtime, seed: int
 ) -> InMemoryLoader | DataLoaderBatches:
@@ -132,22 +122,7 @@ def _loader(
     sampler = build_sampler(stage_cfg.sampler, data.train.labels.cpu(), data.num_classes, seed, **extra)
     mixup_alpha = cfg.stage1.mixup_alpha if number == 1 else 0.0
     memory_format = torch.channels_last if runtime.channels_last else torch.contiguous_format
-    spec = _augment_spec(cfg, data)
-    if cfg.data.loader == "dataloader":
-        return DataLoaderBatches(
-            data.train,
-            sampler,
-            cfg.data.batch_size,
-            spec,
-            mixup_alpha,
-            seed,
-            runtime.device,
-            num_workers=cfg.data.num_workers,
-            memory_format=memory_format,
-        )
-    return InMemoryLoader(
-        data.train, sampler, cfg.data.batch_size, spec, mixup_alpha, seed, memory_format=memory_format
-    )
+    return train_batches(data, sampler, cfg.data, mixup_alpha, seed, runtime.device, memory_format)
 
 
 def build_stage(
@@ -236,7 +211,7 @@ STAGE2_OBJECTIVES: dict[str, ObjectiveBuilder] = {"ccsam": _adversarial, "retrai
 def build_objective(cfg: RunConfig, stage: Stage, stage_epoch: int, counts: torch.Tensor) -> Objective:
     """The stage's objective at ``stage_epoch``: the epoch sets the DRW switch of losses that use it
     (``LossEntry.uses_epoch``) and stage 2's adversarial weight alpha."""
-    if LOSSES[stage.config.loss.name].uses_epoch:
+    if LOSSES[stage.config.loss.name].uses_epoch or stage.config.loss.drw.start_epoch is not None:
         stage.criterion.set_epoch(stage_epoch)  # type: ignore[operator]
     registry = STAGE1_OBJECTIVES if stage.number == 1 else STAGE2_OBJECTIVES
     method = cfg.stage1.method if stage.number == 1 else cfg.stage2.method

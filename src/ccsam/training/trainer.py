@@ -17,11 +17,11 @@ from typing import Any
 import torch
 
 from ccsam.config.schema import RunConfig
-from ccsam.data.build import build_data
-from ccsam.data.loader import eval_batches
+from ccsam.data.batches import split_batches
+from ccsam.data.build import build_data, build_open_images
 from ccsam.data.splits import SplitManifest
 from ccsam.errors import DivergenceError, RunDirError
-from ccsam.evaluation.predict import balanced_accuracy, evaluate_split
+from ccsam.evaluation.predict import balanced_accuracy, evaluate_split, open_set_results
 from ccsam.optim.schedules import learning_rate
 from ccsam.training.assembly import build_run_model, prepare_stage2, select_device
 from ccsam.training.checkpoint import (
@@ -92,11 +92,12 @@ class Trainer:
         self.epoch, self.best_val, self.elapsed = 0, -math.inf, 0.0
         self.stage: Stage | None = None
 
-    def fit(self, stop_at: int | None = None) -> dict[str, Any] | None:
+    def fit(self, stop_at: int | None = None, *, evaluate_test: bool = True) -> dict[str, Any] | None:
         """Train to the last epoch, then evaluate the last-epoch model on the test split once.
 
         ``stop_at`` ends the run early after that many (global) epochs, with no test evaluation, as an
-        interruption would: the run folder can then be continued with ``resume``.
+        interruption would: the run folder can then be continued with ``resume``. ``evaluate_test=False``
+        trains to the end and returns ``None`` without touching the test split (hyper-parameter search).
         """
         if not self.run.manifest_path.exists():
             self.data.manifest.save_json(self.run.manifest_path)
@@ -113,6 +114,9 @@ class Trainer:
             self.epoch += 1
             save_checkpoint(self.run.last_checkpoint, self.state_dict())
             _log_epoch(record, self.cfg)
+        if not evaluate_test:
+            self._close_scalars()
+            return None
         results = self.final_results()
         self.run.write_results(results)
         test = {k: results["test"][k] for k in ("top1", "many", "medium", "few", "ece", "nll")}
@@ -178,8 +182,8 @@ class Trainer:
     def _train_inputs(self) -> Any:
         return (
             x
-            for x, _ in eval_batches(
-                self.data.train, self.cfg.data.eval_batch_size, self.data.mean, self.data.std
+            for x, _ in split_batches(
+                self.data.train, self.cfg.data.eval_batch_size, self.data.mean, self.data.std, device=self.device
             )
         )
 
@@ -198,7 +202,7 @@ class Trainer:
     def final_results(self) -> dict[str, Any]:
         """``results.json``: the last-epoch model on the test split (and the validation split)."""
         data, cfg = self.data, self.cfg
-        return {
+        results = {
             "name": cfg.name,
             "seed": cfg.seed,
             "epochs": cfg.total_epochs,
@@ -211,6 +215,10 @@ class Trainer:
             "test": evaluate_split(self.model, data.test, data, cfg, self.runtime, details=True),
             "val": evaluate_split(self.model, data.val, data, cfg, self.runtime) if len(data.val) else None,
         }
+        if cfg.eval.open_set:  # OLTR (spec 3.3): the test split plus the `_open` list's images
+            opened = build_open_images(cfg.data, data)
+            results["open_set"] = open_set_results(self.model, data.test, opened, data, cfg, self.runtime)
+        return results
 
     # -- TensorBoard -------------------------------------------------------------------------------
     def _write_scalars(self, record: dict[str, Any], step: int) -> None:

@@ -1,0 +1,148 @@
+"""Issue 12's study: does CC-SAM help on Fashion-MNIST-LT IR 100 once every method is tuned the same way?
+
+Usage (one job at a time; re-run the same command to continue after an interruption):
+    python benchmarks/fmnist_tuned_study.py --data-root ../shared/data --study-dir runs/fmnist-lt-tuned
+    python benchmarks/fmnist_tuned_study.py --smoke --study-dir /tmp/fmnist-smoke   # minutes: proves it runs
+
+Phases, in this order, each resumable: (1) search: every method of `fmnist_tuned_study.yaml`, the same
+number of Optuna trials on the 30 + 10 proxy schedule, validation split only; (2) final: each method's
+chosen values on the full 120 + 20 schedule, seeds 0-4, test split once per seed; (3) ablations of the
+tuned CC-SAM (released form): the radius ablation (none / dir_only / mag_only vs ccsam) and the stage-1
+isolation (CC-SAM or ERM stage 1, each followed by CC-SAM's stage 2 or cRT). After every job the report
+`benchmarks/results/fmnist-lt-tuned.md` is rewritten from whatever has finished (`--smoke`: inside the
+study folder). A lock file in the study folder keeps a second copy from running at the same time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ccsam.config import resolve_config
+from ccsam.data.build import DATA_ROOT_ENV
+from ccsam.tuning import load_study_spec, run_final, run_search
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tuned_report import write_report  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+SPEC = HERE / "fmnist_tuned_study.yaml"
+REPORT = HERE / "results" / "fmnist-lt-tuned.md"
+CRT_STAGE2 = [
+    "stage2.method=retrain",
+    "stage2.reinit_head=true",
+    "stage2.sampler=class_balanced",
+    "stage2.schedule=cosine",
+    "stage2.bn_mode=eval",
+    "stage2.epochs=20",
+    "stage2.warmup_epochs=0",
+]
+ABLATIONS: dict[str, list[str]] = {
+    "radius-none": ["stage1.radius_mode=none"],
+    "radius-dir_only": ["stage1.radius_mode=dir_only"],
+    "radius-mag_only": ["stage1.radius_mode=mag_only"],
+    "s1-erm+s2-ccsam": ["stage1.method=erm"],
+    "s1-ccsam+s2-crt": CRT_STAGE2,
+    "s1-erm+s2-crt": ["stage1.method=erm", *CRT_STAGE2],
+}
+# Smoke: the pipeline end to end in minutes (a 300-image head class; timings then understate a full epoch).
+SMOKE = {
+    "trials": 2,
+    "seeds": [0, 1],
+    "startup_trials": 1,
+    "pruner_startup_trials": 1,
+    "pruner_warmup_epochs": 1,
+    "search_overrides": ["stage1.epochs=1", "stage1.milestones=[1]", "stage1.warmup_epochs=0"],
+    "final_overrides": ["stage1.epochs=1", "stage1.milestones=[1]", "stage1.warmup_epochs=0"],
+}
+
+
+def _spec_tree(smoke: bool) -> dict[str, Any]:
+    tree = yaml.safe_load(SPEC.read_text())
+    if not smoke:
+        return tree
+    tree.update(SMOKE)
+    tree["common_overrides"] = [*tree.get("common_overrides", []), "data.n_max=300"]
+    for method in tree["methods"].values():  # one stage-2 epoch wherever a method has a stage 2
+        kept = [o for o in method.get("search_overrides", []) if not o.startswith("stage2.epochs")]
+        two_stage = resolve_config(method["preset"]).stage2.epochs > 0
+        method["final_overrides"] = ["stage2.epochs=1"] if two_stage else []
+        method["search_overrides"] = [*kept, *method["final_overrides"]]
+        space = dict(method.get("space", {}))
+        if "stage2.epochs" in space:
+            space["stage2.epochs"] = {"type": "categorical", "choices": [1]}
+        method["space"] = space
+    return tree
+
+
+class StudyLock:
+    """``STUDY/.lock`` holding this process id: a second study process on the same folder is refused."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / ".lock"
+
+    def __enter__(self) -> StudyLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.is_file():
+            pid = int(self.path.read_text().strip() or 0)
+            try:
+                os.kill(pid, 0)
+                sys.exit(f"study folder is in use by process {pid} ({self.path}); one job at a time")
+            except (ProcessLookupError, PermissionError):
+                self.path.unlink()  # left by a killed process
+        fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--study-dir", default="runs/fmnist-lt-tuned")
+    parser.add_argument("--data-root", default=None, help=f"sets ${DATA_ROOT_ENV}")
+    parser.add_argument(
+        "--smoke", action="store_true", help="2 trials, 2 seeds, 1 (+1) epochs: a pipeline check"
+    )
+    parser.add_argument("--phase", choices=("search", "final", "ablations", "report", "all"), default="all")
+    parser.add_argument("--methods", nargs="*", default=None, help="a subset of the study's methods")
+    args = parser.parse_args()
+    if args.data_root:
+        os.environ[DATA_ROOT_ENV] = str(Path(args.data_root).expanduser())
+    study_dir = Path(args.study_dir)
+    report = study_dir / "fmnist-lt-tuned-smoke.md" if args.smoke else REPORT
+    spec = load_study_spec(_spec_tree(args.smoke))
+    methods = args.methods or list(spec.methods)
+    ablated = "ccsam-released"  # the radius ablation exists for the head-only (released) form
+
+    def report_now() -> None:
+        write_report(
+            _spec_tree(args.smoke), _spec_tree(False), study_dir, report, ABLATIONS, smoke=args.smoke
+        )
+
+    with StudyLock(study_dir):
+        if args.phase in ("search", "all"):
+            for method in methods:
+                run_search(spec, study_dir, method)
+                report_now()
+        if args.phase in ("final", "all"):
+            for method in methods:
+                run_final(spec, study_dir, method)
+                report_now()
+        if args.phase in ("ablations", "all") and ablated in methods:
+            for name, overrides in ABLATIONS.items():
+                run_final(spec, study_dir, ablated, variant=name, extra_overrides=overrides)
+                report_now()
+        report_now()
+    print(f"report: {report}")
+
+
+if __name__ == "__main__":
+    main()

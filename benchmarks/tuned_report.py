@@ -1,0 +1,264 @@
+"""The Markdown report of a `ccsam tune` study folder (used by fmnist_tuned_study.py).
+
+Per method: budget, chosen values, proxy validation score, full-schedule test mean ± std over seeds
+(overall / many / medium / few / ECE), seeds missing; the paired per-seed comparison of the best CC-SAM
+variant against the best baseline (both chosen by validation) with a 95 % t-interval; the ablations; the
+search spaces; and the per-epoch cost measured on this machine with the full study's estimated time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ccsam.tuning import StudySpec, load_study_spec, study_summary
+
+ABLATED = "ccsam-released"
+METRICS = ("top1", "many", "medium", "few", "ece")
+
+
+def t_quantile_975(df: int) -> float:
+    """Two-sided 95 % quantile of Student's t with ``df`` degrees of freedom."""
+    try:
+        from scipy.stats import t
+
+        return float(t.ppf(0.975, df))
+    except ImportError:
+        table = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228]
+        return table[df - 1] if df <= len(table) else 1.96
+
+
+def paired_interval(a: dict[str, float], b: dict[str, float]) -> dict[str, Any] | None:
+    """Mean of the per-seed differences ``a - b`` over the seeds both have, and its 95 % t-interval
+    ``mean ± t_{0.975, n-1} sd / sqrt(n)``; ``None`` below 2 paired seeds."""
+    seeds = sorted(set(a) & set(b), key=int)
+    if len(seeds) < 2:
+        return None
+    diffs = [a[s] - b[s] for s in seeds]
+    mean, sd = statistics.mean(diffs), statistics.stdev(diffs)
+    half = t_quantile_975(len(diffs) - 1) * sd / len(diffs) ** 0.5
+    return {"seeds": seeds, "diffs": diffs, "mean": mean, "low": mean - half, "high": mean + half}
+
+
+def _pct(values: list[float]) -> str:
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{100 * values[0]:.2f}"
+    return f"{100 * statistics.mean(values):.2f} ± {100 * statistics.stdev(values):.2f}"
+
+
+def _cells(runs: dict[str, Any] | None, seeds: list[int]) -> list[str]:
+    """Test metrics, full-schedule validation top-1 and the seed count (missing seeds in bold)."""
+    per_seed = (runs or {}).get("per_seed", {})
+    cols = [_pct([r["test"][k] for r in per_seed.values() if r["test"][k] is not None]) for k in METRICS]
+    cols.append(_pct([r["val"]["top1"] for r in per_seed.values() if r.get("val")]))
+    missing = [str(s) for s in seeds if str(s) not in per_seed]
+    cols.append(f"{len(per_seed)}/{len(seeds)}" + (f" (**missing {', '.join(missing)}**)" if missing else ""))
+    return cols
+
+
+def _short(key: str) -> str:
+    return key.replace("stage1.", "s1.").replace("stage2.", "s2.").replace("loss.options.", "")
+
+
+def _fmt_params(params: dict[str, Any]) -> str:
+    return ", ".join(
+        f"`{_short(k)}`={v:.3g}" if isinstance(v, float) else f"`{_short(k)}`={v}" for k, v in params.items()
+    )
+
+
+def _fmt_space(spec: StudySpec, method: str) -> str:
+    parts = []
+    for key, p in spec.methods[method].space.items():
+        if p.type == "categorical":
+            parts.append(f"{_short(key)} ∈ {list(p.choices or ())}")
+        else:
+            parts.append(f"{_short(key)} ∈ [{p.low:g}, {p.high:g}]{' log' if p.log else ''}")
+    return "; ".join(parts)
+
+
+def _table(header: list[str]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+
+
+def _results(spec: StudySpec, summary: dict[str, Any]) -> list[str]:
+    lines = _table(
+        [
+            "method",
+            "trials complete / pruned / budget",
+            "chosen values",
+            "val. bal. acc. % (proxy)",
+            "test overall %",
+            "many %",
+            "medium %",
+            "few %",
+            "ECE %",
+            "val. top-1 % (full)",
+            "seeds",
+        ]
+    )
+    for method in spec.methods:
+        entry = summary.get(method, {})
+        choice, states = entry.get("choice"), [t["state"] for t in entry.get("trials") or []]
+        budget = f"{states.count('COMPLETE')} / {states.count('PRUNED')} / {spec.trials}"
+        chosen = _fmt_params(choice["params"]) if choice else "search not finished"
+        proxy = f"{100 * choice['validation']:.2f}" if choice else "-"
+        lines.append(
+            "| "
+            + " | ".join([method, budget, chosen, proxy, *_cells(entry.get("final"), list(spec.seeds))])
+            + " |"
+        )
+    return lines
+
+
+def _paired(spec: StudySpec, summary: dict[str, Any]) -> list[str]:
+    """Best CC-SAM variant vs best baseline, each chosen by its search (validation) score, never by test."""
+
+    def best(names: list[str]) -> str | None:
+        scored = [
+            (summary[n]["choice"]["validation"], n) for n in names if (summary.get(n) or {}).get("choice")
+        ]
+        return max(scored)[1] if scored else None
+
+    ccsam = best([m for m in spec.methods if m.startswith("ccsam")])
+    base = best([m for m in spec.methods if not m.startswith("ccsam")])
+    if ccsam is None or base is None:
+        return ["Not available yet (needs a finished search of a CC-SAM variant and of a baseline)."]
+    top1 = {
+        n: {s: r["test"]["top1"] for s, r in ((summary[n].get("final") or {}).get("per_seed") or {}).items()}
+        for n in (ccsam, base)
+    }
+    result = paired_interval(top1[ccsam], top1[base])
+    head = f"Best CC-SAM variant by validation: **{ccsam}**; best baseline by validation: **{base}**."
+    if result is None:
+        return [head, "", "Fewer than 2 seeds finished for both; no interval yet."]
+    diffs = ", ".join(
+        f"seed {s}: {100 * d:+.2f}" for s, d in zip(result["seeds"], result["diffs"], strict=True)
+    )
+    verdict = (
+        "CC-SAM is better beyond the interval"
+        if result["low"] > 0
+        else "the baseline is better beyond the interval"
+        if result["high"] < 0
+        else "no difference can be claimed: the interval contains 0"
+    )
+    return [
+        head,
+        "",
+        f"{ccsam} − {base} (test overall top-1, points): {diffs}; mean {100 * result['mean']:+.2f}, "
+        f"95 % t-interval [{100 * result['low']:+.2f}, {100 * result['high']:+.2f}] over "
+        f"{len(result['seeds'])} paired seeds: {verdict}.",
+    ]
+
+
+def _ablations(spec: StudySpec, summary: dict[str, Any], names: list[str]) -> list[str]:
+    seeds = list(spec.seeds)
+    entry = summary.get(ABLATED, {})
+    lines = _table(
+        ["variant", "test overall %", "many %", "medium %", "few %", "ECE %", "val. top-1 %", "seeds"]
+    )
+    lines.append(
+        "| " + " | ".join(["ccsam (tuned; the results row)", *_cells(entry.get("final"), seeds)]) + " |"
+    )
+    for name in names:
+        lines.append("| " + " | ".join([name, *_cells(entry.get("variants", {}).get(name), seeds)]) + " |")
+    return lines + [
+        "",
+        "`radius-*`: `stage1.radius_mode` (none: no class-conditional perturbation; dir_only: the "
+        "class direction at a fixed length; mag_only: the class radius along a random direction). "
+        "`s1-*+s2-*`: CC-SAM or ERM stage 1 (tuned values otherwise), then CC-SAM's tuned stage 2 or "
+        "cRT (fresh head, class-balanced batches, cosine LR, 20 epochs).",
+    ]
+
+
+def _epoch_seconds(study_dir: Path, method: str) -> float | None:
+    times = []
+    for metrics in (study_dir / method).glob("*/*/metrics.jsonl"):
+        times += [json.loads(line)["time_s"] for line in metrics.read_text().splitlines() if line.strip()]
+    return statistics.median(times) if times else None
+
+
+def _cost(full: StudySpec, study_dir: Path, summary: dict[str, Any], n_ablations: int) -> list[str]:
+    """Median measured seconds per epoch times the full study's epochs (unpruned search + seeds)."""
+    lines = _table(
+        ["method", "median s / epoch (incl. validation)", "est. full search + final (+ ablations)"]
+    )
+    total = 0.0
+    for method in full.methods:
+        sec = _epoch_seconds(study_dir, method)
+        if sec is None:
+            lines.append(f"| {method} | - | - |")
+            continue
+        params = (summary.get(method, {}).get("choice") or {}).get("params", {})
+        params = {
+            k: v for k, v in params.items() if k != "stage2.epochs"
+        }  # a smoke run's value is not the real one
+        search = full.search_config(method, params).total_epochs
+        final = full.final_config(method, params, 0).total_epochs * (
+            1 + (n_ablations if method == ABLATED else 0)
+        )
+        est = sec * (full.trials * search + len(full.seeds) * final)
+        total += est
+        lines.append(f"| {method} | {sec:.2f} | {est / 3600:.1f} h |")
+    return lines + ["", f"Estimated full study, one job at a time: {total / 3600:.1f} h without pruning."]
+
+
+def write_report(
+    tree: dict[str, Any],
+    full_tree: dict[str, Any],
+    study_dir: Path,
+    out: Path,
+    ablations: dict[str, list[str]],
+    *,
+    smoke: bool = False,
+) -> None:
+    """Write the report of ``study_dir`` (declared by ``tree``; ``full_tree`` = the real study, for the
+    cost estimate) to ``out``."""
+    spec, full = load_study_spec(tree), load_study_spec(full_tree)
+    summary = study_summary(study_dir)
+    seeds = ", ".join(map(str, spec.seeds))
+    flag = " --smoke" if smoke else ""
+    lines = [
+        f"# Fashion-MNIST-LT IR 100: every method tuned on validation, then seeds {seeds}"
+        + (" (SMOKE RUN: tiny schedule, not a result)" if smoke else ""),
+        "",
+        f"Command: `python benchmarks/fmnist_tuned_study.py{flag} --study-dir {study_dir}`; study file "
+        f"`benchmarks/fmnist_tuned_study.yaml`. Written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on "
+        f"{platform.machine()} / {os.cpu_count()} CPUs, torch {torch.__version__}.",
+        "",
+        f"Protocol: {spec.trials} Optuna trials per method (TPE; {spec.pruner} pruner on the per-epoch "
+        "validation balanced accuracy) on the proxy schedule, scored on the balanced validation split "
+        "(unused training images) only; the best trial's values are trained on the full schedule once per "
+        "seed and the test split is evaluated once per seed, at the last epoch. Rows marked **missing** have "
+        "not finished every seed.",
+        "",
+        "## Results",
+        "",
+        *_results(spec, summary),
+        "",
+        "## Paired comparison",
+        "",
+        *_paired(spec, summary),
+        "",
+        f"## Which part of CC-SAM helps ({ABLATED}, tuned values fixed)",
+        "",
+        *_ablations(spec, summary, list(ablations)),
+        "",
+        "## Search spaces",
+        "",
+        *_table(["method", "preset, fixed overrides", "space"]),
+    ]
+    for method, m in spec.methods.items():
+        fixed = ", ".join(f"`{o}`" for o in m.overrides) or "-"
+        lines.append(f"| {method} | `{m.preset}`, {fixed} | {_fmt_space(spec, method)} |")
+    lines += ["", "## Cost on this machine", "", *_cost(full, study_dir, summary, len(ablations)), ""]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines))

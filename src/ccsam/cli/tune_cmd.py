@@ -1,0 +1,56 @@
+"""``ccsam tune``: search each method's hyper-parameters on the validation split, then train the choice
+with N seeds and evaluate the test split once per seed (``ccsam.tuning``)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from ccsam.data.build import DATA_ROOT_ENV
+
+_EPILOG = """The study file (YAML) declares the budget (`trials`, the same for every method), the final
+`seeds`, the proxy schedule (`search_overrides`), and per method a preset and a typed `space`, e.g.
+  methods:
+    ce:
+      preset: fmnist-lt-ce
+      space:
+        stage1.lr: {type: float, low: 0.02, high: 0.3, log: true}
+Run it again to continue a killed study (SQLite storage in STUDY_DIR/study.db)."""
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "tune", help="tune methods on the validation split (Optuna), then N seeds on the test split",
+        description="Search phase: Optuna TPE trials on the proxy schedule, scored by validation balanced "
+        "accuracy every epoch (median / successive-halving pruning); the test split is never evaluated. "
+        "Final phase: the best trial's values on the full schedule, one run per seed, test evaluated once "
+        "per seed. Everything is recorded in STUDY_DIR. Needs `pip install 'ccsam[tune]'`.",
+        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--spec", required=True, metavar="FILE", help="study file (YAML)")
+    p.add_argument("--study-dir", required=True, metavar="DIR", help="study folder (created or continued)")
+    p.add_argument("--method", action="append", default=None, metavar="NAME",
+                   help="only this method (repeatable; default: every method of the study file)")
+    p.add_argument("--phase", choices=("search", "final", "all"), default="all",
+                   help="search only, final only (needs the search's choice), or both (default)")
+    p.add_argument("--data-root", default=None, help=f"folder holding the data sets (sets ${DATA_ROOT_ENV})")
+
+
+def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from ccsam.tuning import load_study_spec, run_final, run_search
+
+    if args.data_root:
+        os.environ[DATA_ROOT_ENV] = str(Path(args.data_root).expanduser())
+    spec = load_study_spec(args.spec)
+    methods = args.method or list(spec.methods)
+    for method in methods:
+        if args.phase in ("search", "all"):
+            choice = run_search(spec, args.study_dir, method)
+            print(f"{method}: chose trial {choice['trial']} (validation {100 * choice['validation']:.2f}) "
+                  f"{choice['params']}")
+        if args.phase in ("final", "all"):
+            final = run_final(spec, args.study_dir, method)
+            tops = [100 * r["test"]["top1"] for r in final["per_seed"].values()]
+            print(f"{method}: test top-1 per seed {', '.join(f'{t:.2f}' for t in tops)}")
+    return 0

@@ -1,0 +1,81 @@
+"""Deferred re-weighting (DRW) of any loss (Cao, Wei, Gaidon, Arechiga, Ma, NeurIPS 2019, section 3.3).
+
+DRW trains with the plain loss until ``start_epoch`` and with class-balanced weights from then on. Here
+it is a wrapper, so "CE-DRW", "LDAM-DRW" and "LDAM-DRW + SAM" are compositions: ``stage1.loss.name``
+picks the loss, ``stage1.loss.drw.start_epoch`` turns the wrapper on, ``stage1.optimizer`` the optimiser.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+from torch import Tensor, nn
+
+from ccsam.losses._common import ClassCounts, as_class_counts, check_epoch, check_real
+from ccsam.losses.weights import _effective_number_weights
+
+__all__ = ["DeferredReweighting"]
+
+
+class DeferredReweighting(nn.Module):
+    """``DRW(L)(z, y) = L_w(z, y)`` with ``w = 1`` for ``epoch < start_epoch`` and
+    ``w_c = (1 - beta) / (1 - beta^{n_c})`` (effective number, normalised to ``sum_c w_c = C``) after.
+
+    The weights are passed to the wrapped loss as ``loss(logits, targets, class_weight=w)``; every loss
+    in :mod:`ccsam.losses` accepts it and reduces as PyTorch's weighted mean
+    ``sum_i w_{y_i} l_i / sum_i w_{y_i}`` (for the CE-form losses through ``F.cross_entropy(weight=w)``),
+    so ``DRW(LDAMLoss(...))`` equals ``LDAMLoss(..., drw_start_epoch=...)`` bit for bit. Before
+    ``start_epoch`` the all-ones weights are passed too, as LDAM-DRW does. Call :meth:`set_epoch` at the
+    start of every epoch (the training engine does); the weights are a pure function of that epoch.
+
+    Args:
+        loss: a loss module whose ``forward`` takes ``class_weight``.
+        class_counts: training-set size per class ``[C]``, kept in a buffer.
+        start_epoch: first 0-based epoch with class-balanced weights (160 of 200 on CIFAR).
+        beta: effective-number ``beta`` in ``[0, 1)``.
+
+    Example:
+        >>> from ccsam.losses import CrossEntropyLoss
+        >>> ce_drw = DeferredReweighting(CrossEntropyLoss(), [100, 10], start_epoch=160)
+        >>> ce_drw.set_epoch(160)
+        >>> [round(w, 3) for w in ce_drw.class_weights().tolist()]
+        [0.183, 1.817]
+    """
+
+    class_counts: Tensor
+
+    def __init__(
+        self, loss: nn.Module, class_counts: ClassCounts, start_epoch: int, beta: float = 0.9999
+    ) -> None:
+        super().__init__()
+        forward = getattr(loss, "forward", None)
+        if not isinstance(loss, nn.Module) or "class_weight" not in inspect.signature(forward).parameters:
+            name = type(loss).__name__
+            raise ValueError(f"DRW needs a loss whose forward takes class_weight; {name} does not")
+        if getattr(loss, "drw_start_epoch", None) is not None:
+            raise ValueError("the wrapped loss already re-weights (drw_start_epoch); set DRW in one place")
+        self.loss = loss
+        self.register_buffer("class_counts", as_class_counts(class_counts))
+        self.start_epoch = check_epoch("start_epoch", start_epoch)
+        self.beta = check_real("beta", beta, low=0.0, high=1.0, high_open=True)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Set the 0-based epoch that selects the weights (and pass it on to a wrapped loss that uses it)."""
+        self.epoch = check_epoch("epoch", epoch)
+        if hasattr(self.loss, "set_epoch"):
+            self.loss.set_epoch(epoch)
+
+    def class_weights(self) -> Tensor:
+        """Ones before ``start_epoch``, effective-number weights from it on; float32 ``[C]``."""
+        if self.epoch < self.start_epoch:
+            return torch.ones_like(self.class_counts)
+        return _effective_number_weights(self.class_counts, self.beta)
+
+    def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
+        """The wrapped loss of ``logits [B, C]`` against ``targets [B]`` with this epoch's class weights."""
+        return self.loss(logits, targets, class_weight=self.class_weights())
+
+    def extra_repr(self) -> str:
+        return f"start_epoch={self.start_epoch}, beta={self.beta}"

@@ -1,0 +1,304 @@
+"""Hyper-parameter search on the validation split with Optuna, then a multi-seed final phase.
+
+Study folder::
+
+    STUDY/
+      study.db                     Optuna's SQLite storage (one Optuna study per method); resumable
+      spec.json                    the study as declared (checked on every resume)
+      <method>/space.json          the method's search space, fixed overrides and budget
+      <method>/trials/trial-NNNN/  one run folder per trial: validation metrics only, never results.json
+      <method>/trials.json         every trial: state, sampled values, per-epoch validation score
+      <method>/choice.json         the chosen values: the best validation score among complete trials
+      <method>/final/seed-S/       the chosen config on the full schedule, one run folder per seed
+      <method>/final.json          per-seed test (and validation) metrics of those runs
+
+The search phase trains with ``evaluate_test=False``: the objective is the last-epoch validation
+balanced accuracy (mean per-class accuracy, the engine's selection metric), reported every epoch to a
+median or successive-halving pruner. The test split is evaluated only in :func:`run_final`, once per seed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ccsam.atomic_io import atomic_write_text
+from ccsam.config import resolve_config
+from ccsam.errors import CcsamError, ConfigError
+from ccsam.training.run_dir import RunDir
+from ccsam.training.trainer import Trainer, train
+from ccsam.tuning.space import ParamSpec, StudySpec
+
+_logger = logging.getLogger(__name__)
+
+__all__ = ["run_final", "run_search", "study_summary"]
+
+VALIDATION_KEY = "balanced"
+
+
+def _optuna() -> Any:
+    try:
+        import optuna
+    except ImportError:
+        raise CcsamError("`ccsam tune` needs Optuna: pip install 'ccsam[tune]'") from None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def _method_part(value: Any) -> Any:
+    """A recorded value without ``runtime.*`` / ``device`` overrides: they change speed, not the method."""
+    if isinstance(value, list):
+        return [v for v in value if not (isinstance(v, str) and v.startswith(("runtime.", "device=")))]
+    return value
+
+
+def _check_spec(spec: StudySpec, study_dir: Path, method: str) -> None:
+    """Record the spec; refuse a study folder whose record of ``method``'s search differs."""
+    study_dir.mkdir(parents=True, exist_ok=True)
+    _write_json(study_dir / "spec.json", spec.model_dump(mode="json"))
+    m = spec.methods[method]
+    record = {
+        "method": method,
+        "preset": m.preset,
+        "trials": spec.trials,
+        "pruner": spec.pruner,
+        "sampler_seed": spec.sampler_seed,
+        "overrides": [*spec.common_overrides, *m.overrides],
+        "search_overrides": [*spec.search_overrides, *m.search_overrides],
+        "space": {k: p.model_dump(mode="json") for k, p in m.space.items()},
+    }
+    path = study_dir / method / "space.json"
+    if path.is_file():
+        stored = json.loads(path.read_text())
+        changed = sorted(
+            k for k in record if k != "trials" and _method_part(stored.get(k)) != _method_part(record[k])
+        )
+        if changed:
+            raise ConfigError(
+                f"study folder '{study_dir}' searched '{method}' with other "
+                f"{', '.join(changed)}; use a new --study-dir or restore the study file"
+            )
+    _write_json(path, record)
+
+
+def _suggest(trial: Any, key: str, param: ParamSpec) -> Any:
+    if param.type == "categorical":
+        return trial.suggest_categorical(key, list(param.choices or ()))
+    if param.type == "int":
+        low, high = int(param.low or 0), int(param.high or 0)
+        return trial.suggest_int(key, low, high, step=int(param.step or 1), log=param.log)
+    return trial.suggest_float(key, param.low, param.high, step=param.step, log=param.log)
+
+
+def _pruner(spec: StudySpec, optuna: Any) -> Any:
+    if spec.pruner == "median":
+        return optuna.pruners.MedianPruner(
+            n_startup_trials=spec.pruner_startup_trials, n_warmup_steps=spec.pruner_warmup_epochs
+        )
+    if spec.pruner == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, spec.pruner_warmup_epochs))
+    return optuna.pruners.NopPruner()
+
+
+def _objective(spec: StudySpec, method: str, trials_dir: Path, optuna: Any) -> Any:
+    def objective(trial: Any) -> float:
+        params = {key: _suggest(trial, key, p) for key, p in spec.methods[method].space.items()}
+        cfg = spec.search_config(method, params)
+        cfg = cfg.model_copy(update={"name": f"{method}-trial{trial.number:04d}"})
+        run = RunDir.create(trials_dir / f"trial-{trial.number:04d}", cfg, ["ccsam", "tune", method])
+        trial.set_user_attr("run_dir", str(run.path))
+        trainer = Trainer(cfg, run, progress=False)
+        score = float("nan")
+        try:
+            while trainer.epoch < cfg.total_epochs:
+                trainer.fit(stop_at=trainer.epoch + 1, evaluate_test=False)  # validation only, never test
+                score = validation_score(run.read_metrics()[-1])
+                trial.report(score, trainer.epoch - 1)
+                if trial.should_prune():
+                    raise optuna.TrialPruned()
+        except KeyboardInterrupt:
+            trial.set_user_attr("interrupted", True)
+            raise
+        finally:
+            shutil.rmtree(run.path / "checkpoints", ignore_errors=True)  # weights are not kept per trial
+        return score
+
+    return objective
+
+
+def validation_score(record: dict[str, Any]) -> float:
+    """The search objective of one epoch's metrics record: validation balanced accuracy."""
+    if "val" not in record:
+        raise ConfigError("the search needs a validation split: set data.val_per_class > 0")
+    return float(record["val"][VALIDATION_KEY])
+
+
+def _requeue_interrupted(study: Any, optuna: Any) -> None:
+    """Trials a killed process left RUNNING become FAIL; each interrupted trial is re-queued once with its
+    sampled values, so an interruption neither loses nor adds a point of the budget."""
+    state = optuna.trial.TrialState
+    storage = study._storage  # Optuna has no public call to close a stale trial without heartbeats
+    requeued = set(study.user_attrs.get("requeued", []))
+    for t in study.get_trials(deepcopy=False):
+        killed = t.state == state.RUNNING
+        if killed:
+            storage.set_trial_state_values(t._trial_id, state.FAIL)
+        if (killed or t.user_attrs.get("interrupted")) and t.number not in requeued:
+            if t.params:
+                study.enqueue_trial(t.params)
+            requeued.add(t.number)
+    study.set_user_attr("requeued", sorted(requeued))
+
+
+def _trial_records(study: Any) -> list[dict[str, Any]]:
+    return [
+        {
+            "number": t.number,
+            "state": t.state.name,
+            "params": t.params,
+            "value": t.value,
+            "validation_per_epoch": {str(k): v for k, v in sorted(t.intermediate_values.items())},
+            "run_dir": t.user_attrs.get("run_dir"),
+            "duration_s": t.duration.total_seconds() if t.duration is not None else None,
+        }
+        for t in study.get_trials(deepcopy=False)
+    ]
+
+
+def run_search(spec: StudySpec, study_dir: str | Path, method: str) -> dict[str, Any]:
+    """Run (or continue) the search of ``method`` until ``spec.trials`` trials completed or were pruned.
+
+    Writes ``trials.json`` and ``choice.json`` and returns the choice. Only validation metrics are read.
+    """
+    optuna = _optuna()
+    study_dir = Path(study_dir)
+    if method not in spec.methods:
+        raise ConfigError(f"study has no method '{method}' (methods: {', '.join(spec.methods)})")
+    _check_spec(spec, study_dir, method)
+    storage = f"sqlite:///{(study_dir / 'study.db').resolve()}"
+    done_states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    study = optuna.create_study(
+        study_name=method,
+        storage=storage,
+        direction="maximize",
+        pruner=_pruner(spec, optuna),
+        load_if_exists=True,
+    )
+    # TPE after a restart: a seed offset by the trials so far keeps the random start from repeating points.
+    started = len(study.get_trials(deepcopy=False))
+    study.sampler = optuna.samplers.TPESampler(
+        seed=spec.sampler_seed + started, n_startup_trials=spec.startup_trials
+    )
+    _requeue_interrupted(study, optuna)
+    objective = _objective(spec, method, study_dir / method / "trials", optuna)
+    try:
+        for _ in range(3):  # failed trials (a bad config) do not count; retry them, but not forever
+            done = len(study.get_trials(deepcopy=False, states=done_states))
+            if done >= spec.trials:
+                break
+            study.optimize(objective, n_trials=spec.trials - done, catch=(CcsamError,))
+    finally:
+        _write_json(study_dir / method / "trials.json", _trial_records(study))
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if not complete:
+        raise CcsamError(f"no trial of '{method}' completed; see {study_dir / method / 'trials.json'}")
+    best = max(complete, key=lambda t: (t.value, -t.number))
+    choice = {
+        "method": method,
+        "trial": best.number,
+        "params": best.params,
+        "validation": best.value,
+        "budget": spec.trials,
+        "complete": len(complete),
+        "pruned": len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.PRUNED,))),
+    }
+    _write_json(study_dir / method / "choice.json", choice)
+    return choice
+
+
+def run_final(
+    spec: StudySpec,
+    study_dir: str | Path,
+    method: str,
+    *,
+    variant: str | None = None,
+    extra_overrides: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Train ``method``'s chosen config on the full schedule once per seed; evaluate the test split once
+    per seed (the only place the study reads it). Finished seeds are kept, interrupted ones resumed.
+
+    With ``variant`` (an ablation of the chosen config) ``extra_overrides`` are applied after the chosen
+    values and the runs go to ``<method>/variants/<variant>/`` (summary ``variants/<variant>.json``).
+    """
+    study_dir = Path(study_dir)
+    choice_path = study_dir / method / "choice.json"
+    if not choice_path.is_file():
+        raise ConfigError(f"'{method}' has no choice yet ({choice_path}); run the search phase first")
+    params = json.loads(choice_path.read_text())["params"]
+    folder = study_dir / method / ("final" if variant is None else f"variants/{variant}")
+    label = "final" if variant is None else variant
+    summary_path = study_dir / method / ("final.json" if variant is None else f"variants/{variant}.json")
+    final: dict[str, Any] = {}
+    per_seed: dict[str, Any] = {}
+    for seed in spec.seeds:
+        path = folder / f"seed-{seed}"
+        cfg = resolve_config(
+            spec.methods[method].preset, [*spec.final_overrides_of(method, params, seed), *extra_overrides]
+        )
+        cfg = cfg.model_copy(update={"name": f"{method}-{label}-seed{seed}"})
+        if (path / "results.json").is_file():
+            results = RunDir.open(path).read_results()
+        elif (path / "checkpoints" / "last.pt").is_file():
+            results = train(RunDir.open(path).load_config(), RunDir.open(path), resume=True, progress=False)
+        else:
+            if path.exists():
+                shutil.rmtree(path)  # set up but no epoch finished: start again
+            results = train(cfg, RunDir.create(path, cfg, ["ccsam", "tune", method, "final"]), progress=False)
+        per_seed[str(seed)] = {
+            "test": _metrics(results["test"]),
+            "val": _metrics(results.get("val")),
+            "train_time_s": results["train_time_s"],
+            "run_dir": str(path),
+        }
+        # Written after every seed, so a report made while the phase runs shows the seeds finished so far.
+        final = {
+            "method": method,
+            "variant": variant,
+            "params": params,
+            "seeds": list(spec.seeds),
+            "extra_overrides": list(extra_overrides),
+            "per_seed": per_seed,
+        }
+        _write_json(summary_path, final)
+    return final
+
+
+def _metrics(report: dict[str, Any] | None) -> dict[str, Any] | None:
+    if report is None:
+        return None
+    return {k: report.get(k) for k in ("top1", "many", "medium", "few", "ece", "nll")}
+
+
+def study_summary(study_dir: str | Path) -> dict[str, Any]:
+    """What a study folder holds so far, per method: space, budget, trials, choice and final results."""
+    study_dir = Path(study_dir)
+    out: dict[str, Any] = {}
+    for space_path in sorted(study_dir.glob("*/space.json")):
+        folder = space_path.parent
+        entry: dict[str, Any] = {"space": json.loads(space_path.read_text())}
+        for name in ("trials", "choice", "final"):
+            path = folder / f"{name}.json"
+            entry[name] = json.loads(path.read_text()) if path.is_file() else None
+        variants = sorted(folder.glob("variants/*.json"))
+        entry["variants"] = {p.stem: json.loads(p.read_text()) for p in variants}
+        out[folder.name] = entry
+    return out
