@@ -183,7 +183,7 @@ def _list_splits(cfg: DataConfig, root: Path) -> FileSplits:
         tuple(counts.tolist()),
         tuple(val.class_counts().tolist()) if "val" not in read else zeros,
         cfg.subset_seed,
-        sources,
+        sources=sources,
     )
     jitter = layout.color_jitter if cfg.color_jitter is None else cfg.color_jitter
     return FileSplits(train, val, read["test"], counts, manifest, layout.mean, layout.std, jitter)
@@ -196,7 +196,8 @@ def _folder_splits(cfg: DataConfig, root: Path) -> FileSplits:
     n_max = cfg.n_max if cfg.n_max is not None else int(available.min())
     counts = long_tail_counts(n_max, full_train.num_classes, cfg.imbalance_ratio, cfg.profile)
     split = build_split(
-        full_train.labels, counts, subset_seed=cfg.subset_seed, val_per_class=cfg.val_per_class
+        full_train.labels, counts, subset_seed=cfg.subset_seed, val_per_class=cfg.val_per_class,
+        protocol=cfg.subset_protocol,
     )
     sources = {
         "train": _source(full_train, listing_sha256(full_train)),
@@ -208,7 +209,8 @@ def _folder_splits(cfg: DataConfig, root: Path) -> FileSplits:
         split.class_counts,
         split.val_counts,
         split.subset_seed,
-        sources,
+        subset_protocol=split.subset_protocol,
+        sources=sources,
     )
     train, val = full_train.subset(split.train_indices), full_train.subset(split.val_indices)
     jitter = 0.0 if cfg.color_jitter is None else cfg.color_jitter
