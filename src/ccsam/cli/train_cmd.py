@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ccsam.config import DEFAULT_PRESET, known_keys, resolve_config
+from ccsam.distributed import is_main
+from ccsam.distributed.launch import shared_path, torchrun_session
 from ccsam.errors import CcsamError, ConfigError
 from ccsam.reporting import format_results_table
 from ccsam.training.run_dir import RunDir, default_run_path
@@ -40,28 +42,42 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """Train (or resume) one run; under torchrun every rank runs this and rank 0 writes and prints."""
     if args.resume:
         if args.preset or args.overrides or args.out or args.data_root or args.data_cache or args.compile:
             raise ConfigError("--resume takes the run folder's own config; drop --preset/--out/--data-root/overrides")
         run_dir = RunDir.open(args.resume)
         config = run_dir.load_config()
-        results = train(config, run_dir, resume=True, progress=not args.no_progress)
-    else:
-        overrides = list(args.overrides)
-        if args.data_root:
-            overrides.append(f"data.root={Path(args.data_root).expanduser()}")
-        if args.data_cache:
-            overrides.append(f"data.cache={Path(args.data_cache).expanduser()}")
-        if args.compile:
-            overrides.append("runtime.compile=true")
-        config = resolve_config(args.preset, overrides)
-        run_dir = RunDir.create(args.out or default_run_path(config), config, ["ccsam", *argv])
-        print(f"run folder: {run_dir.path}")
+        with torchrun_session(config.device):
+            results = train(config, run_dir, resume=True, progress=not args.no_progress)
+            _print_results(results, run_dir)
+        return 0
+    overrides = list(args.overrides)
+    if args.data_root:
+        overrides.append(f"data.root={Path(args.data_root).expanduser()}")
+    if args.data_cache:
+        overrides.append(f"data.cache={Path(args.data_cache).expanduser()}")
+    if args.compile:
+        overrides.append("runtime.compile=true")
+    config = resolve_config(args.preset, overrides)
+    with torchrun_session(config.device):
+        path = shared_path(
+            lambda: RunDir.create(args.out or default_run_path(config), config, ["ccsam", *argv]).path
+        )
+        run_dir = RunDir(path)
+        if is_main():
+            print(f"run folder: {run_dir.path}")
         try:
             results = train(config, run_dir, progress=not args.no_progress)
         except (CcsamError, FileNotFoundError):
-            run_dir.remove_if_unstarted()  # a set-up error leaves no half-made run folder behind
+            if is_main():
+                run_dir.remove_if_unstarted()  # a set-up error leaves no half-made run folder behind
             raise
-    print(format_results_table(results))
-    print(f"results: {run_dir.results_path}")
+        _print_results(results, run_dir)
     return 0
+
+
+def _print_results(results: dict, run_dir: RunDir) -> None:
+    if is_main():
+        print(format_results_table(results))
+        print(f"results: {run_dir.results_path}")

@@ -205,6 +205,9 @@ class RuntimeConfig(_Section):
     cudnn_benchmark: bool = True
     compile: bool = Field(False, description="torch.compile the backbone (CLI --compile)")
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice)")
+    sync_bn: bool = Field(
+        False, description="under torchrun: BatchNorm statistics of the global batch (SyncBatchNorm)"
+    )
 
 
 class RunConfig(_Section):

@@ -19,6 +19,8 @@ import torch
 from ccsam.config.schema import RunConfig
 from ccsam.data.build import build_data
 from ccsam.data.loader import eval_batches
+from ccsam.distributed import barrier, is_main
+from ccsam.distributed import engine as distributed
 from ccsam.errors import RunDirError
 from ccsam.evaluation.predict import balanced_accuracy, evaluate_split
 from ccsam.optim.schedules import learning_rate
@@ -45,7 +47,8 @@ class Trainer:
     """
 
     def __init__(self, cfg: RunConfig, run: RunDir, *, progress: bool = True) -> None:
-        self.cfg, self.run, self.progress = cfg, run, progress
+        self.cfg, self.run, self.progress = cfg, run, progress and is_main()
+        distributed.check_config(cfg)
         self.device = select_device(cfg.device)
         self.runtime = Runtime.resolve(cfg.runtime, self.device)
         data = build_data(cfg.data)
@@ -53,7 +56,8 @@ class Trainer:
         self.data = data if cfg.data.loader == "dataloader" else data.to(self.device)
         self.counts = data.class_counts.to(self.device)
         torch.manual_seed(cfg.seed)
-        self.model = build_run_model(cfg, data.in_channels, data.num_classes, self.runtime)
+        model = build_run_model(cfg, data.in_channels, data.num_classes, self.runtime)
+        self.model = distributed.prepare_model(model, cfg)  # under torchrun: SyncBN, rank 0's weights
         self.epoch, self.best_val, self.elapsed = 0, -math.inf, 0.0
         self.stage: Stage | None = None
 
@@ -63,7 +67,7 @@ class Trainer:
         ``stop_at`` ends the run early after that many (global) epochs, with no test evaluation, as an
         interruption would: the run folder can then be continued with ``resume``.
         """
-        if not self.run.manifest_path.exists():
+        if is_main() and not self.run.manifest_path.exists():
             self.data.manifest.save_json(self.run.manifest_path)
         while self.epoch < self.cfg.total_epochs:
             if stop_at is not None and self.epoch >= stop_at:
@@ -72,12 +76,16 @@ class Trainer:
             if self.stage is None or self.stage.number != number:
                 self.enter_stage(number)
             record = self.train_epoch()
-            self.run.append_metrics(record)
             self.epoch += 1
-            save_checkpoint(self.run.last_checkpoint, self.state_dict())
-            _log_epoch(record, self.cfg)
+            if is_main():  # one writer; every rank holds the same (global) state
+                self.run.append_metrics(record)
+                save_checkpoint(self.run.last_checkpoint, self.state_dict())
+                _log_epoch(record, self.cfg)
+            barrier()
         results = self.final_results()
-        self.run.write_results(results)
+        if is_main():
+            self.run.write_results(results)
+        barrier()
         return results
 
     def enter_stage(self, number: int) -> Stage:
@@ -91,7 +99,12 @@ class Trainer:
 
     def _build_stage(self, number: int) -> Stage:
         params = list(self.model.parameters()) if number == 1 else prepare_stage2(self.model, self.cfg)
-        return build_stage(number, self.cfg, self.model, self.data, self.runtime, params, self.counts)
+        return self._stage(number, params)
+
+    def _stage(self, number: int, params: list[torch.nn.Parameter]) -> Stage:
+        stage = build_stage(number, self.cfg, self.model, self.data, self.runtime, params, self.counts)
+        distributed.distribute_stage(stage)  # under torchrun: batch slices, averaged gradients
+        return stage
 
     def train_epoch(self) -> dict[str, Any]:
         """One epoch of the current stage: updates, weight averaging, validation; returns its record."""
@@ -99,7 +112,7 @@ class Trainer:
         if stage is None:
             raise RuntimeError("enter_stage() first")
         stage_epoch = self.epoch - stage.first_epoch
-        objective = build_objective(cfg, stage, stage_epoch, self.counts)
+        objective = distributed.distribute_objective(build_objective(cfg, stage, stage_epoch, self.counts))
         steps = len(stage.loader)
         start = time.perf_counter()
         stage.set_modes(self.model, cfg)
@@ -114,6 +127,7 @@ class Trainer:
             description=f"stage{stage.number} {stage_epoch + 1}/{stage.config.epochs}",
             progress=self.progress,
         )
+        train_stats = distributed.reduce_train_stats(train_stats)
         stage.average_weights(self.model, cfg, stage_epoch, self._train_inputs)
         record: dict[str, Any] = {
             "epoch": self.epoch,
@@ -145,9 +159,10 @@ class Trainer:
         record["balanced"] = balanced_accuracy(val)
         if number == 1 and record["balanced"] > self.best_val:
             self.best_val = record["balanced"]
-            save_checkpoint(
-                self.run.best_val_checkpoint, {"epoch": self.epoch, "model": self.model.state_dict()}
-            )
+            if is_main():
+                save_checkpoint(
+                    self.run.best_val_checkpoint, {"epoch": self.epoch, "model": self.model.state_dict()}
+                )
         return record
 
     def final_results(self) -> dict[str, Any]:
@@ -196,10 +211,12 @@ class Trainer:
         params = list(self.model.parameters()) if number == 1 else prepare_stage2(self.model, self.cfg)
         self.model.load_state_dict(state["model"])
         self.epoch, self.best_val, self.elapsed = state["epoch"], state["best_val"], state["elapsed_s"]
-        self.stage = build_stage(number, self.cfg, self.model, self.data, self.runtime, params, self.counts)
+        self.stage = self._stage(number, params)
         self.stage.load_state_dict(state)
         restore_rng_states(state["rng"])
-        self.run.keep_metrics_before(self.epoch)
+        if is_main():
+            self.run.keep_metrics_before(self.epoch)
+        barrier()
         _logger.info("resuming %s at epoch %d/%d", self.run.path, self.epoch, self.cfg.total_epochs)
 
 

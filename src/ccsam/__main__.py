@@ -1,0 +1,5 @@
+"""``python -m ccsam`` (and ``torchrun ... -m ccsam train ...``): the ``ccsam`` command line."""
+
+from ccsam.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,55 @@
+"""The command-line side of a torchrun launch: join the group, share the run folder, fail as one.
+
+``ccsam train`` runs its whole body inside :func:`torchrun_session`: without torchrun it yields
+``None`` and does nothing else. Under torchrun the ranks join the process group, ranks other than 0
+log warnings only, and an exception on any rank prints one line naming the rank and ends that process
+at once with a non-zero status; torchrun then stops the other ranks (which may be waiting in a
+collective the failed rank will never join).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch.distributed as dist
+
+from ccsam.distributed.env import TorchrunEnv, init_process_group, is_distributed, is_main, shutdown
+from ccsam.errors import CcsamError
+
+__all__ = ["shared_path", "torchrun_session"]
+
+
+@contextmanager
+def torchrun_session(device: str) -> Iterator[TorchrunEnv | None]:
+    """Join the torchrun process group for ``device`` (``None`` and no effect without torchrun)."""
+    env = init_process_group(device)
+    if env is None:
+        yield None
+        return
+    if env.rank != 0:
+        logging.getLogger().setLevel(logging.WARNING)
+    try:
+        yield env
+    except BaseException as exc:  # noqa: BLE001 - every failure must end this rank at once
+        code = 130 if isinstance(exc, KeyboardInterrupt) else 2 if isinstance(exc, CcsamError) else 1
+        text = str(exc) or type(exc).__name__
+        if not isinstance(exc, CcsamError):
+            text = f"{type(exc).__name__}: {text}"
+        print(f"ccsam: error on rank {env.rank} of {env.world_size}: {text}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(code)  # no teardown: the other ranks may be blocked in a collective
+    shutdown()
+
+
+def shared_path(make: Callable[[], Path]) -> Path:
+    """``make()`` on rank 0 (e.g. create the run folder) and its result on every rank."""
+    if not is_distributed():
+        return make()
+    box = [make() if is_main() else None]
+    dist.broadcast_object_list(box, src=0)
+    return Path(box[0])  # type: ignore[arg-type]
