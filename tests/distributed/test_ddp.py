@@ -81,7 +81,8 @@ def _step_worker(rank: int, port: int, out: str) -> None:
         for name, (extra, stage) in STEP_CASES.items():
             results[name] = _steps(extra, stage, Path(out))[0]
         results["ccsam-ccsam/local"] = _steps(STEP_CASES["ccsam-ccsam"][0], 1, Path(out), gather=False)[0]
-        results["erm/no-syncbn"] = _steps({"stage1.method": "erm", "runtime.sync_bn": "false"}, 1, Path(out))[0]
+        no_sync = {"stage1.method": "erm", "runtime.sync_bn": "false"}
+        results["erm/no-syncbn"] = _steps(no_sync, 1, Path(out))[0]
         # evaluation: sharded prediction gathered on every rank
         trainer = _steps({"stage1.method": "erm"}, 1, Path(out))[1]
         cfg, data = trainer.cfg, trainer.data
@@ -89,6 +90,7 @@ def _step_worker(rank: int, port: int, out: str) -> None:
         results["eval/report"] = evaluate_split(trainer.model, data.test, data, cfg)
         if rank == 0:
             torch.save(results, Path(out) / "steps.pt")
+        _interrupted_run(Path(out))
     finally:
         shutdown()
 
@@ -139,23 +141,20 @@ def test_sharded_evaluation_equals_one_process(distributed_steps, tmp_path: Path
         assert results["eval/report"][key] == pytest.approx(report[key], abs=1e-6)
 
 
-RESUME = {**HEAD, "stage1.epochs": 2, "stage2.epochs": 1}
+RESUME = {**HEAD, "stage1.epochs": 1, "stage2.epochs": 1, "stage2.method": "ccsam"}
 
 
-def _resume_worker(rank: int, port: int, out: str) -> None:
-    _join(rank, port)
-    try:
-        cfg = _config(RESUME)
-        path = shared_path(lambda: RunDir.create(Path(out) / "run", cfg, ["test"]).path)
-        Trainer(cfg, RunDir(path), progress=False).fit(stop_at=1)
-        barrier()
-    finally:
-        shutdown()
+def _interrupted_run(out: Path) -> None:
+    """Two ranks train the first epoch of a run and stop as an interruption would."""
+    cfg = _config(RESUME)
+    path = shared_path(lambda: RunDir.create(out / "run", cfg, ["test"]).path)
+    Trainer(cfg, RunDir(path), progress=False).fit(stop_at=1)
+    barrier()
 
 
-def test_resume_two_ranks_on_one(tmp_path: Path) -> None:
-    _spawn(_resume_worker, str(tmp_path))
-    run = RunDir.open(tmp_path / "run")
+def test_resume_two_ranks_on_one(distributed_steps, tmp_path: Path) -> None:
+    """The 2-rank checkpoint continues on one rank to the uninterrupted one-process result."""
+    run = RunDir.open(distributed_steps[1] / "run")
     assert len(run.read_metrics()) == 1
     resumed = Trainer(_config(RESUME), run, progress=False)
     resumed.resume()
@@ -165,7 +164,8 @@ def test_resume_two_ranks_on_one(tmp_path: Path) -> None:
     whole.fit()
     assert _max_diff(load_checkpoint(run.last_checkpoint)["model"],
                      load_checkpoint(whole.run.last_checkpoint)["model"]) < 1e-5
-    assert [r["epoch"] for r in run.read_metrics()] == [0, 1, 2]
+    assert [r["epoch"] for r in run.read_metrics()] == [0, 1]
+    assert run.read_results()["test"]["top1"] == whole.run.read_results()["test"]["top1"]
 
 
 def _failing_worker(rank: int, port: int) -> None:

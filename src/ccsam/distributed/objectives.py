@@ -2,7 +2,8 @@
 
 The CC-SAM perturbations are functions of the whole batch: stage 1's per-class head gradients (their
 norms, the within-class Gram terms) and stage 2's per-class feature-gradient norms. Each rank gathers
-the detached per-sample quantities (features, labels, soft targets: ``B * (d + 2C + 1)`` numbers),
+the detached per-sample quantities (features, labels and, under mixup, the partners' labels:
+``B * (d + 2)`` numbers),
 evaluates the closed form on the global batch with the gradient path through its own rows only
 (:func:`ccsam.distributed.collectives.gather_rows`) and keeps its own rows' losses. The perturbation is a
 constant of the closed form, so ``o'_i = (W + eps_{y_i}) f_i + b + eps_{y_i,b}`` with ``eps`` from the
@@ -49,11 +50,14 @@ class GlobalCcsamStage1:
         clean = mixup_loss(o.criterion, logits, batch)
         if o.flat_ratio == 0.0:
             return StepOutput(clean, logits.detach())
-        soft = gather_rows(batch.soft_targets(logits.shape[1])) if batch.lam < 1.0 else None
-        all_features = gather_rows(features)
+        all_features, labels = gather_rows(features), gather_rows(batch.targets_a)
+        soft = None
+        if batch.lam < 1.0:  # the global mixup partners' labels, not a [B, C] soft-target matrix
+            everything = MixedBatch(batch.inputs, labels, gather_rows(batch.targets_b), batch.lam)
+            soft = everything.soft_targets(logits.shape[1])
         rows = local_rows(all_features.shape[0], world=world_size())
         perturbed = class_conditional_logits(
-            all_features, model.head.weight, model.head.bias, gather_rows(batch.targets_a),
+            all_features, model.head.weight, model.head.bias, labels,
             o.class_counts, noise_scale=o.noise_scale, soft_targets=soft, validate=False,
             radius_mode=o.radius_mode, rho=o.rho, generator=o.generator,
         )[rows]
