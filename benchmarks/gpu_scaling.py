@@ -18,10 +18,17 @@ import torch
 from torch import nn
 
 from ccsam.data.augment import MixedBatch
-from ccsam.distributed import gather_rows, init_process_group, is_main, local_rows, shutdown, world_size
-from ccsam.distributed.objectives import GlobalCcsamStage1
-from ccsam.distributed.optim import average_gradients_before_steps
+from ccsam.distributed import (
+    average_gradients_before_steps,
+    gather_rows,
+    init_process_group,
+    is_main,
+    local_rows,
+    shutdown,
+    world_size,
+)
 from ccsam.models import build_model
+from ccsam.training.distributed import GlobalCcsamStage1
 from ccsam.training.objectives import CcsamStage1Objective, ErmObjective
 from ccsam.training.updates import sgd_update
 

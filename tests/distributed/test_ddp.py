@@ -19,9 +19,9 @@ from conftest import synthetic_overrides
 from ccsam.config import resolve_config
 from ccsam.distributed import barrier, init_process_group, shutdown
 from ccsam.distributed.launch import shared_path, torchrun_session
-from ccsam.distributed.objectives import distribute_objective
 from ccsam.evaluation.predict import evaluate_split, predict
 from ccsam.training.checkpoint import load_checkpoint
+from ccsam.training.distributed import distribute_objective
 from ccsam.training.run_dir import RunDir
 from ccsam.training.stages import build_objective
 from ccsam.training.trainer import Trainer

@@ -9,10 +9,10 @@ that each rank augments (and, on the DataLoader path, decodes) the whole global 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
-from ccsam.data.augment import MixedBatch
 from ccsam.distributed.env import rank, world_size
 from ccsam.errors import ConfigError
 
@@ -31,12 +31,14 @@ def local_rows(total: int, rank_: int | None = None, world: int | None = None) -
     return slice(rank_ * size, (rank_ + 1) * size)
 
 
-def shard_batch(batch: MixedBatch) -> MixedBatch:
-    """This rank's contiguous slice of a global :class:`MixedBatch` (the batch itself in one process)."""
+def shard_batch(batch: Any) -> Any:
+    """This rank's contiguous slice of a global :class:`ccsam.data.augment.MixedBatch` (its ``inputs``,
+    ``targets_a`` and ``targets_b`` rows; the batch itself in one process)."""
     if world_size() == 1:
         return batch
     rows = local_rows(batch.targets_a.shape[0])
-    return MixedBatch(batch.inputs[rows], batch.targets_a[rows], batch.targets_b[rows], batch.lam)
+    return dataclasses.replace(batch, inputs=batch.inputs[rows], targets_a=batch.targets_a[rows],
+                               targets_b=batch.targets_b[rows])
 
 
 class ShardedLoader:
@@ -50,7 +52,7 @@ class ShardedLoader:
     def __len__(self) -> int:
         return len(self.inner)
 
-    def epoch(self) -> Iterator[MixedBatch]:
+    def epoch(self) -> Iterator[Any]:
         for batch in self.inner.epoch():
             yield shard_batch(batch)
 

@@ -20,10 +20,10 @@ from ccsam.config.schema import RunConfig
 from ccsam.data.build import build_data
 from ccsam.data.loader import eval_batches
 from ccsam.distributed import barrier, is_main
-from ccsam.distributed import engine as distributed
 from ccsam.errors import RunDirError
 from ccsam.evaluation.predict import balanced_accuracy, evaluate_split
 from ccsam.optim.schedules import learning_rate
+from ccsam.training import distributed
 from ccsam.training.assembly import build_run_model, prepare_stage2, select_device
 from ccsam.training.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
 from ccsam.training.loop import train_one_epoch

@@ -1,13 +1,18 @@
-"""CC-SAM objectives whose class statistics are those of the global batch (all ranks together).
+"""The training engine under torchrun: config checks, model set-up, stage and objective wrappers.
+
+:class:`ccsam.training.trainer.Trainer` calls :func:`check_config` and :func:`prepare_model` once,
+:func:`distribute_stage` on every stage it builds, :func:`distribute_objective` on every objective and
+:func:`reduce_train_stats` on every epoch's statistics; all are no-ops in one process. The collectives
+themselves are :mod:`ccsam.distributed`.
 
 The CC-SAM perturbations are functions of the whole batch: stage 1's per-class head gradients (their
 norms, the within-class Gram terms) and stage 2's per-class feature-gradient norms. Each rank gathers
 the detached per-sample quantities (features, labels and, under mixup, the partners' labels:
-``B * (d + 2)`` numbers),
-evaluates the closed form on the global batch with the gradient path through its own rows only
-(:func:`ccsam.distributed.collectives.gather_rows`) and keeps its own rows' losses. The perturbation is a
-constant of the closed form, so ``o'_i = (W + eps_{y_i}) f_i + b + eps_{y_i,b}`` with ``eps`` from the
-global statistics, and the mean over ranks of the local mean losses is the global-batch mean.
+``B * (d + 2)`` numbers), evaluates the closed form on the global batch with the gradient path through
+its own rows only (:func:`ccsam.distributed.gather_rows`) and keeps its own rows' losses. The
+perturbation is a constant of the closed form, so ``o'_i = (W + eps_{y_i}) f_i + b + eps_{y_i,b}`` with
+``eps`` from the global statistics, and the mean over ranks of the local mean losses is the global-batch
+mean.
 """
 
 from __future__ import annotations
@@ -16,11 +21,23 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
+from ccsam.config.schema import RunConfig
 from ccsam.data.augment import MixedBatch
-from ccsam.distributed.collectives import gather_rows
-from ccsam.distributed.env import is_distributed, world_size
-from ccsam.distributed.sharding import local_rows
+from ccsam.distributed import (
+    ShardedLoader,
+    all_reduce_mean,
+    average_gradients_before_steps,
+    broadcast_module,
+    comm_device,
+    convert_sync_batchnorm,
+    gather_rows,
+    is_distributed,
+    local_rows,
+    world_size,
+)
+from ccsam.errors import ConfigError
 from ccsam.method import adversarial_feature_losses
 from ccsam.method.head import class_conditional_logits
 from ccsam.models import Classifier
@@ -32,7 +49,62 @@ from ccsam.training.objectives import (
     mixup_loss,
 )
 
-__all__ = ["GlobalCcsamStage1", "GlobalCcsamStage2", "distribute_objective"]
+__all__ = [
+    "GlobalCcsamStage1",
+    "GlobalCcsamStage2",
+    "check_config",
+    "distribute_objective",
+    "distribute_stage",
+    "prepare_model",
+    "reduce_train_stats",
+]
+
+
+def check_config(cfg: RunConfig) -> None:
+    """Refuse, with one line, what has no exact multi-rank form here."""
+    if not is_distributed():
+        return
+    if cfg.stage1.method == "ccsam" and cfg.stage1.perturb_scope != "head":
+        raise ConfigError(
+            f"stage1.perturb_scope={cfg.stage1.perturb_scope} is not supported on several ranks yet "
+            "(its per-class gradients would need an all-reduce per class); "
+            "use perturb_scope=head or one process"
+        )
+    for name, stage in (("stage1", cfg.stage1), ("stage2", cfg.stage2)):
+        if stage.flattening != "none":
+            raise ConfigError(
+                f"{name}.flattening={stage.flattening} (GP / MP) is not supported on several ranks"
+            )
+    local_rows(cfg.data.batch_size, 0, world_size())
+
+
+def prepare_model(model: nn.Module, cfg: RunConfig) -> nn.Module:
+    """``runtime.sync_bn`` -> global-batch BatchNorm; then every rank starts from rank 0's weights."""
+    if not is_distributed():
+        return model
+    if cfg.runtime.sync_bn:
+        device = next(model.parameters()).device
+        model = convert_sync_batchnorm(model, device)
+    broadcast_module(model)
+    return model
+
+
+def distribute_stage(stage: object) -> None:
+    """This rank's slice of each global batch, and gradients averaged before every optimiser step."""
+    if not is_distributed():
+        return
+    stage.loader = ShardedLoader(stage.loader)  # type: ignore[attr-defined]
+    average_gradients_before_steps(stage.optimizer)  # type: ignore[attr-defined]
+
+
+def reduce_train_stats(stats: dict[str, float]) -> dict[str, float]:
+    """Mean over ranks of the per-rank mean loss / accuracy (equal slices: the global-batch means)."""
+    if not is_distributed() or not stats:
+        return stats
+    keys = sorted(stats)
+    local = torch.tensor([stats[k] for k in keys], dtype=torch.float64, device=comm_device())
+    values = all_reduce_mean(local)
+    return {k: float(v) for k, v in zip(keys, values, strict=True)}
 
 
 @dataclass(frozen=True)
