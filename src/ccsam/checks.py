@@ -20,12 +20,15 @@ __all__ = ["check_int", "check_number"]
 def check_int(name: str, value: object, *, low: int | None = None, high: int | None = None) -> int:
     """``value`` if it is an ``int`` (not a ``bool``) with ``low <= value <= high``; else ``ValueError``.
 
-    The message reads ``"<name> must be an int >= <low>, got <value!r>"`` (the bounds given)."""
+    The message reads ``"<name> must be a positive int, got <value!r>"`` for ``low=1`` (``non-negative``
+    for ``low=0``) and otherwise ``"<name> must be an int >= <low>, got <value!r>"`` (the bounds given)."""
     ok = isinstance(value, int) and not isinstance(value, bool)
     if ok and ((low is not None and value < low) or (high is not None and value > high)):  # type: ignore[operator]
         ok = False
     if not ok:
-        raise ValueError(f"{name} must be an int{_bounds(low, high)}, got {value!r}")
+        named = {1: "a positive int", 0: "a non-negative int"}
+        kind = named[low] if low in named and high is None else f"an int{_bounds(low, high)}"
+        raise ValueError(f"{name} must be {kind}, got {value!r}")
     return value  # type: ignore[return-value]
 
 

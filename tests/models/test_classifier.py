@@ -31,7 +31,7 @@ def test_head_without_bias() -> None:
 
 def test_parameter_iterators_partition_the_model() -> None:
     model = _tiny()
-    backbone_ids = {id(p) for p in model.backbone_parameters()}
+    backbone_ids = {id(p) for p in model.backbone.parameters()}
     head_ids = {id(p) for p in model.head_parameters()}
     assert backbone_ids.isdisjoint(head_ids)
     assert backbone_ids | head_ids == {id(p) for p in model.parameters()}
@@ -43,7 +43,7 @@ def test_freeze_backbone_leaves_head_trainable() -> None:
     model.freeze_backbone()
     loss = nn.functional.cross_entropy(model(torch.randn(8, 3, 2, 2)), torch.randint(0, 4, (8,)))
     loss.backward()
-    assert all(not p.requires_grad and p.grad is None for p in model.backbone_parameters())
+    assert all(not p.requires_grad and p.grad is None for p in model.backbone.parameters())
     assert all(p.requires_grad and p.grad is not None for p in model.head_parameters())
 
 
@@ -62,7 +62,7 @@ def test_reset_head_reinitialises_and_keeps_shape_device_dtype() -> None:
     bound = 1 / 6**0.5
     assert head.weight.abs().max() <= bound and head.bias.abs().max() <= bound
     # The backbone is untouched and still frozen.
-    assert all(not p.requires_grad for p in model.backbone_parameters())
+    assert all(not p.requires_grad for p in model.backbone.parameters())
 
 
 def test_reset_head_with_new_num_classes_and_no_bias() -> None:

@@ -11,11 +11,13 @@ from torch.func import functional_call
 
 import ccsam.method.scoped as scoped
 from ccsam.config import resolve_config
+from ccsam.functional import class_conditional_logits
 from ccsam.models.bn import bn_stats_frozen
 from ccsam.training.objectives import ErmObjective
 from ccsam.training.run_dir import RunDir
 from ccsam.training.stages import build_objective
 from ccsam.training.trainer import Trainer
+from ccsam.training.updates import GradientPenaltyUpdate, ModelPerturbationUpdate
 
 
 def _stage1(tmp_path, tiny_overrides, **extra):
@@ -120,3 +122,45 @@ def test_imbsam_through_the_engine_equals_its_written_out_update(tmp_path, tiny_
     stage.update(model, ErmObjective(stage.criterion), batch, stage.optimizer, contextlib.nullcontext)
     for (name, p), want in zip(model.named_parameters(), expected, strict=True):
         torch.testing.assert_close(p.detach(), want, msg=name)
+
+
+def test_flattening_options_reach_the_update(tmp_path, tiny_overrides):
+    _, stage, _ = _stage1(
+        tmp_path / "gp", tiny_overrides, stage1__flattening="gp", stage1__gp_radius=0.07, stage1__gp_alpha=0.6
+    )
+    assert isinstance(stage.update, GradientPenaltyUpdate) and (stage.update.r, stage.update.a) == (0.07, 0.6)
+    _, stage, _ = _stage1(
+        tmp_path / "mp", tiny_overrides, stage1__flattening="mp", stage1__mp_bound=0.02, stage1__mp_copies=3
+    )
+    update = stage.update
+    assert isinstance(update, ModelPerturbationUpdate) and (update.bound, update.copies) == (0.02, 3)
+    assert update.generator is stage.noise and "update_generator" in stage.state_dict()
+
+
+def test_radius_ablations_reach_the_objective(tmp_path, tiny_overrides):
+    trainer, stage, batch = _stage1(
+        tmp_path,
+        tiny_overrides,
+        stage1__method="ccsam",
+        stage1__radius_mode="fixed_rho",
+        stage1__ablation_rho=0.3,
+        stage1__flat_ratio=0.5,
+    )
+    model = trainer.model
+    loss = build_objective(trainer.cfg, stage, 0, trainer.counts)(model, batch).loss
+    features = model.features(batch.inputs)
+    logits = model.head(features)
+    perturbed = class_conditional_logits(
+        features,
+        model.head.weight,
+        model.head.bias,
+        batch.targets_a,
+        trainer.counts,
+        noise_scale=0.0,
+        radius_mode="dir_only",
+        rho=0.3,
+    )
+    expected = 0.5 * stage.criterion(logits, batch.targets_a) + 0.5 * stage.criterion(
+        perturbed, batch.targets_a
+    )
+    torch.testing.assert_close(loss, expected)

@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ccsam.analysis.probe import check_positive_int, eval_mode, model_device_dtype
+from ccsam.analysis.class_losses import eval_mode, model_device_dtype
+from ccsam.checks import check_int
 from ccsam.data.arrays import ImageArrays
 from ccsam.data.augment import normalize
 
@@ -123,7 +124,7 @@ def top_hessian_eigenvalue(
     Returns:
         ``lambda`` as a Python float (0.0 if ``H v_0 = 0``).
     """
-    check_positive_int("iterations", iterations)
+    check_int("iterations", iterations, low=1)
     if not (isinstance(tol, (int, float)) and math.isfinite(tol) and tol >= 0):
         raise ValueError(f"tol must be a finite number >= 0, got {tol!r}")
     if generator is None:
@@ -197,12 +198,11 @@ def per_class_sharpness(
         One entry per class: the eigenvalue (for cross-entropy w.r.t. a linear head ``H`` is PSD, so it is
         >= 0), or None for a class with no image in ``arrays``.
     """
-    check_positive_int("num_classes", num_classes)
-    check_positive_int("max_per_class", max_per_class)
+    check_int("num_classes", num_classes, low=1)
+    check_int("max_per_class", max_per_class, low=1)
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {', '.join(SCOPES)}, got {scope!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"seed must be an int, got {seed!r}")
+    check_int("seed", seed)
     if len(arrays) and int(arrays.labels.max()) >= num_classes:
         raise ValueError(f"labels reach {int(arrays.labels.max())} but num_classes is {num_classes}")
     if scope == "head" and not (hasattr(model, "head") and hasattr(model, "features")):

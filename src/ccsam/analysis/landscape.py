@@ -20,16 +20,16 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ccsam.analysis.directions import IGNORE_MODES, perturbed, random_direction
-from ccsam.analysis.probe import (
+from ccsam.analysis.class_losses import (
     GROUPS,
-    check_positive_int,
     class_loss_sums,
     group_losses,
     group_masks,
     group_members,
     json_float,
 )
+from ccsam.analysis.directions import IGNORE_MODES, perturbed, random_direction
+from ccsam.checks import check_int
 from ccsam.data.arrays import ImageArrays
 
 __all__ = ["grid", "loss_curve_1d", "loss_surface_2d"]
@@ -41,7 +41,7 @@ def grid(points: int, span: float) -> list[float]:
     Computed in Python floats so the grid is exactly symmetric and, for odd ``points``, its middle value
     is exactly 0 (``torch.linspace`` may give ``+-1e-17`` there). ``points = 1`` gives ``[0.0]``.
     """
-    check_positive_int("points", points)
+    check_int("points", points, low=1)
     if not (isinstance(span, (int, float)) and span > 0 and span != float("inf")):
         raise ValueError(f"span must be a finite number > 0, got {span!r}")
     if points == 1:
@@ -50,8 +50,7 @@ def grid(points: int, span: float) -> list[float]:
 
 
 def _check_direction_args(seed: int, ignore: str) -> None:
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"seed must be an int, got {seed!r}")
+    check_int("seed", seed)
     if ignore not in IGNORE_MODES:
         raise ValueError(f"ignore must be one of {', '.join(IGNORE_MODES)}, got {ignore!r}")
 

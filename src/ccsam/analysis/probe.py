@@ -24,20 +24,25 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ccsam.analysis.class_losses import (
+    GROUPS,
+    class_loss_sums,
+    group_losses,
+    group_masks,
+    group_members,
+    json_float,
+)
 from ccsam.analysis.directions import gaussian_like, perturbed
+from ccsam.checks import check_int
 from ccsam.data.arrays import ImageArrays
-from ccsam.data.loader import eval_batches
-from ccsam.evaluation import shot_groups
 
 __all__ = [
     "GROUPS",
@@ -50,107 +55,8 @@ __all__ = [
     "weight_perturbation_probe",
 ]
 
-GROUPS = ("many", "medium", "few")
 NOISE_MODES = ("isotropic", "magnitude")
 _KEYS = ("overall", *GROUPS)
-
-
-# --------------------------------------------------------------------------------------------------
-# helpers shared with landscape.py / hessian.py
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put every module in eval mode (BatchNorm uses its running statistics); restore each flag after."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for module, flag in flags:
-            module.training = flag
-
-
-def model_device_dtype(model: nn.Module, fallback: torch.device) -> tuple[torch.device, torch.dtype]:
-    """Device and dtype of the model's first floating-point parameter (``fallback`` / float32 if none)."""
-    for p in model.parameters():
-        if p.is_floating_point():
-            return p.device, p.dtype
-    return fallback, torch.float32
-
-
-def check_positive_int(name: str, value: object) -> int:
-    """``value`` if it is an int >= 1, else a one-line ValueError."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
-
-
-def json_float(x: Tensor | float) -> float | None:
-    """A Python float, or None where the value is NaN / infinite (an empty group, a diverged loss)."""
-    v = float(x)
-    return v if math.isfinite(v) else None
-
-
-def class_loss_sums(
-    model: nn.Module,
-    arrays: ImageArrays,
-    mean: tuple[float, ...],
-    std: tuple[float, ...],
-    batch_size: int,
-) -> tuple[Tensor, Tensor]:
-    """Per-class sum of the cross-entropy ``sum_{i: y_i = c} -log softmax(f(x_i))_c`` and class counts.
-
-    Eval mode, no autograd; inputs go to the model's device and dtype. Returns float64 sums ``[C]`` and
-    int64 counts ``[C]`` on the model's device (``C = arrays.num_classes``).
-    """
-    check_positive_int("batch_size", batch_size)
-    if len(arrays) == 0:
-        raise ValueError("arrays holds no images; pass a non-empty data set")
-    device, dtype = model_device_dtype(model, arrays.images.device)
-    num_classes = arrays.num_classes
-    sums = torch.zeros(num_classes, dtype=torch.float64, device=device)
-    with eval_mode(model), torch.no_grad():
-        for inputs, labels in eval_batches(arrays, batch_size, tuple(mean), tuple(std)):
-            inputs = inputs.to(device=device, dtype=dtype)
-            labels = labels.to(device)
-            logits = model(inputs)
-            logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
-            ce = F.cross_entropy(logits, labels, reduction="none")
-            sums.index_add_(0, labels, ce.to(torch.float64))
-    counts = torch.bincount(arrays.labels.to(device), minlength=num_classes)
-    return sums, counts
-
-
-def group_losses(sums: Tensor, counts: Tensor, masks: dict[str, Tensor]) -> dict[str, Tensor]:
-    """``overall = sum_c S_c / sum_c n_c`` (per sample); ``group = mean_{c in group, n_c > 0} S_c / n_c``.
-
-    A group none of whose classes has a sample gets NaN.
-    """
-    per_class = sums / counts  # NaN (0 / 0) for classes without samples
-    out = {"overall": sums.sum() / counts.sum()}
-    for group in GROUPS:
-        out[group] = torch.nanmean(per_class[masks[group].to(per_class.device)])
-    return out
-
-
-def group_masks(
-    class_counts: Tensor | Sequence[int], num_classes: int, many_threshold: int, few_threshold: int
-) -> dict[str, Tensor]:
-    """:func:`ccsam.evaluation.shot_groups` after checking there is one count per class."""
-    counts = torch.as_tensor(class_counts)
-    if counts.dim() != 1 or counts.numel() != num_classes:
-        raise ValueError(f"class_counts needs one entry per class ({num_classes}), got {tuple(counts.shape)}")
-    return shot_groups(counts, many_threshold=many_threshold, few_threshold=few_threshold)
-
-
-def group_members(masks: dict[str, Tensor]) -> dict[str, list[int]]:
-    """The class indices of each shot group, JSON-ready."""
-    return {g: [int(i) for i in torch.nonzero(masks[g]).flatten()] for g in GROUPS}
-
-
-# --------------------------------------------------------------------------------------------------
-# public API
 
 
 def loss_per_class(
@@ -185,10 +91,8 @@ def probe_seed(seed: int, draw: int) -> int:
     Mixed with ``numpy.random.SeedSequence([seed, draw])`` (PyTorch's CPU generator keeps only the low 32
     bits of a seed, so a plain ``seed * 2**32 + draw`` would collide across seeds).
     """
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-    if isinstance(draw, bool) or not isinstance(draw, int) or draw < 0:
-        raise ValueError(f"draw must be a non-negative int, got {draw!r}")
+    check_int("seed", seed, low=0)
+    check_int("draw", draw, low=0)
     return int(np.random.SeedSequence([seed, draw]).generate_state(1)[0])
 
 
@@ -364,7 +268,7 @@ def weight_perturbation_probe(
         raise ValueError("sigmas is empty; pass at least one noise scale")
     for s in sigmas:
         _check_noise(s, mode, eps)
-    check_positive_int("draws", draws)
+    check_int("draws", draws, low=1)
     probe_seed(seed, 0)  # validates the seed
     masks = group_masks(class_counts, arrays.num_classes, many_threshold, few_threshold)
 

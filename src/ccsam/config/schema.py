@@ -7,11 +7,22 @@ bad value is reported before any work starts.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ccsam.losses.registry import LOSSES, loss_options
+from ccsam.models.registry import MODELS
+
+#: The data sets ``data.dataset`` can name, listed here once (the readers dispatch on these names).
 DatasetName = Literal["digits", "fashion_mnist", "cifar10", "cifar100", "synthetic"]
+DATASET_NAMES: tuple[str, ...] = get_args(DatasetName)
+
+
+def _registered(kind: str, name: str, registry: dict[str, object]) -> str:
+    if name not in registry:
+        raise ValueError(f"unknown {kind} {name!r}; choose one of {', '.join(sorted(registry))}")
+    return name
 
 
 class _Section(BaseModel):
@@ -58,23 +69,20 @@ class DataConfig(_Section):
     synthetic: SyntheticConfig = SyntheticConfig()
 
 
-LossName = Literal["ce", "focal", "ldam", "balanced_softmax", "logit_adjusted", "vs", "label_aware_smoothing", "gcl"]
-COSINE_LOSSES = ("ldam", "gcl")  # expect cosine logits in [-1, 1] and apply their own scale
-
-
 class LossConfig(_Section):
-    """A registered loss (``ccsam.losses``) and its constructor options, e.g. ``{drw_start_epoch: 160}``."""
+    """A registered loss (``ccsam.losses.LOSSES``) and its options, e.g. ``{drw_start_epoch: 160}``."""
 
-    name: LossName = "ce"
+    name: str = Field("ce", description="a key of ccsam.losses.LOSSES (`ccsam presets` lists them)")
     options: dict[str, float | int | bool | None] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _registered_loss(cls, name: str) -> str:
+        return _registered("loss", name, LOSSES)  # type: ignore[arg-type]
 
     @model_validator(mode="after")
     def _known_options(self) -> LossConfig:
-        import inspect
-
-        from ccsam.losses.registry import LOSSES
-
-        accepted = [p for p in inspect.signature(LOSSES[self.name].builder).parameters if p != "class_counts"]
+        accepted = loss_options(self.name)
         unknown = sorted(set(self.options) - set(accepted) - {"generator"})
         if unknown:
             raise ValueError(f"loss '{self.name}' has no option {', '.join(unknown)}; it takes {', '.join(accepted)}")
@@ -84,11 +92,16 @@ class LossConfig(_Section):
 class ModelConfig(_Section):
     """Backbone architecture and the classifier head on top of it."""
 
-    arch: str = "resnet32"
-    width: int = Field(32, ge=1, description="small_cnn only: channels of the first block")
+    arch: str = Field("resnet32", description="a key of ccsam.models.MODELS")
+    width: int = Field(32, ge=1, description="models with uses_width (small_cnn): channels of the first block")
     bias: bool = True
     head: Literal["linear", "cosine"] = Field("linear", description="cosine: s * cos(f, w_c), no bias")
     head_scale: float = Field(1.0, gt=0.0, description="cosine head scale s (1 for LDAM / GCL, which scale)")
+
+    @field_validator("arch")
+    @classmethod
+    def _registered_arch(cls, arch: str) -> str:
+        return _registered("model", arch, MODELS)  # type: ignore[arg-type]
 
 
 class ScheduleFields(_Section):
@@ -229,7 +242,7 @@ class RunConfig(_Section):
     def _compatible(self) -> RunConfig:
         cosine = self.model.head == "cosine"
         for stage, loss in (("stage1", self.stage1.loss), ("stage2", self.stage2.loss)):
-            if loss.name in COSINE_LOSSES and not cosine:
+            if LOSSES[loss.name].needs_cosine_head and not cosine:
                 raise ValueError(f"{stage}.loss.name={loss.name} needs model.head=cosine (with model.head_scale=1)")
         if cosine and self.stage1.method == "ccsam":
             raise ValueError("stage1.method=ccsam needs model.head=linear (its closed form is for a linear head)")

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from ccsam.config.schema import DataConfig
 from ccsam.data.arrays import ImageArrays
+from ccsam.data.cache import load_cache
+from ccsam.data.long_tail import LongTailData
 from ccsam.data.profiles import long_tail_counts
 from ccsam.data.readers import read_dataset
-from ccsam.data.splits import SplitManifest, build_split
+from ccsam.data.splits import build_split
+
+__all__ = ["DATA_ROOT_ENV", "LongTailData", "build_data", "resolve_data_root"]
 
 DATA_ROOT_ENV = "CCSAM_DATA_ROOT"
 
@@ -23,45 +26,6 @@ _FIXED_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "cifar100": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
     "fashion_mnist": ((0.2860,), (0.3530,)),
 }
-
-
-@dataclass(frozen=True)
-class LongTailData:
-    """The three splits of one run, its class counts and the manifest that pins the subset."""
-
-    name: str
-    train: ImageArrays
-    val: ImageArrays
-    test: ImageArrays
-    class_counts: torch.Tensor
-    manifest: SplitManifest
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-
-    @property
-    def num_classes(self) -> int:
-        return self.train.num_classes
-
-    @property
-    def in_channels(self) -> int:
-        return int(self.train.images.shape[1])
-
-    def to(self, device: torch.device) -> LongTailData:
-        """The same data with every image and label tensor on ``device``."""
-        return LongTailData(
-            self.name,
-            _arrays_to(self.train, device),
-            _arrays_to(self.val, device),
-            _arrays_to(self.test, device),
-            self.class_counts,
-            self.manifest,
-            self.mean,
-            self.std,
-        )
-
-
-def _arrays_to(arrays: ImageArrays, device: torch.device) -> ImageArrays:
-    return ImageArrays(arrays.images.to(device), arrays.labels.to(device), arrays.class_names)
 
 
 def _subset(arrays: ImageArrays, indices: tuple[int, ...]) -> ImageArrays:
@@ -92,8 +56,6 @@ def build_data(cfg: DataConfig) -> LongTailData:
     ``data.cache`` set, all three splits come from that file instead (checked against ``cfg``).
     """
     if cfg.cache is not None:
-        from ccsam.data.cache import load_cache  # the cache module builds on this one
-
         return load_cache(cfg.cache, cfg)
     root = resolve_data_root(cfg)
     extra = cfg.synthetic.model_dump() if cfg.dataset == "synthetic" else {}

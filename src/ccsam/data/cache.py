@@ -21,7 +21,7 @@ import torch
 from ccsam.atomic_io import atomic_write_bytes
 from ccsam.config.schema import DataConfig
 from ccsam.data.arrays import ImageArrays
-from ccsam.data.build import LongTailData
+from ccsam.data.long_tail import LongTailData
 from ccsam.data.splits import SplitManifest
 from ccsam.errors import CcsamError
 from ccsam.safe_load import load_torch_file

@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from typing import Literal
 
+from ccsam.checks import check_int
+
 __all__ = ["long_tail_counts"]
 
 
@@ -40,10 +42,8 @@ def long_tail_counts(
         >>> sum(long_tail_counts(5000, 10, 100))
         12406
     """
-    if isinstance(n_max, bool) or not isinstance(n_max, int) or n_max < 1:
-        raise ValueError(f"n_max must be a positive int, got {n_max!r}")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    check_int("n_max", n_max, low=1)
+    check_int("num_classes", num_classes, low=1)
     if not math.isfinite(imbalance_ratio) or imbalance_ratio < 1:
         raise ValueError(
             f"imbalance_ratio must be a finite number >= 1 (IR = n_max / n_min), got {imbalance_ratio!r}"

@@ -18,6 +18,8 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from ccsam.checks import check_int
+from ccsam.config.schema import DATASET_NAMES, DatasetName
 from ccsam.data.arrays import ImageArrays
 from ccsam.errors import CcsamError
 from ccsam.safe_load import load_cifar_pickle
@@ -36,7 +38,6 @@ __all__ = [
 PathLike = str | os.PathLike[str]
 Split = Literal["train", "test"]
 
-DATASET_NAMES = ("digits", "fashion_mnist", "cifar10", "cifar100", "synthetic")
 
 FASHION_MNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -250,8 +251,7 @@ def read_digits(split: Split, *, test_per_class: int = 50, seed: int = 0) -> Ima
         >>> test = read_digits("test")  # 500 images, 50 per class
     """
     _check_split(split)
-    if isinstance(test_per_class, bool) or not isinstance(test_per_class, int) or test_per_class < 0:
-        raise ValueError(f"test_per_class must be a non-negative int, got {test_per_class!r}")
+    check_int("test_per_class", test_per_class, low=0)
     pixels, labels = _digits()
     rng = np.random.Generator(np.random.PCG64(seed))
     in_test = np.zeros(labels.size, dtype=bool)
@@ -298,8 +298,7 @@ def make_synthetic(
         "seed": (seed, 0),
     }
     for name, (value, low) in checks.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"make_synthetic {name} must be an int >= {low}, got {value!r}")
+        check_int(f"make_synthetic {name}", value, low=low)
     shape = (channels, image_size, image_size)
     prototypes = np.random.Generator(np.random.PCG64(seed)).integers(0, 256, (num_classes, *shape))
     stream = 1 if split == "train" else 2
@@ -312,7 +311,7 @@ def make_synthetic(
 
 
 def read_dataset(
-    name: Literal["digits", "fashion_mnist", "cifar10", "cifar100", "synthetic"],
+    name: DatasetName,
     root: PathLike | None,
     split: Split,
     download: bool = False,

@@ -18,6 +18,8 @@ from typing import Any, Literal, Protocol
 
 import torch
 
+from ccsam.checks import check_int
+
 __all__ = [
     "ClassAwareSampler",
     "ClassBalancedSampler",
@@ -43,8 +45,7 @@ class IndexSampler(Protocol):
 
 
 def _generator(seed: int) -> torch.Generator:
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"sampler seed must be a non-negative int, got {seed!r}")
+    check_int("sampler seed", seed, low=0)
     generator = torch.Generator()
     generator.manual_seed(seed)
     return generator
@@ -64,8 +65,7 @@ def _check_labels(labels: torch.Tensor, num_classes: int, owner: str) -> torch.T
     """Validate training labels against ``num_classes``; return them as a CPU int64 tensor."""
     if not isinstance(labels, torch.Tensor) or labels.dim() != 1 or labels.is_floating_point():
         raise ValueError("labels must be a 1-D integer tensor of the long-tailed training set")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    check_int("num_classes", num_classes, low=1)
     labels = labels.detach().cpu().to(torch.int64)
     if labels.numel() == 0:
         raise ValueError(f"{owner} needs at least one sample; the label tensor is empty")
@@ -101,8 +101,7 @@ class InstanceSampler:
     """
 
     def __init__(self, num_samples: int, seed: int) -> None:
-        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-            raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
+        check_int("num_samples", num_samples, low=1)
         self.num_samples = num_samples
         self.seed = seed
         self.epoch = 0
@@ -399,8 +398,7 @@ class ProgressiveSampler(_ClassConditionalSampler):
         total_epochs: int,
         samples_per_epoch: int | None = None,
     ) -> None:
-        if isinstance(total_epochs, bool) or not isinstance(total_epochs, int) or total_epochs < 1:
-            raise ValueError(f"total_epochs must be a positive int, got {total_epochs!r}")
+        check_int("total_epochs", total_epochs, low=1)
         super().__init__(labels, num_classes, seed, samples_per_epoch)
         self.total_epochs = total_epochs
 

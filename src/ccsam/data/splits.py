@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from ccsam.atomic_io import atomic_write_text
+from ccsam.checks import check_int
 
 __all__ = [
     "SplitManifest",
@@ -37,8 +38,7 @@ _VALIDATION_STREAM = 1
 
 
 def _rng(seed: int, stream: int) -> np.random.Generator:
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"split seed must be a non-negative int, got {seed!r}")
+    check_int("split seed", seed, low=0)
     # Stream 0 is plain SeedSequence(seed), i.e. PCG64(seed); other streams get their own spawn key.
     spawn_key = (stream,) if stream else ()
     sequence = np.random.SeedSequence(seed, spawn_key=spawn_key)
@@ -112,8 +112,7 @@ def balanced_validation_subset(
     Example:
         >>> val = balanced_validation_subset(train.labels, exclude=lt_indices, per_class=20, seed=0)
     """
-    if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 0:
-        raise ValueError(f"per_class must be a non-negative int, got {per_class!r}")
+    check_int("per_class", per_class, low=0)
     array = _labels_numpy(labels)
     excluded = torch.as_tensor(exclude, dtype=torch.int64).cpu().numpy().reshape(-1)
     if excluded.size and (excluded.min() < 0 or excluded.max() >= array.size):

@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ccsam.checks import check_int
+
 __all__ = ["expected_calibration_error", "reliability_bins"]
 
 
@@ -44,8 +46,7 @@ def _check_logits_labels(logits: Tensor, labels: Tensor) -> Tensor:
 
 def _bin_sums(logits: Tensor, labels: Tensor, num_bins: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Per-bin sample counts, confidence sums and correct counts, plus the bin edges ``[B + 1]``."""
-    if isinstance(num_bins, bool) or not isinstance(num_bins, int) or num_bins < 1:
-        raise ValueError(f"num_bins must be a positive int, got {num_bins!r}")
+    check_int("num_bins", num_bins, low=1)
     logits = _check_logits_labels(logits, labels)
     if logits.shape[0] == 0:
         raise ValueError("calibration needs at least one sample")

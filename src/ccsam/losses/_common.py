@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor
+
+from ccsam.checks import check_int, check_number
 
 ClassCounts = Tensor | Sequence[float]
 """Training-set size of every class, shape ``[C]`` (a tensor or any sequence of numbers)."""
@@ -22,9 +23,7 @@ def check_real(
     high_open: bool = False,
 ) -> float:
     """Return ``value`` as a finite float inside the given bounds, else raise a one-line ValueError."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite real number, got {value!r}")
-    v = float(value)
+    v = check_number(name, value)
     below = low is not None and (v <= low if low_open else v < low)
     above = high is not None and (v >= high if high_open else v > high)
     if below or above:
@@ -36,8 +35,7 @@ def check_real(
 
 def check_epoch(name: str, value: object) -> int:
     """Return ``value`` if it is an int ``>= 0`` (an epoch counter), else raise a one-line ValueError."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+    check_int(name, value, low=0)
     return value
 
 

@@ -18,7 +18,7 @@ from ccsam.losses.ldam import LDAMLoss
 from ccsam.losses.logit_adjustment import BalancedSoftmaxLoss, LogitAdjustedLoss
 from ccsam.losses.vs import VSLoss
 
-__all__ = ["LOSSES", "LossEntry", "build_loss", "list_losses"]
+__all__ = ["LOSSES", "LossEntry", "build_loss", "list_losses", "loss_options"]
 
 
 @dataclass(frozen=True)
@@ -97,6 +97,11 @@ def list_losses() -> list[tuple[str, str]]:
     return [(name, LOSSES[name].description) for name in sorted(LOSSES)]
 
 
+def loss_options(name: str) -> list[str]:
+    """The keyword options the registered loss ``name`` accepts (its constructor's but ``class_counts``)."""
+    return [p for p in inspect.signature(LOSSES[name].builder).parameters if p != "class_counts"]
+
+
 def build_loss(name: str, class_counts: ClassCounts | None = None, **kwargs: object) -> nn.Module:
     """Build a registered loss.
 
@@ -112,7 +117,7 @@ def build_loss(name: str, class_counts: ClassCounts | None = None, **kwargs: obj
         close = difflib.get_close_matches(str(name), list(LOSSES), n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise ValueError(f"unknown loss {name!r}{hint} (valid: {', '.join(sorted(LOSSES))})")
-    accepted = [p for p in inspect.signature(entry.builder).parameters if p != "class_counts"]
+    accepted = loss_options(name)
     unknown = sorted(set(kwargs) - set(accepted))
     if unknown:
         valid = ", ".join(accepted)

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ccsam.checks import check_int, check_number
 from ccsam.method._common import check_counts, check_head, class_mask, no_autocast, residuals
 from ccsam.method.radius import GRAD_NORM_FLOOR, PARAM_NORM_EPS, RADIUS_MODES, RadiusMode, ccsam_radius
 
@@ -197,8 +198,7 @@ def random_head_directions(
     """
     for name, value, low in (("num_directions", num_directions, 0), ("num_classes", num_classes, 1),
                              ("dim", dim, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+        check_int(name, value, low=low)
     if not isinstance(generator, torch.Generator):
         raise ValueError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     device = generator.device if device is None else torch.device(device)
@@ -240,8 +240,7 @@ def _check_radius_mode(
     """Validate ``radius_mode`` and the arguments it needs (``rho``, ``generator``)."""
     if radius_mode not in RADIUS_MODES:
         raise ValueError(f"radius_mode must be one of {', '.join(RADIUS_MODES)}, got {radius_mode!r}")
-    if isinstance(rho, bool) or not isinstance(rho, (int, float)) or not (0 <= rho < float("inf")):
-        raise ValueError(f"rho must be a finite number >= 0, got {rho!r}")
+    check_number("rho", rho, low=0)
     if radius_mode == "mag_only":
         if not isinstance(generator, torch.Generator):
             raise ValueError("radius_mode 'mag_only' needs a torch.Generator (generator=...)")

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from ccsam.checks import check_int
 from ccsam.method._common import check_counts
 from ccsam.method.radius import GRAD_NORM_FLOOR, PARAM_NORM_EPS, ccsam_radius, global_norm
 from ccsam.models.bn import bn_stats_frozen
@@ -79,8 +80,7 @@ def select_parameters(model: nn.Module, scope: PerturbScope, k: int = 1) -> list
 
 def _last_blocks_parameters(model: nn.Module, k: int) -> list[nn.Parameter]:
     """Parameters of the last ``k`` blocks of ``model.backbone`` (see :func:`select_parameters`)."""
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be a positive int, got {k!r}")
+    check_int("k", k, low=1)
     backbone = getattr(model, "backbone", None)
     if not isinstance(backbone, nn.Module):
         raise ValueError("scope 'last_k' needs a model with a .backbone module")

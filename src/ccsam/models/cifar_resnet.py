@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ccsam.checks import check_int
+
 __all__ = ["BasicBlock", "CifarResNet", "PadShortcut", "cifar_resnet_backbone"]
 
 
@@ -126,6 +128,5 @@ def cifar_resnet_backbone(depth: int = 32, in_channels: int = 3) -> nn.Module:
     """
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 8 or (depth - 2) % 6 != 0:
         raise ValueError(f"CIFAR ResNet depth must be 6n+2 with n >= 1 (e.g. 20, 32, 44, 56), got {depth!r}")
-    if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1:
-        raise ValueError(f"in_channels must be a positive int, got {in_channels!r}")
+    check_int("in_channels", in_channels, low=1)
     return CifarResNet((depth - 2) // 6, in_channels)

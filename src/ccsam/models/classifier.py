@@ -11,13 +11,9 @@ from collections.abc import Iterator
 
 from torch import Tensor, nn
 
+from ccsam.checks import check_int
+
 __all__ = ["Classifier"]
-
-
-def _check_positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
 
 
 class Classifier(nn.Module):
@@ -44,8 +40,8 @@ class Classifier(nn.Module):
         super().__init__()
         if not isinstance(backbone, nn.Module):
             raise ValueError(f"backbone must be an nn.Module, got {type(backbone).__name__}")
-        _check_positive_int("feature_dim", feature_dim)
-        _check_positive_int("num_classes", num_classes)
+        check_int("feature_dim", feature_dim, low=1)
+        check_int("num_classes", num_classes, low=1)
         self.backbone = backbone
         self.head = nn.Linear(feature_dim, num_classes, bias=bias)
 
@@ -81,10 +77,6 @@ class Classifier(nn.Module):
         for p in self.backbone.parameters():
             p.requires_grad_(False)
 
-    def backbone_parameters(self) -> Iterator[nn.Parameter]:
-        """Iterate over the backbone's parameters."""
-        return self.backbone.parameters()
-
     def head_parameters(self) -> Iterator[nn.Parameter]:
         """Iterate over the head's parameters (weight, then bias if any)."""
         return self.head.parameters()
@@ -96,7 +88,7 @@ class Classifier(nn.Module):
         ``num_classes`` defaults to the current number of classes. The head's parameters are new
         objects, so build the head optimizer *after* calling this.
         """
-        out = self.num_classes if num_classes is None else _check_positive_int("num_classes", num_classes)
+        out = self.num_classes if num_classes is None else check_int("num_classes", num_classes, low=1)
         old = self.head
         self.head = nn.Linear(
             old.in_features,

@@ -17,13 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ccsam.checks import check_int
+
 __all__ = ["CosineHead", "LWSHead", "TauNormHead", "build_head", "tau_normalized_weight"]
-
-
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
 
 
 def _finite(name: str, value: object, positive: bool = False) -> float:
@@ -67,8 +63,8 @@ class CosineHead(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        self.in_features = _positive_int("in_features", in_features)
-        self.out_features = _positive_int("out_features", out_features)
+        self.in_features = check_int("in_features", in_features, low=1)
+        self.out_features = check_int("out_features", out_features, low=1)
         self.scale = _finite("scale", scale, positive=True)
         self.weight = nn.Parameter(torch.empty(out_features, in_features, device=device, dtype=dtype))
         self.register_parameter("bias", None)
@@ -201,6 +197,6 @@ def build_head(kind: str, in_features: int, out_features: int, **kw: object) -> 
         raise ValueError(f"head {kind!r} got unknown options {', '.join(unknown)}")
     if kind == "cosine":
         return CosineHead(in_features, out_features, **kw)  # type: ignore[arg-type]
-    _positive_int("in_features", in_features)
-    _positive_int("out_features", out_features)
+    check_int("in_features", in_features, low=1)
+    check_int("out_features", out_features, low=1)
     return nn.Linear(in_features, out_features, **kw)  # type: ignore[arg-type]

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from ccsam.checks import check_int
 from ccsam.models.cifar_resnet import cifar_resnet_backbone
 from ccsam.models.classifier import Classifier
 from ccsam.models.small_cnn import small_cnn_backbone
@@ -96,8 +97,10 @@ def build_model(
         close = difflib.get_close_matches(str(arch), list(MODELS), n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise ValueError(f"unknown model {arch!r}{hint} (valid: {', '.join(sorted(MODELS))})")
-    for name, value in (("in_channels", in_channels), ("num_classes", num_classes), ("width", width)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    checked = [("in_channels", in_channels), ("num_classes", num_classes)]
+    if entry.uses_width:  # the others ignore width
+        checked.append(("width", width))
+    for name, value in checked:
+        check_int(name, value, low=1)
     backbone, feature_dim = entry.builder(in_channels, width)
     return Classifier(backbone, feature_dim, num_classes, bias=bias)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from ccsam.checks import check_int
+
 __all__ = ["SmallCNN", "small_cnn_backbone"]
 
 
@@ -60,6 +62,5 @@ def small_cnn_backbone(in_channels: int = 1, width: int = 32) -> nn.Module:
         torch.Size([2, 32])
     """
     for name, value in (("in_channels", in_channels), ("width", width)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
+        check_int(name, value, low=1)
     return SmallCNN(in_channels, width)

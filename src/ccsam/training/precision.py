@@ -1,7 +1,7 @@
 """Numerics and memory layout of a run: autocast, channels_last, cuDNN autotuning, compilation.
 
 One place decides them from :class:`RuntimeConfig` and the device; the loop only enters
-:meth:`Runtime.autocast` around the forward pass and calls :meth:`Runtime.prepare_inputs`.
+:meth:`Runtime.autocast` around the forward pass (the loaders put inputs in the model's memory format).
 """
 
 from __future__ import annotations
@@ -36,10 +36,6 @@ class Runtime:
         if self.autocast_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
-
-    def prepare_inputs(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Inputs in the memory format the model was put in."""
-        return inputs.contiguous(memory_format=torch.channels_last) if self.channels_last else inputs
 
 
 def prepare_model(model: Classifier, cfg: RuntimeConfig, runtime: Runtime) -> Classifier:

@@ -14,8 +14,9 @@ from torch.optim import Optimizer
 from ccsam.data.augment import MixedBatch
 from ccsam.models import Classifier
 from ccsam.models.bn import bn_stats_frozen
+from ccsam.optim.base import SharpnessOptimizer
 from ccsam.optim.imbsam import ImbSAM
-from ccsam.optim.sam import SAM, maybe_no_sync
+from ccsam.optim.sam import maybe_no_sync
 from ccsam.training.objectives import ErmObjective, StepOutput, mixup_loss
 
 Autocast = Callable[[], contextlib.AbstractContextManager[object]]
@@ -33,9 +34,10 @@ def sgd_update(model: Classifier, objective: Callable, batch: MixedBatch, optimi
     return out
 
 
-def sam_update(model: Classifier, objective: Callable, batch: MixedBatch, optimizer: SAM,
+def sam_update(model: Classifier, objective: Callable, batch: MixedBatch, optimizer: SharpnessOptimizer,
                autocast: Autocast) -> StepOutput:
-    """SAM / ASAM (Foret et al. 2021; Kwon et al. 2021): gradient at w + eps applied at w."""
+    """SAM / ASAM (Foret et al. 2021; Kwon et al. 2021): gradient at w + eps applied at w, through the
+    two-pass protocol (:class:`ccsam.optim.base.SharpnessOptimizer`) alone."""
     optimizer.zero_grad(set_to_none=True)
     with maybe_no_sync(model), autocast():
         out = objective(model, batch)

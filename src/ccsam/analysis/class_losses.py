@@ -1,0 +1,113 @@
+"""Per-class losses of a trained model and their shot-group summaries, shared by the analyses
+(:mod:`ccsam.analysis.probe`, :mod:`ccsam.analysis.landscape`, :mod:`ccsam.analysis.hessian`)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ccsam.checks import check_int
+from ccsam.data.arrays import ImageArrays
+from ccsam.data.loader import eval_batches
+from ccsam.evaluation import shot_groups
+
+__all__ = [
+    "GROUPS",
+    "class_loss_sums",
+    "eval_mode",
+    "group_losses",
+    "group_masks",
+    "group_members",
+    "json_float",
+    "model_device_dtype",
+]
+
+GROUPS = ("many", "medium", "few")
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put every module in eval mode (BatchNorm uses its running statistics); restore each flag after."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, flag in flags:
+            module.training = flag
+
+
+def model_device_dtype(model: nn.Module, fallback: torch.device) -> tuple[torch.device, torch.dtype]:
+    """Device and dtype of the model's first floating-point parameter (``fallback`` / float32 if none)."""
+    for p in model.parameters():
+        if p.is_floating_point():
+            return p.device, p.dtype
+    return fallback, torch.float32
+
+
+def json_float(x: Tensor | float) -> float | None:
+    """A Python float, or None where the value is NaN / infinite (an empty group, a diverged loss)."""
+    v = float(x)
+    return v if math.isfinite(v) else None
+
+
+def class_loss_sums(
+    model: nn.Module,
+    arrays: ImageArrays,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    batch_size: int,
+) -> tuple[Tensor, Tensor]:
+    """Per-class sum of the cross-entropy ``sum_{i: y_i = c} -log softmax(f(x_i))_c`` and class counts.
+
+    Eval mode, no autograd; inputs go to the model's device and dtype. Returns float64 sums ``[C]`` and
+    int64 counts ``[C]`` on the model's device (``C = arrays.num_classes``).
+    """
+    check_int("batch_size", batch_size, low=1)
+    if len(arrays) == 0:
+        raise ValueError("arrays holds no images; pass a non-empty data set")
+    device, dtype = model_device_dtype(model, arrays.images.device)
+    num_classes = arrays.num_classes
+    sums = torch.zeros(num_classes, dtype=torch.float64, device=device)
+    with eval_mode(model), torch.no_grad():
+        for inputs, labels in eval_batches(arrays, batch_size, tuple(mean), tuple(std)):
+            inputs = inputs.to(device=device, dtype=dtype)
+            labels = labels.to(device)
+            logits = model(inputs)
+            logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+            ce = F.cross_entropy(logits, labels, reduction="none")
+            sums.index_add_(0, labels, ce.to(torch.float64))
+    counts = torch.bincount(arrays.labels.to(device), minlength=num_classes)
+    return sums, counts
+
+
+def group_losses(sums: Tensor, counts: Tensor, masks: dict[str, Tensor]) -> dict[str, Tensor]:
+    """``overall = sum_c S_c / sum_c n_c`` (per sample); ``group = mean_{c in group, n_c > 0} S_c / n_c``.
+
+    A group none of whose classes has a sample gets NaN.
+    """
+    per_class = sums / counts  # NaN (0 / 0) for classes without samples
+    out = {"overall": sums.sum() / counts.sum()}
+    for group in GROUPS:
+        out[group] = torch.nanmean(per_class[masks[group].to(per_class.device)])
+    return out
+
+
+def group_masks(
+    class_counts: Tensor | Sequence[int], num_classes: int, many_threshold: int, few_threshold: int
+) -> dict[str, Tensor]:
+    """:func:`ccsam.evaluation.shot_groups` after checking there is one count per class."""
+    counts = torch.as_tensor(class_counts)
+    if counts.dim() != 1 or counts.numel() != num_classes:
+        raise ValueError(f"class_counts needs one entry per class ({num_classes}), got {tuple(counts.shape)}")
+    return shot_groups(counts, many_threshold=many_threshold, few_threshold=few_threshold)
+
+
+def group_members(masks: dict[str, Tensor]) -> dict[str, list[int]]:
+    """The class indices of each shot group, JSON-ready."""
+    return {g: [int(i) for i in torch.nonzero(masks[g]).flatten()] for g in GROUPS}
