@@ -13,6 +13,8 @@ from conftest import REPO_ROOT
 DOCTESTED_MODULES = [
     "ccsam", "ccsam.functional", "ccsam.optim.ccsam", "ccsam.optim.imbsam", "ccsam.optim.perturbation",
     "ccsam.optim.base", "ccsam.models.heads", "ccsam.models.registry", "ccsam.models.cifar_resnet",
+    "ccsam.models.torchvision_resnet", "ccsam.models.pretrained", "ccsam.evaluation.open_set",
+    "ccsam.training.tensorboard",
     "ccsam.evaluation.calibration", "ccsam.data.profiles", "ccsam.data.arrays", "ccsam.losses.registry",
     "ccsam.losses.ldam", "ccsam.losses.gcl", "ccsam.losses.logit_adjustment", "ccsam.losses.vs",
     "ccsam.losses.weights", "ccsam.losses.label_aware_smoothing", "ccsam.losses.focal", "ccsam.losses.ce",

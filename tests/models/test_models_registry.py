@@ -52,7 +52,7 @@ def test_unknown_arch_names_close_matches_and_valid_ones() -> None:
 
 
 def test_unknown_arch_without_close_match() -> None:
-    with pytest.raises(ValueError, match="valid: resnet20") as info:
+    with pytest.raises(ValueError, match="valid: resnet10, resnet152, resnet20") as info:
         build_model("vit", in_channels=3, num_classes=10)
     assert "did you mean" not in str(info.value)
 

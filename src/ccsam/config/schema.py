@@ -69,6 +69,9 @@ class DataConfig(_Section):
     synthetic: SyntheticConfig = SyntheticConfig()
 
 
+OPEN_SET_DATASETS = ("imagenet_lt", "places_lt")  # those with an `_open` list of unknown-class images
+
+
 class LossConfig(_Section):
     """A registered loss (``ccsam.losses.LOSSES``) and its options, e.g. ``{drw_start_epoch: 160}``."""
 
@@ -97,6 +100,12 @@ class ModelConfig(_Section):
     bias: bool = True
     head: Literal["linear", "cosine"] = Field("linear", description="cosine: s * cos(f, w_c), no bias")
     head_scale: float = Field(1.0, gt=0.0, description="cosine head scale s (1 for LDAM / GCL, which scale)")
+    pretrained: str | None = Field(
+        None, description="state-dict file of backbone weights (torchvision names; weights_only load), "
+        "or with model.download=true a torchvision weights name such as IMAGENET1K_V1"
+    )
+    download: bool = Field(False, description="consent to fetch the torchvision weights model.pretrained names")
+    pretrained_head: bool = Field(False, description="also load the weights' fc into the head (same shapes)")
 
     @field_validator("arch")
     @classmethod
@@ -192,12 +201,23 @@ class EvalConfig(_Section):
     many_threshold: int = Field(100, ge=0, description="many-shot: n_c > many_threshold")
     few_threshold: int = Field(20, ge=0, description="few-shot: n_c < few_threshold")
     ece_bins: int = Field(15, ge=1)
+    confusion_max_classes: int = Field(
+        400, ge=0, description="results.json holds the C x C test confusion matrix up to this many classes "
+        "(Places-LT's 365 yes; ImageNet-LT's 1000 and iNat's 8142, 66M entries, only if raised)"
+    )
     logit_scale: float = Field(
         1.0, gt=0.0, description="multiply logits at prediction (a cosine head trained with a loss that scales "
         "its logits, e.g. LDAM s = 30, predicts with cosines: set the loss's scale for meaningful ECE / NLL)"
     )
     posthoc_tau: float = Field(0.0, ge=0.0, description="post-hoc logit adjustment z - tau log pi at prediction")
     tau_norm: float | None = Field(None, ge=0.0, description="tau-normalise the head's class weights at prediction")
+    # Open long-tailed recognition (OLTR protocol, spec 3.3): the `_open` images join the test set as label -1.
+    open_set: bool = Field(False, description="also report OLTR open-set metrics on test + the `_open` list")
+    open_threshold: float = Field(0.1, ge=0.0, le=1.0, description="predict -1 when max softmax < it")
+    open_f_measure: Literal["oltr", "oltr_2019"] = Field(
+        "oltr", description="oltr: rejected known samples are false positives (OLTR since 2020-01-29); "
+        "oltr_2019: they are not counted"
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> EvalConfig:
@@ -223,6 +243,12 @@ class RuntimeConfig(_Section):
     )
 
 
+class LoggingConfig(_Section):
+    """What a run records besides ``metrics.jsonl`` and the console line."""
+
+    tensorboard: bool = Field(False, description="TensorBoard scalars in RUN_DIR/tensorboard (extra [tb])")
+
+
 class RunConfig(_Section):
     """Everything one training run needs; written resolved into the run folder as ``config.yaml``."""
 
@@ -237,6 +263,7 @@ class RunConfig(_Section):
     stage2: Stage2Config = Stage2Config()
     eval: EvalConfig = EvalConfig()
     runtime: RuntimeConfig = RuntimeConfig()
+    logging: LoggingConfig = LoggingConfig()
 
     @model_validator(mode="after")
     def _compatible(self) -> RunConfig:
@@ -248,6 +275,11 @@ class RunConfig(_Section):
             raise ValueError("stage1.method=ccsam needs model.head=linear (its closed form is for a linear head)")
         if self.stage2.epochs and cosine and self.stage2.method in ("ccsam", "lws"):
             raise ValueError(f"stage2.method={self.stage2.method} needs model.head=linear")
+        if self.eval.open_set and self.data.dataset not in OPEN_SET_DATASETS:
+            raise ValueError(f"eval.open_set=true needs a data set with an `_open` list "
+                             f"({', '.join(OPEN_SET_DATASETS)}), not data.dataset={self.data.dataset}")
+        if cosine and self.model.pretrained_head:
+            raise ValueError("model.pretrained_head=true loads a linear classifier; use model.head=linear")
         if cosine and self.eval.tau_norm is not None:
             raise ValueError("eval.tau_norm needs model.head=linear")
         if self.stage1.optimizer == "imbsam" and self.stage1.method == "ccsam":

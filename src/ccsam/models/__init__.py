@@ -1,16 +1,19 @@
-"""Backbones, the linear-head ``Classifier`` and the model registry."""
+"""Backbones (CIFAR ResNets, a small CNN, torchvision ImageNet ResNets), the ``Classifier``, the registry."""
 
 from ccsam.models.cifar_resnet import cifar_resnet_backbone
 from ccsam.models.classifier import Classifier
 from ccsam.models.registry import MODELS, ModelEntry, build_model, list_models
 from ccsam.models.small_cnn import small_cnn_backbone
+from ccsam.models.torchvision_resnet import TORCHVISION_RESNETS, torchvision_resnet_backbone
 
 __all__ = [
     "MODELS",
+    "TORCHVISION_RESNETS",
     "Classifier",
     "ModelEntry",
     "build_model",
     "cifar_resnet_backbone",
     "list_models",
     "small_cnn_backbone",
+    "torchvision_resnet_backbone",
 ]

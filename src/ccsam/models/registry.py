@@ -1,4 +1,8 @@
-"""Model registry: a plain dict of frozen entries, one per architecture the CLI can name (STYLE G7)."""
+"""Model registry: a plain dict of frozen entries, one per architecture the CLI can name (STYLE G7).
+
+CIFAR ResNets (``resnet20`` .. ``resnet56``, 64-d), ``small_cnn``, and torchvision's ImageNet ResNets
+(``resnet10``, ``resnet50``, ``resnext50_32x4d``, ``resnet152``).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from ccsam.checks import check_int
 from ccsam.models.cifar_resnet import cifar_resnet_backbone
 from ccsam.models.classifier import Classifier
 from ccsam.models.small_cnn import small_cnn_backbone
+from ccsam.models.torchvision_resnet import torchvision_resnet_backbone
 
 __all__ = ["MODELS", "ModelEntry", "build_model", "list_models"]
 
@@ -48,6 +53,22 @@ def _small_cnn(in_channels: int, width: int) -> tuple[nn.Module, int]:
     return small_cnn_backbone(in_channels, width), 4 * width
 
 
+def _torchvision(arch: str) -> BackboneBuilder:
+    def build(in_channels: int, width: int) -> tuple[nn.Module, int]:
+        del width  # torchvision's fixed widths
+        return torchvision_resnet_backbone(arch, in_channels)
+
+    return build
+
+
+_TORCHVISION_DESCRIPTIONS = {
+    "resnet10": "ImageNet ResNet-10 (torchvision ResNet, BasicBlock [1,1,1,1]), 512-d; OLTR baseline",
+    "resnet50": "ImageNet ResNet-50 (torchvision), 2048-d features; ImageNet-LT, iNaturalist 2018",
+    "resnext50_32x4d": "ImageNet ResNeXt-50 32x4d (torchvision), 2048-d features; ImageNet-LT",
+    "resnet152": "ImageNet ResNet-152 (torchvision), 2048-d features; Places-LT from ImageNet weights",
+}
+
+
 def _resnet_entry(depth: int) -> ModelEntry:
     n = (depth - 2) // 6
     description = f"CIFAR ResNet-{depth}: 3x{n} BasicBlocks, option-A shortcuts, 64-d features"
@@ -64,6 +85,7 @@ MODELS: dict[str, ModelEntry] = {
             "3 conv-BN-ReLU blocks (w, 2w, 4w) with max-pooling, 4w-d features; for 8x8-32x32 CPU runs",
             uses_width=True,
         ),
+        *(ModelEntry(arch, _torchvision(arch), text) for arch, text in _TORCHVISION_DESCRIPTIONS.items()),
     )
 }
 
@@ -85,6 +107,9 @@ def build_model(
         in_channels: channels of the input images (1 for grayscale, 3 for RGB).
         num_classes: number of logits.
         width: base width for architectures with ``uses_width`` (``small_cnn``); ignored otherwise.
+            The torchvision ResNets (``resnet10``, ``resnet50``, ``resnext50_32x4d``, ``resnet152``)
+            are built with random weights; load ImageNet weights with
+            :func:`ccsam.models.pretrained.load_pretrained`.
         bias: whether the linear head has a bias.
 
     Example:

@@ -97,14 +97,24 @@ def distribute_stage(stage: object) -> None:
     average_gradients_before_steps(stage.optimizer)  # type: ignore[attr-defined]
 
 
-def reduce_train_stats(stats: dict[str, float]) -> dict[str, float]:
-    """Mean over ranks of the per-rank mean loss / accuracy (equal slices: the global-batch means)."""
+#: Epoch statistics that add up over the ranks (the others are per-rank means or times: averaged).
+_SUMMED_STATS = ("images", "img_per_s")
+
+
+def reduce_train_stats(stats: dict[str, float | int]) -> dict[str, float | int]:
+    """The epoch's statistics of the whole world: the mean over ranks of the per-rank mean loss and
+    accuracy (equal slices: the global-batch means) and of the data wait; images and images/s summed."""
     if not is_distributed() or not stats:
         return stats
     keys = sorted(stats)
-    local = torch.tensor([stats[k] for k in keys], dtype=torch.float64, device=comm_device())
+    local = torch.tensor([float(stats[k]) for k in keys], dtype=torch.float64, device=comm_device())
     values = all_reduce_mean(local)
-    return {k: float(v) for k, v in zip(keys, values, strict=True)}
+    out: dict[str, float | int] = {}
+    for key, value in zip(keys, values.tolist(), strict=True):
+        out[key] = value * world_size() if key in _SUMMED_STATS else value
+        if isinstance(stats[key], int):
+            out[key] = round(out[key])
+    return out
 
 
 @dataclass(frozen=True)

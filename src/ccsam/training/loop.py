@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
+import time
 from collections.abc import Callable
 
 import torch
@@ -29,27 +31,44 @@ def train_one_epoch(
     runtime: Runtime | None = None,
     description: str = "",
     progress: bool = True,
-) -> dict[str, float]:
-    """Run one epoch of optimiser steps; returns the mean loss and the accuracy on ``targets_a``.
+) -> dict[str, float | int]:
+    """Run one epoch of optimiser steps; returns the mean loss, the accuracy on ``targets_a`` and timing.
 
     ``update`` is the stage's update (one SGD pass, SAM / ASAM / ImbSAM's two passes, GP, MP; see
     :func:`ccsam.training.updates.build_update`): the loop knows nothing else about the optimiser.
 
     Loss and correct counts accumulate on the device and are read once at the end of the epoch (no
     host synchronisation per step). The forward pass runs under ``runtime.autocast()``.
+
+    Timing (for long runs): ``images`` trained on, ``img_per_s`` = images / wall time of the epoch (the
+    final read of the accumulators waits for the device), and ``data_wait_s`` = host time spent
+    waiting for the loader to hand over the next batch (high values mean the input pipeline, not the
+    model, limits the speed).
     """
     autocast = runtime.autocast if runtime is not None else contextlib.nullcontext
     device = next(model.parameters()).device
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
-    for step, batch in enumerate(tqdm(loader.epoch(), total=len(loader), desc=description,
-                                      leave=False, disable=not progress)):
+    data_wait = 0.0
+    start = time.perf_counter()
+    batches = iter(tqdm(loader.epoch(), total=len(loader), desc=description, leave=False,
+                        disable=not progress))
+    for step in itertools.count():
+        waited = time.perf_counter()
+        batch = next(batches, None)
+        data_wait += time.perf_counter() - waited
+        if batch is None:
+            break
         set_learning_rate(optimizer, lr_at_step(step))
         out = update(model, objective, batch, optimizer, autocast)
         loss_sum += out.loss.detach() * batch.targets_a.shape[0]
         correct += (out.logits.argmax(dim=1) == batch.targets_a).sum()
         seen += batch.targets_a.shape[0]
     if seen == 0:
-        return {"loss": float("nan"), "accuracy": float("nan")}
-    return {"loss": float(loss_sum) / seen, "accuracy": float(correct) / seen}
+        return {"loss": float("nan"), "accuracy": float("nan"), "images": 0, "img_per_s": 0.0,
+                "data_wait_s": data_wait}
+    stats = {"loss": float(loss_sum) / seen, "accuracy": float(correct) / seen}
+    elapsed = time.perf_counter() - start
+    return {**stats, "images": seen, "img_per_s": seen / elapsed if elapsed > 0 else float("inf"),
+            "data_wait_s": data_wait}
