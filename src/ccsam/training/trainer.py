@@ -19,7 +19,7 @@ import torch
 from ccsam.config.schema import RunConfig
 from ccsam.data.build import build_data
 from ccsam.data.loader import eval_batches
-from ccsam.distributed import barrier, is_main
+from ccsam.distributed import barrier, broadcast_module, is_main
 from ccsam.errors import RunDirError
 from ccsam.evaluation import open_set_report, with_open_samples
 from ccsam.evaluation.predict import (
@@ -129,6 +129,8 @@ class Trainer:
         if number == 2 and self.cfg.stage2.init_from == "best_val" and self.run.best_val_checkpoint.is_file():
             self.model.load_state_dict(load_checkpoint(self.run.best_val_checkpoint)["model"])
             _logger.info("stage 2 starts from the best-validation stage-1 weights")
+        if number == 2:
+            broadcast_module(self.model)  # under torchrun: rank 0's file, whatever the others' disks hold
         self.stage = self._build_stage(number)
         return self.stage
 
