@@ -3,8 +3,9 @@
 ``ccsam train`` runs its whole body inside :func:`torchrun_session`: without torchrun it yields
 ``None`` and does nothing else. Under torchrun the ranks join the process group, ranks other than 0
 log warnings only, and an exception on any rank prints one line naming the rank and ends that process
-at once with a non-zero status; torchrun then stops the other ranks (which may be waiting in a
-collective the failed rank will never join).
+at once with a non-zero status (a config error, the same on every rank, is printed by rank 0 only);
+torchrun then stops the other ranks (which may be waiting in a collective the failed rank will never
+join).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,9 +21,12 @@ from pathlib import Path
 import torch.distributed as dist
 
 from ccsam.distributed.env import TorchrunEnv, init_process_group, is_distributed, is_main, shutdown
-from ccsam.errors import CcsamError
+from ccsam.errors import CcsamError, ConfigError
 
 __all__ = ["shared_path", "torchrun_session"]
+
+#: How long ranks other than 0 wait before leaving silently on a config error (rank 0 reports it).
+_QUIET_EXIT_DELAY_S = 2.0
 
 
 @contextmanager
@@ -37,6 +42,10 @@ def torchrun_session(device: str) -> Iterator[TorchrunEnv | None]:
         yield env
     except BaseException as exc:  # noqa: BLE001 - every failure must end this rank at once
         code = 130 if isinstance(exc, KeyboardInterrupt) else 2 if isinstance(exc, CcsamError) else 1
+        if isinstance(exc, ConfigError) and env.rank != 0:
+            # A config error is raised alike on every rank: rank 0 says it; give it time to, then leave.
+            time.sleep(_QUIET_EXIT_DELAY_S)
+            os._exit(code)
         text = str(exc) or type(exc).__name__
         if not isinstance(exc, CcsamError):
             text = f"{type(exc).__name__}: {text}"
