@@ -14,11 +14,12 @@ from typing import Any
 import pytest
 import torch
 import torch.multiprocessing as mp
+from _failing_worker import failing_worker
 from conftest import synthetic_overrides
 
 from ccsam.config import resolve_config
 from ccsam.distributed import barrier, init_process_group, shutdown
-from ccsam.distributed.launch import shared_path, torchrun_session
+from ccsam.distributed.launch import shared_path
 from ccsam.evaluation.predict import evaluate_split, predict
 from ccsam.training.checkpoint import load_checkpoint
 from ccsam.training.distributed import distribute_objective
@@ -168,16 +169,8 @@ def test_resume_two_ranks_on_one(distributed_steps, tmp_path: Path) -> None:
     assert run.read_results()["test"]["top1"] == whole.run.read_results()["test"]["top1"]
 
 
-def _failing_worker(rank: int, port: int) -> None:
-    _join(rank, port)
-    with torchrun_session("cpu"):
-        if rank == 1:
-            raise ValueError("synthetic failure")
-        barrier()  # rank 0 waits for a rank that never comes
-
-
 def test_a_failing_rank_ends_every_rank(capfd) -> None:
     with pytest.raises(mp.ProcessExitedException, match="exit code 1"):
-        _spawn(_failing_worker)
+        _spawn(failing_worker, WORLD)
     err = capfd.readouterr().err
     assert err.count("ccsam: error on rank 1 of 2: ValueError: synthetic failure") == 1
