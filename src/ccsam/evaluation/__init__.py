@@ -1,5 +1,5 @@
-"""Prediction over a split and the metrics that reduce its logits: top-1, per-class and shot-group
-accuracy, NLL, calibration, OLTR open set."""
+"""Prediction over a split and the metrics that reduce its logits: top-1, per-class / shot-group accuracy,
+NLL, calibration, OLTR open set."""
 
 from ccsam.evaluation.calibration import expected_calibration_error, reliability_bins
 from ccsam.evaluation.metrics import classification_report, confusion_matrix, per_class_accuracy, shot_groups

@@ -22,11 +22,19 @@ from ccsam.data.loader import eval_batches
 from ccsam.distributed.evaluation import gather_predictions, local_split
 from ccsam.evaluation.calibration import reliability_bins
 from ccsam.evaluation.metrics import classification_report, confusion_matrix
+from ccsam.evaluation.open_set import open_set_report, with_open_samples
 from ccsam.losses.logit_adjustment import posthoc_logit_adjustment
 from ccsam.models import Classifier
 from ccsam.models.heads import TauNormHead
 
-__all__ = ["adjust_logits", "balanced_accuracy", "evaluate_split", "predict", "prediction_head"]
+__all__ = [
+    "adjust_logits",
+    "balanced_accuracy",
+    "evaluate_split",
+    "open_set_results",
+    "predict",
+    "prediction_head",
+]
 
 
 class _Runtime(Protocol):
@@ -125,6 +133,37 @@ def evaluate_split(
             report["confusion_matrix"] = confusion_matrix(logits, labels, data.num_classes)
         report["reliability"] = reliability_bins(logits, labels, cfg.eval.ece_bins)
     return report
+
+
+def open_set_results(
+    model: Classifier,
+    test: ImageArrays,
+    open_images: ImageArrays,
+    data: LongTailData,
+    cfg: RunConfig,
+    runtime: _Runtime | None = None,
+) -> dict[str, Any]:
+    """OLTR open-set metrics (``eval.open_set``): the test split plus the ``_open`` images labelled -1,
+    rejection below ``eval.open_threshold`` (:func:`ccsam.evaluation.open_set.open_set_report`)."""
+    head = prediction_head(model, cfg)
+    logits = [
+        adjust_logits(
+            predict(model, split, cfg.data.eval_batch_size, data.mean, data.std, runtime, head=head),
+            cfg,
+            data.class_counts,
+        ).cpu()
+        for split in (test, open_images)
+    ]
+    merged, labels = with_open_samples(logits[0], test.labels.cpu(), logits[1])
+    return open_set_report(
+        merged,
+        labels,
+        data.class_counts,
+        threshold=cfg.eval.open_threshold,
+        many_threshold=cfg.eval.many_threshold,
+        few_threshold=cfg.eval.few_threshold,
+        variant=cfg.eval.open_f_measure,
+    )
 
 
 def balanced_accuracy(report: dict[str, Any]) -> float:

@@ -63,16 +63,17 @@ def install_head(model: Classifier, cfg: ModelConfig) -> Classifier:
 def build_run_model(cfg: RunConfig, in_channels: int, num_classes: int, runtime: Runtime, *,
                     stage: int = 1, compile_backbone: bool | None = None,
                     load_pretrained_weights: bool = False) -> Classifier:
-    """The run's model on ``runtime.device``: the registered backbone, the configured head, spectral norm
+    """The run's model on ``runtime.device``: the registered backbone (with ``model.pretrained`` weights
+    when ``load_pretrained_weights``; a resumed or re-evaluated run takes them from its checkpoint),
+    the configured head, spectral norm
     (``stage1.spectral_norm``, before any optimiser or checkpoint: it renames weight parameters), the
     stage-2 head when ``stage == 2`` (e.g. LWS has its own parameters), then channels_last / compile.
 
-    Weights are drawn from torch's global RNG (seed it first); with ``load_pretrained_weights`` the
-    backbone (and with ``model.pretrained_head`` the head) then takes ``model.pretrained``.
-    ``compile_backbone`` overrides ``runtime.compile`` (re-evaluation never compiles)."""
+    Weights are drawn from torch's global RNG (seed it first). ``compile_backbone`` overrides
+    ``runtime.compile`` (re-evaluation never compiles)."""
     model = build_model(cfg.model.arch, in_channels=in_channels, num_classes=num_classes,
                         width=cfg.model.width, bias=cfg.model.bias).to(runtime.device)
-    if load_pretrained_weights and cfg.model.pretrained is not None:
+    if cfg.model.pretrained is not None and load_pretrained_weights:
         load_pretrained(model, cfg.model.pretrained, arch=cfg.model.arch, download=cfg.model.download,
                         load_head=cfg.model.pretrained_head)
     model = install_head(model, cfg.model)

@@ -72,3 +72,4 @@ def train_one_epoch(
     elapsed = time.perf_counter() - start
     return {**stats, "images": seen, "img_per_s": seen / elapsed if elapsed > 0 else float("inf"),
             "data_wait_s": data_wait}
+

@@ -21,15 +21,7 @@ from ccsam.data.build import build_data
 from ccsam.data.loader import eval_batches
 from ccsam.distributed import barrier, broadcast_module, is_main
 from ccsam.errors import RunDirError
-from ccsam.evaluation import open_set_report, with_open_samples
-from ccsam.evaluation.predict import (
-    adjust_logits,
-    balanced_accuracy,
-    evaluate_split,
-    predict,
-    prediction_head,
-)
-from ccsam.models import Classifier
+from ccsam.evaluation.predict import balanced_accuracy, evaluate_split
 from ccsam.optim.schedules import learning_rate
 from ccsam.training import distributed
 from ccsam.training.assembly import build_run_model, prepare_stage2, select_device
@@ -41,7 +33,7 @@ from ccsam.training.run_dir import RunDir
 from ccsam.training.stages import Stage, build_objective, build_stage
 from ccsam.training.tensorboard import TensorBoardScalars, require_tensorboard
 
-__all__ = ["Trainer", "open_set_results", "train"]
+__all__ = ["Trainer", "train"]
 
 _logger = logging.getLogger(__name__)
 
@@ -55,8 +47,9 @@ class Trainer:
         results = trainer.fit()          # or trainer.resume(); trainer.fit()
     """
 
-    def __init__(self, cfg: RunConfig, run: RunDir, *, progress: bool = True,
-                 load_pretrained_weights: bool = True) -> None:
+    def __init__(
+        self, cfg: RunConfig, run: RunDir, *, progress: bool = True, load_pretrained_weights: bool = True
+    ) -> None:
         """Build data, model and runtime; ``load_pretrained_weights=False`` skips ``model.pretrained``
         (a resumed run takes every weight from its checkpoint)."""
         if cfg.logging.tensorboard:
@@ -70,12 +63,17 @@ class Trainer:
         self.data = data if cfg.data.loader == "dataloader" else data.to(self.device)
         self.counts = data.class_counts.to(self.device)
         torch.manual_seed(cfg.seed)
-        model = build_run_model(cfg, data.in_channels, data.num_classes, self.runtime,
-                                load_pretrained_weights=load_pretrained_weights)
+        model = build_run_model(
+            cfg,
+            data.in_channels,
+            data.num_classes,
+            self.runtime,
+            load_pretrained_weights=load_pretrained_weights,
+        )
         self.model = distributed.prepare_model(model, cfg)  # under torchrun: SyncBN, rank 0's weights
+        self.scalars: TensorBoardScalars | None = None
         self.epoch, self.best_val, self.elapsed = 0, -math.inf, 0.0
         self.stage: Stage | None = None
-        self.scalars: TensorBoardScalars | None = None
 
     def fit(self, stop_at: int | None = None) -> dict[str, Any] | None:
         """Train to the last epoch, then evaluate the last-epoch model on the test split once.
@@ -93,10 +91,11 @@ class Trainer:
             if self.stage is None or self.stage.number != number:
                 self.enter_stage(number)
             record = self.train_epoch()
-            self.epoch += 1
             if is_main():  # one writer; every rank holds the same (global) state
                 self.run.append_metrics(record)
-                self._write_scalars(record, self.epoch - 1)
+                self._write_scalars(record, self.epoch)
+            self.epoch += 1
+            if is_main():
                 save_checkpoint(self.run.last_checkpoint, self.state_dict())
                 _log_epoch(record, self.cfg)
             barrier()
@@ -108,20 +107,6 @@ class Trainer:
         self._close_scalars()
         barrier()
         return results
-
-    def _write_scalars(self, record: dict[str, Any], step: int) -> None:
-        """TensorBoard scalars of ``record`` (``logging.tensorboard``); the writer opens on first use,
-        purging events a run interrupted after its last checkpoint wrote at or after ``step``."""
-        if not self.cfg.logging.tensorboard:
-            return
-        if self.scalars is None:
-            self.scalars = TensorBoardScalars(self.run.path / "tensorboard", purge_step=step)
-        self.scalars.write(record, step)
-
-    def _close_scalars(self) -> None:
-        if self.scalars is not None:
-            self.scalars.close()
-            self.scalars = None
 
     def enter_stage(self, number: int) -> Stage:
         """Start stage ``number``: stage 2 (re)loads the best-validation weights if asked, freezes the
@@ -219,6 +204,21 @@ class Trainer:
             "val": evaluate_split(self.model, data.val, data, cfg, self.runtime) if len(data.val) else None,
         }
 
+    # -- TensorBoard -------------------------------------------------------------------------------
+    def _write_scalars(self, record: dict[str, Any], step: int) -> None:
+        """TensorBoard scalars of ``record`` (``logging.tensorboard``); the writer opens on first use,
+        purging events a run interrupted after its last checkpoint wrote at or after ``step``."""
+        if not self.cfg.logging.tensorboard:
+            return
+        if self.scalars is None:
+            self.scalars = TensorBoardScalars(self.run.path / "tensorboard", purge_step=step)
+        self.scalars.write(record, step)
+
+    def _close_scalars(self) -> None:
+        if self.scalars is not None:
+            self.scalars.close()
+            self.scalars = None
+
     # -- checkpoints -------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """The checkpoint: counters, model, the stage's own state, RNGs, config and split hash."""
@@ -273,25 +273,13 @@ def _log_epoch(record: dict[str, Any], cfg: RunConfig) -> None:
             f" | val bal {_fmt(v['balanced'])} many {_fmt(v['many'])} med {_fmt(v['medium'])} "
             f"few {_fmt(v['few'])}"
         )
-    _logger.info("%s (%.1fs, %.0f img/s, data wait %.1fs)", text, record["time_s"], record["img_per_s"],
-                 record["data_wait_s"])
-
-
-def open_set_results(
-    model: Classifier, test: Any, open_images: Any, data: Any, cfg: RunConfig, runtime: Runtime | None = None,
-) -> dict[str, Any]:
-    """OLTR open-set metrics (``eval.open_set``): the test split plus the ``_open`` images labelled -1,
-    rejection below ``eval.open_threshold`` (:func:`ccsam.evaluation.open_set_report`)."""
-    head = prediction_head(model, cfg)
-    logits = [
-        adjust_logits(predict(model, split, cfg.data.eval_batch_size, data.mean, data.std, runtime,
-                              head=head), cfg, data.class_counts).cpu()
-        for split in (test, open_images)
-    ]
-    merged, labels = with_open_samples(logits[0], test.labels.cpu(), logits[1])
-    return open_set_report(merged, labels, data.class_counts, threshold=cfg.eval.open_threshold,
-                           many_threshold=cfg.eval.many_threshold, few_threshold=cfg.eval.few_threshold,
-                           variant=cfg.eval.open_f_measure)
+    _logger.info(
+        "%s (%.1fs, %.0f img/s, data wait %.1fs)",
+        text,
+        record["time_s"],
+        record["img_per_s"],
+        record["data_wait_s"],
+    )
 
 
 def train(cfg: RunConfig, run: RunDir, *, resume: bool = False, progress: bool = True) -> dict[str, Any]:
