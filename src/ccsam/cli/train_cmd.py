@@ -45,7 +45,9 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     """Train (or resume) one run; under torchrun every rank runs this and rank 0 writes and prints."""
     if args.resume:
         if args.preset or args.overrides or args.out or args.data_root or args.data_cache or args.compile:
-            raise ConfigError("--resume takes the run folder's own config; drop --preset/--out/--data-root/overrides")
+            raise ConfigError(
+                "--resume takes the run folder's own config; drop --preset/--out/--data-root/overrides"
+            )
         run_dir = RunDir.open(args.resume)
         config = run_dir.load_config()
         with torchrun_session(config.device):
