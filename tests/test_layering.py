@@ -17,8 +17,8 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 #: Lower numbers are lower layers. Top-level modules count as packages of their own.
 LAYERS: dict[str, int] = {
-    "errors": 0,
-    "atomic_io": 1, "safe_load": 1, "checks": 1,
+    "errors": 0, "_version": 0,
+    "atomic_io": 1, "safe_load": 1, "checks": 1, "strict_json": 1,
     "distributed": 1,                    # torchrun process group and collectives (torch only)
     "losses": 2, "models": 2,            # building blocks; their registries are the config's vocabulary
     "config": 3,

@@ -6,14 +6,14 @@ Example:
     2
 """
 
+from ccsam._version import __version__
 from ccsam.config import RunConfig, resolve_config
 from ccsam.functional import adversarial_feature_losses, class_conditional_logits
 from ccsam.models import Classifier, build_model
 from ccsam.training import RunDir, evaluate_run, train
 
-__version__ = "0.1.0"
-
 __all__ = [
+    "__version__",
     "Classifier",
     "RunConfig",
     "RunDir",

@@ -27,6 +27,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if exc.filename is None:  # e.g. ENOSPC from write / fsync: name the file being written
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -35,3 +40,22 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 def atomic_write_text(path: Path, text: str) -> None:
     """Text version of :func:`atomic_write_bytes`."""
     atomic_write_bytes(path, text.encode())
+
+
+def check_writable(folder: Path) -> None:
+    """Raise ``OSError`` (naming ``folder``) unless files can be created in ``folder``.
+
+    Checked before expensive work. The folder need not exist: its nearest existing ancestor is probed
+    with a temporary file that is removed at once, so nothing is left behind and no folder is made.
+    """
+    probe_dir = Path(folder).absolute()
+    while not probe_dir.exists() and probe_dir != probe_dir.parent:
+        probe_dir = probe_dir.parent
+    if not probe_dir.is_dir():
+        raise NotADirectoryError(20, "a file is in the way of the output folder", str(probe_dir))
+    try:
+        fd, tmp = tempfile.mkstemp(dir=probe_dir, prefix=".ccsam-write-check.")
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(folder)) from None
+    os.close(fd)
+    os.unlink(tmp)

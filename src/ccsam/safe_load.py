@@ -80,8 +80,14 @@ def load_torch_file(path: Path, kind: str, fix: str) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        reason = str(exc).strip().splitlines()
-        detail = next((line for line in reason if "GLOBAL" in line or "global" in line), reason[0] if reason else "")
+        reason = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+        detail = next((line for line in reason if "GLOBAL" in line or "global" in line), None)
+        if detail is None:  # not a request for a callable: bytes that are not a torch pickle at all
+            cause = next((line for line in reason if line.startswith(("Unsupported", "Unpickling"))), "")
+            cause = f": {cause}" if cause else ""
+            raise UnsafeFileError(
+                f"'{path}' is not a readable {kind} (garbage or another kind of file{cause}). {fix}"
+            ) from None
         raise UnsafeFileError(
             f"'{path}' was refused: a {kind} holds only tensors and plain values, this file asks for more "
             f"({detail.strip()[:200]}); it was not loaded. {fix}"

@@ -5,16 +5,17 @@ Each writes ``RUN_DIR/analysis/<kind>.json``; an existing file is kept unless ``
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ccsam import strict_json
 from ccsam.analysis import loss_curve_1d, loss_surface_2d, per_class_sharpness, weight_perturbation_probe
 from ccsam.errors import RunDirError
 from ccsam.models.heads import CosineHead
 from ccsam.training.evaluate_run import TrainedRun, load_trained
-from ccsam.training.run_dir import RunDir, atomic_write_text
+from ccsam.atomic_io import atomic_write_text, check_writable
+from ccsam.training.run_dir import RunDir
 
 
 def _load(run: RunDir, data_root: str | None, logit_scale: float | None) -> TrainedRun:
@@ -32,6 +33,7 @@ def _target(run: RunDir, kind: str, force: bool) -> Path:
     path = run.path / "analysis" / f"{kind}.json"
     if path.exists() and not force:
         raise RunDirError(f"'{path}' exists; pass --force to replace it")
+    check_writable(path.parent)  # before loading the model and the data
     return path
 
 
@@ -55,7 +57,7 @@ def probe_run(run: RunDir, *, sigmas: Sequence[float], draws: int, mode: str, se
     out = {split: weight_perturbation_probe(trained.model, arrays, **_common(trained), sigmas=tuple(sigmas),
                                             draws=draws, mode=mode, eps=eps, seed=seed, **thresholds)
            for split, arrays in _splits(trained, splits).items()}
-    atomic_write_text(path, json.dumps(out) + "\n")
+    atomic_write_text(path, strict_json.dumps(out) + "\n")
     return path
 
 
@@ -75,7 +77,7 @@ def landscape_run(run: RunDir, *, points: int, span: float, seed: int, splits: S
         for split, arrays in _splits(trained, splits).items():
             out[split]["surface"] = loss_surface_2d(trained.model, arrays, trained.data.mean, trained.data.std,
                                                     points=surface_points, span=span, seed=seed)
-    atomic_write_text(path, json.dumps(out) + "\n")
+    atomic_write_text(path, strict_json.dumps(out) + "\n")
     return path
 
 
@@ -90,5 +92,5 @@ def sharpness_run(run: RunDir, *, scopes: Sequence[str] = ("head", "all"), itera
     for scope in scopes:
         out[scope] = per_class_sharpness(trained.model, data.train, data.mean, data.std, data.num_classes,
                                          scope=scope, iterations=iterations, max_per_class=max_per_class)
-    atomic_write_text(path, json.dumps(out) + "\n")
+    atomic_write_text(path, strict_json.dumps(out) + "\n")
     return path

@@ -48,7 +48,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     sharpness.add_argument("--iterations", type=int, default=20)
     sharpness.add_argument("--max-per-class", type=int, default=128)
     report = sub.add_parser("report", help="Markdown report with tables and figures over run folders",
-                            description="Tables (mean ± std over seeds, grouped by run name) and PNG figures: "
+                            description="Tables (mean ± std over seeds, grouped by run name and a hash of the "
+                            "config without the seed; folders that are not finished runs are skipped and named; "
+                            "runs on different data sets are refused) and PNG figures: "
                             "per-class accuracy against class size, reliability diagrams, confusion matrices and, "
                             "where analyses exist, probe spreads, landscapes and per-class sharpness.")
     report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")

@@ -6,9 +6,10 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
+from ccsam.atomic_io import check_writable
 from ccsam.config import DEFAULT_PRESET, resolve_config
 from ccsam.data.build import build_data
-from ccsam.data.cache import export_cache
+from ccsam.data.cache import DataCacheError, export_cache
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -31,8 +32,12 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if args.data_root:
         overrides.append(f"data.root={Path(args.data_root).expanduser()}")
     config = resolve_config(args.preset, overrides)
+    out = Path(args.out).expanduser()
+    if out.exists():
+        raise DataCacheError(f"'{out}' already exists; choose another --out (nothing was written)")
+    check_writable(out.parent)  # before reading the data set
     data = build_data(config.data)
-    info = export_cache(data, config.data, args.out)
+    info = export_cache(data, config.data, out)
     print(f"wrote {info['path']}: {info['bytes'] / 1e6:.1f} MB for {info['raw_pixel_bytes'] / 1e6:.1f} MB of pixels "
           f"({len(data.train)} train / {len(data.val)} val / {len(data.test)} test images)")
     return 0

@@ -3,21 +3,28 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
+from ccsam.atomic_io import check_writable
 from ccsam.config import DEFAULT_PRESET, known_keys, resolve_config
+from ccsam.config.schema import RunConfig
+from ccsam.data.build import resolve_data_root
 from ccsam.distributed import is_main
 from ccsam.distributed.launch import shared_path, torchrun_session
-from ccsam.errors import CcsamError, ConfigError
+from ccsam.errors import ConfigError, InterruptedRun
 from ccsam.reporting import format_results_table
 from ccsam.training.run_dir import RunDir, default_run_path
-from ccsam.training.trainer import train
+from ccsam.training.trainer import Trainer
 
-_EPILOG = """overrides: KEY=VALUE with dotted keys, checked against the config schema, e.g.
-  ccsam train --preset fmnist-lt-ccsam stage1.epochs=5 stage1.flat_ratio=0.5 seed=1
+_EPILOG = """overrides: KEY=VALUE with dotted keys, checked against the config schema, anywhere, e.g.
+  ccsam train --preset fmnist-lt-ccsam stage1.epochs=5 --no-progress stage1.flat_ratio=0.5 seed=1
 sections: {sections}
-`ccsam presets --show NAME` prints every key of a preset with its value."""
+`ccsam presets --show NAME` prints every key of a preset with its value.
+A NaN / infinite loss stops the run (exit 3) unless runtime.on_nonfinite=skip."""
+
+_FILE_DATASETS = ("cifar10", "cifar100", "fashion_mnist")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -31,28 +38,70 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--preset", default=None, help=f"preset name or YAML file (default: {DEFAULT_PRESET})")
-    p.add_argument("--data-root", default=None, help="folder that holds the data set (sets data.root)")
+    p.add_argument("--data-root", default=None,
+                   help="folder that holds the data set (sets data.root, stored as an absolute path); with "
+                   "--resume: where the data set lives now, checked against the run's split manifest")
     p.add_argument("--data-cache", default=None, metavar="FILE",
                    help="train from a `ccsam data export` file instead of the data set (sets data.cache)")
     p.add_argument("--compile", action="store_true", help="torch.compile the backbone (sets runtime.compile)")
     p.add_argument("--out", default=None, help="run folder to create (default: <out_dir>/<name>-<time>)")
-    p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue an interrupted run")
+    p.add_argument("--overwrite", action="store_true",
+                   help="reuse --out if it is a run folder that never completed an epoch "
+                   "(never one with results)")
+    p.add_argument("--resume", default=None, metavar="RUN_DIR",
+                   help="continue an interrupted run (one with no completed epoch restarts at epoch 0)")
     p.add_argument("--no-progress", action="store_true", help="no per-epoch progress bar")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides (see below)")
 
 
+def with_absolute_paths(config: RunConfig) -> RunConfig:
+    """``data.root`` (or, for file data sets, the root it falls back to), ``data.cache`` and a
+    ``model.pretrained`` file as absolute paths, so the run folder works from any working directory."""
+    data = config.data
+    update: dict[str, Any] = {}
+    if data.root is not None or (data.dataset in _FILE_DATASETS and data.cache is None):
+        update["root"] = str(resolve_data_root(data).resolve())
+    if data.cache is not None:
+        update["cache"] = str(Path(data.cache).expanduser().resolve())
+    config = config.model_copy(update={"data": data.model_copy(update=update)}) if update else config
+    weights = config.model.pretrained
+    if weights is not None and Path(weights).expanduser().is_file():  # a file, not a torchvision name
+        model = config.model.model_copy(update={"pretrained": str(Path(weights).expanduser().resolve())})
+        config = config.model_copy(update={"model": model})
+    return config
+
+
+def _relocated(config: RunConfig, data_root: str) -> RunConfig:
+    data = config.data.model_copy(update={"root": str(Path(data_root).expanduser().resolve()), "cache": None})
+    return config.model_copy(update={"data": data})
+
+
+def _until_done(run_dir: RunDir, fit: Callable[[], dict[str, Any] | None]) -> dict[str, Any]:
+    try:
+        results = fit()
+    except KeyboardInterrupt:
+        raise InterruptedRun(f"interrupted; continue with `ccsam train --resume {run_dir.path}`") from None
+    assert results is not None
+    return results
+
+
 def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     """Train (or resume) one run; under torchrun every rank runs this and rank 0 writes and prints."""
+    progress = not args.no_progress
     if args.resume:
-        if args.preset or args.overrides or args.out or args.data_root or args.data_cache or args.compile:
-            raise ConfigError(
-                "--resume takes the run folder's own config; drop --preset/--out/--data-root/overrides"
-            )
+        if args.preset or args.overrides or args.out or args.data_cache or args.compile or args.overwrite:
+            raise ConfigError("--resume takes the run folder's own config; drop --preset/--out/--data-cache/"
+                              "--overwrite/overrides (only --data-root may say where the data lives now)")
         run_dir = RunDir.open(args.resume)
         config = run_dir.load_config()
+        if args.data_root:
+            config = _relocated(config, args.data_root)
         with torchrun_session(config.device):
-            results = train(config, run_dir, resume=True, progress=not args.no_progress)
-            _print_results(results, run_dir)
+            check_writable(run_dir.path)
+            trainer = Trainer(config, run_dir, progress=progress,
+                              load_pretrained_weights=not run_dir.last_checkpoint.exists())
+            trainer.resume(refuse_finished=True)
+            _print_results(_until_done(run_dir, trainer.fit), run_dir)
         return 0
     overrides = list(args.overrides)
     if args.data_root:
@@ -61,21 +110,20 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         overrides.append(f"data.cache={Path(args.data_cache).expanduser()}")
     if args.compile:
         overrides.append("runtime.compile=true")
-    config = resolve_config(args.preset, overrides)
+    config = with_absolute_paths(resolve_config(args.preset, overrides))
     with torchrun_session(config.device):
-        path = shared_path(
-            lambda: RunDir.create(args.out or default_run_path(config), config, ["ccsam", *argv]).path
-        )
-        run_dir = RunDir(path)
+        # One folder for every rank (the default name has a timestamp): rank 0's, checked there.
+        path = shared_path(lambda: RunDir.check_new(
+            Path(args.out) if args.out else default_run_path(config), overwrite=args.overwrite
+        ).path)
+        # Reads and checks the data before anything is written.
+        trainer = Trainer(config, RunDir(path), progress=progress)
+        run_dir = RunDir(shared_path(
+            lambda: RunDir.create(path, config, ["ccsam", *argv], overwrite=args.overwrite).path
+        ))
         if is_main():
             print(f"run folder: {run_dir.path}")
-        try:
-            results = train(config, run_dir, progress=not args.no_progress)
-        except (CcsamError, FileNotFoundError):
-            if is_main():
-                run_dir.remove_if_unstarted()  # a set-up error leaves no half-made run folder behind
-            raise
-        _print_results(results, run_dir)
+        _print_results(_until_done(run_dir, trainer.fit), run_dir)
     return 0
 
 

@@ -189,6 +189,18 @@ def config_to_yaml(config: RunConfig) -> str:
 
 
 def load_config_file(path: str | Path) -> RunConfig:
-    """Read a resolved ``config.yaml`` written by :func:`config_to_yaml`."""
-    tree = yaml.safe_load(Path(path).read_text()) or {}
-    return config_from_tree(tree)
+    """Read a resolved ``config.yaml`` written by :func:`config_to_yaml`; one :class:`ConfigError` line
+    naming the file if it is not valid YAML or not a valid config."""
+    try:
+        tree = yaml.safe_load(Path(path).read_text(errors="replace")) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"'{path}' is not valid YAML{where}; restore the run's config.yaml (it was "
+                          "edited or truncated)") from None
+    if not isinstance(tree, Mapping):
+        raise ConfigError(f"'{path}' is not a config (a YAML mapping of sections was expected); restore it")
+    try:
+        return config_from_tree(tree)
+    except ConfigError as exc:
+        raise ConfigError(f"'{path}': {exc}") from None

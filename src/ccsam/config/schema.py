@@ -7,6 +7,7 @@ bad value is reported before any work starts.
 
 from __future__ import annotations
 
+import difflib
 from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -51,7 +52,7 @@ class DataConfig(_Section):
     profile: Literal["exp", "step"] = "exp"
     imbalance_ratio: float = Field(100.0, ge=1.0, description="IR = n_max / n_min")
     n_max: int | None = Field(None, ge=1, description="head-class size; default: the smallest full class size")
-    subset_seed: int = Field(0, description="seed of the long-tailed subset choice (independent of run.seed)")
+    subset_seed: int = Field(0, ge=0, description="seed of the long-tailed subset (independent of run.seed)")
     val_per_class: int = Field(20, ge=0, description="balanced validation images per class, from unused images")
     digits_test_per_class: int = Field(50, ge=1, description="digits only: held-out test images per class")
     augment: Literal["none", "crop", "crop_flip", "crop_flip_cutout", "autoaugment_cutout"] = Field(
@@ -110,7 +111,11 @@ class ModelConfig(_Section):
     @field_validator("arch")
     @classmethod
     def _registered_arch(cls, arch: str) -> str:
-        return _registered("model", arch, MODELS)  # type: ignore[arg-type]
+        if arch not in MODELS:
+            close = difflib.get_close_matches(arch, list(MODELS), n=3)
+            hint = f"did you mean {', '.join(close)}? " if close else ""
+            raise ValueError(f"unknown architecture; {hint}choose one of {', '.join(sorted(MODELS))}")
+        return arch
 
 
 class ScheduleFields(_Section):
@@ -241,6 +246,10 @@ class RuntimeConfig(_Section):
     sync_bn: bool = Field(
         False, description="under torchrun: BatchNorm statistics of the global batch (SyncBatchNorm)"
     )
+    on_nonfinite: Literal["stop", "skip"] = Field(
+        "stop",
+        description="NaN / inf loss: stop the run (exit 3, last good checkpoint kept) or skip the step",
+    )
 
 
 class LoggingConfig(_Section):
@@ -254,8 +263,8 @@ class RunConfig(_Section):
 
     name: str = "run"
     description: str = ""
-    seed: int = Field(0, description="training seed: initialisation, sampling, augmentation, mixup")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    seed: int = Field(0, ge=0, description="training seed: initialisation, sampling, augmentation, mixup")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$", description="auto, cpu, cuda, cuda:N")
     out_dir: str = "runs"
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
@@ -286,6 +295,9 @@ class RunConfig(_Section):
             raise ValueError("stage1.optimizer=imbsam works with stage1.method=erm")
         if self.stage1.perturb_scope != "head" and self.stage1.radius_mode != "ccsam":
             raise ValueError("stage1.radius_mode ablations are implemented for stage1.perturb_scope=head")
+        if self.total_epochs == 0:
+            raise ValueError("stage1.epochs + stage2.epochs is 0, so nothing would be trained; "
+                             "set stage1.epochs >= 1")
         if self.stage1.flattening != "none" and self.stage1.optimizer != "sgd":
             raise ValueError("stage1.flattening (gp / mp) replaces the update; use it with stage1.optimizer=sgd")
         return self

@@ -14,6 +14,7 @@ from ccsam.data.long_tail import LongTailData
 from ccsam.data.profiles import long_tail_counts
 from ccsam.data.readers import read_dataset
 from ccsam.data.splits import build_split
+from ccsam.errors import ConfigError
 
 __all__ = ["DATA_ROOT_ENV", "LongTailData", "build_data", "resolve_data_root"]
 
@@ -65,10 +66,13 @@ def build_data(cfg: DataConfig) -> LongTailData:
     test = read_dataset(cfg.dataset, root, "test", download=cfg.download, **extra)
     available = torch.bincount(full_train.labels, minlength=full_train.num_classes)
     n_max = cfg.n_max if cfg.n_max is not None else int(available.min())
-    counts = long_tail_counts(n_max, full_train.num_classes, cfg.imbalance_ratio, cfg.profile)
-    manifest = build_split(
-        full_train.labels, counts, subset_seed=cfg.subset_seed, val_per_class=cfg.val_per_class
-    )
+    try:
+        counts = long_tail_counts(n_max, full_train.num_classes, cfg.imbalance_ratio, cfg.profile)
+        manifest = build_split(
+            full_train.labels, counts, subset_seed=cfg.subset_seed, val_per_class=cfg.val_per_class
+        )
+    except ValueError as exc:  # a profile the data set cannot supply: the user's data.* settings
+        raise ConfigError(f"data.dataset={cfg.dataset}: {exc}") from None
     train = _subset(full_train, manifest.train_indices)
     val = _subset(full_train, manifest.val_indices)
     mean, std = _stats(cfg.dataset, full_train)

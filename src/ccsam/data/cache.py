@@ -4,6 +4,11 @@ A machine without the data set (e.g. a lent GPU) trains from the cache alone. Pi
 residuals of the median edge detector (MED / LOCO-I, Weinberger et al., IEEE TIP 2000) predictor,
 compressed with zlib: CIFAR-10-LT IR 100 (train + validation + test, 69.4 MB of pixels) takes 48 MB,
 lossless, decoded in a few seconds.
+
+Integrity: the metadata (JSON) carries a sha256 of every stored array (compressed pixels, decoded
+pixels, labels) and the split manifest with its own sha256; the metadata itself is checksummed too.
+Any changed byte is refused with one line before the data is used (a checksum is not a signature: it
+catches corruption and edits, the safe loader keeps crafted files from running code).
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ccsam.atomic_io import atomic_write_bytes
+from ccsam import strict_json
+from ccsam.atomic_io import atomic_write_bytes, check_writable
 from ccsam.config.schema import DataConfig
 from ccsam.data.arrays import ImageArrays
 from ccsam.data.long_tail import LongTailData
@@ -26,7 +32,7 @@ from ccsam.data.splits import SplitManifest
 from ccsam.errors import CcsamError
 from ccsam.safe_load import load_torch_file
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: checksums of every array and of the metadata (format 1 checked decoded pixels only)
 # The data-config fields that decide the content of the three splits; a run may only use a cache whose
 # fields equal its own.
 SPLIT_FIELDS = ("dataset", "profile", "imbalance_ratio", "n_max", "subset_seed", "val_per_class",
@@ -74,24 +80,58 @@ def med_decode(residuals: np.ndarray) -> np.ndarray:
     return out.astype(np.uint8)
 
 
-def _encode_split(arrays: ImageArrays, level: int) -> dict[str, Any]:
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _tensor_bytes(tensor: torch.Tensor) -> bytes:
+    return tensor.contiguous().numpy().tobytes()
+
+
+def _encode_split(arrays: ImageArrays, level: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The stored tensors of one split and their checksums (kept in the metadata)."""
     images = arrays.images.cpu().numpy()
-    return {
-        "shape": list(images.shape),
-        "pixels_sha256": hashlib.sha256(images.tobytes()).hexdigest(),
-        # a uint8 tensor, not ``bytes``: torch.save's pickle protocol would inflate bytes objects by ~50%
-        "pixels": torch.frombuffer(bytearray(zlib.compress(med_encode(images).tobytes(), level)), dtype=torch.uint8),
-        "labels": arrays.labels.cpu().to(torch.int64).clone(),
-    }
+    # a uint8 tensor, not ``bytes``: torch.save's pickle protocol would inflate bytes objects by ~50%
+    compressed = bytearray(zlib.compress(med_encode(images).tobytes(), level))
+    pixels = torch.frombuffer(compressed, dtype=torch.uint8)
+    labels = arrays.labels.cpu().to(torch.int64).clone()
+    stored = {"shape": list(images.shape), "pixels": pixels, "labels": labels}
+    sums = {"shape": list(images.shape), "pixels_zlib_sha256": _sha256(_tensor_bytes(pixels)),
+            "pixels_sha256": _sha256(images.tobytes()), "labels_sha256": _sha256(_tensor_bytes(labels))}
+    return stored, sums
 
 
-def _decode_split(stored: dict[str, Any], class_names: tuple[str, ...], path: Path) -> ImageArrays:
-    shape = tuple(stored["shape"])
-    residuals = np.frombuffer(zlib.decompress(stored["pixels"].numpy().tobytes()), dtype=np.uint8).reshape(shape)
+def _decode_split(stored: Any, sums: dict[str, Any], class_names: tuple[str, ...], path: Path,
+                  split: str) -> ImageArrays:
+    def corrupt(what: str) -> DataCacheError:
+        return DataCacheError(f"data cache '{path}' is corrupt or was edited ({split} {what} checksum "
+                              "mismatch); "
+                              "export it again (nothing was used)")
+
+    if not isinstance(stored, dict):
+        raise corrupt("split")
+    pixels, labels = stored.get("pixels"), stored.get("labels")
+    if not isinstance(pixels, torch.Tensor) or pixels.dtype != torch.uint8 or pixels.dim() != 1:
+        raise corrupt("pixels")
+    if _sha256(_tensor_bytes(pixels)) != sums["pixels_zlib_sha256"]:
+        raise corrupt("pixels")
+    if not isinstance(labels, torch.Tensor) or labels.dtype != torch.int64 or labels.dim() != 1:
+        raise corrupt("labels")
+    if _sha256(_tensor_bytes(labels)) != sums["labels_sha256"]:
+        raise corrupt("labels")
+    shape = tuple(sums["shape"])
+    try:
+        residuals = np.frombuffer(zlib.decompress(_tensor_bytes(pixels)), dtype=np.uint8).reshape(shape)
+    except (zlib.error, ValueError):
+        raise corrupt("pixels") from None
     images = med_decode(residuals)
-    if hashlib.sha256(images.tobytes()).hexdigest() != stored["pixels_sha256"]:
-        raise DataCacheError(f"data cache '{path}' is corrupt (pixel checksum mismatch); export it again")
-    return ImageArrays(torch.from_numpy(images), stored["labels"], class_names)
+    if _sha256(images.tobytes()) != sums["pixels_sha256"]:
+        raise corrupt("decoded pixels")
+    try:
+        return ImageArrays(torch.from_numpy(images), labels, class_names)
+    except ValueError as exc:
+        raise DataCacheError(f"data cache '{path}': {split} split is inconsistent ({exc}); "
+                             "export it again") from None
 
 
 def split_fields(cfg: DataConfig) -> dict[str, Any]:
@@ -105,6 +145,7 @@ def export_cache(data: LongTailData, cfg: DataConfig, path: str | Path, level: i
     path = Path(path)
     if path.exists():
         raise DataCacheError(f"'{path}' already exists; choose another --out (nothing was written)")
+    check_writable(path.parent)
     meta = {
         "format": CACHE_FORMAT,
         "name": data.name,
@@ -113,10 +154,13 @@ def export_cache(data: LongTailData, cfg: DataConfig, path: str | Path, level: i
         "std": list(data.std),
         "split_fields": split_fields(cfg),
         "manifest": data.manifest.to_dict(),
+        "checksums": {},
     }
-    payload = {"meta": json.dumps(meta)}
+    payload: dict[str, Any] = {}
     for split in ("train", "val", "test"):
-        payload[split] = _encode_split(getattr(data, split), level)
+        payload[split], meta["checksums"][split] = _encode_split(getattr(data, split), level)
+    payload["meta"] = strict_json.dumps(meta)
+    payload["meta_sha256"] = _sha256(payload["meta"].encode())
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     atomic_write_bytes(path, buffer.getvalue())
@@ -130,22 +174,43 @@ def load_cache(path: str | Path, cfg: DataConfig) -> LongTailData:
     if not path.is_file():
         raise DataCacheError(f"data cache '{path}' not found; make one with `ccsam data export --out {path}`")
     payload = load_torch_file(path, "data cache", f"Export it again with `ccsam data export --out {path}`")
-    try:
-        meta = json.loads(payload["meta"])
-    except (TypeError, KeyError, ValueError) as exc:
-        raise DataCacheError(f"'{path}' is not a ccsam data cache ({exc.__class__.__name__})") from None
-    if meta.get("format") != CACHE_FORMAT:
-        raise DataCacheError(f"data cache '{path}' has format {meta.get('format')}, expected {CACHE_FORMAT}")
+    meta = _checked_meta(payload, path)
     wanted, stored = split_fields(cfg), meta["split_fields"]
     for key in SPLIT_FIELDS:
-        if wanted[key] != stored[key]:
+        if wanted[key] != stored.get(key):
             raise DataCacheError(
-                f"data cache '{path}' was exported with data.{key}={stored[key]!r} but this run asks for "
+                f"data cache '{path}' was exported with data.{key}={stored.get(key)!r} but this run asks for "
                 f"{wanted[key]!r}; export a cache for this configuration or drop data.cache"
             )
     names = tuple(meta["class_names"])
-    splits = {s: _decode_split(payload[s], names, path) for s in ("train", "val", "test")}
-    manifest = SplitManifest.from_dict(meta["manifest"])
+    splits = {s: _decode_split(payload.get(s), meta["checksums"][s], names, path, s)
+              for s in ("train", "val", "test")}
+    try:
+        manifest = SplitManifest.from_dict(meta["manifest"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DataCacheError(f"data cache '{path}': its split manifest is invalid ({str(exc)[:120]}); "
+                             "export it again") from None
     counts = torch.as_tensor(manifest.class_counts, dtype=torch.long)
+    if torch.bincount(splits["train"].labels, minlength=len(names)).tolist() != counts.tolist():
+        raise DataCacheError(f"data cache '{path}': the training labels do not match the split manifest's "
+                             "class counts; export it again")
     return LongTailData(meta["name"], splits["train"], splits["val"], splits["test"], counts, manifest,
                         tuple(meta["mean"]), tuple(meta["std"]))
+
+
+def _checked_meta(payload: Any, path: Path) -> dict[str, Any]:
+    """The cache's metadata after checking its format and its checksum."""
+    try:
+        text = payload["meta"]
+        meta = json.loads(text)
+    except (TypeError, KeyError, ValueError) as exc:
+        raise DataCacheError(f"'{path}' is not a ccsam data cache ({exc.__class__.__name__}); pass a file "
+                             "written by `ccsam data export`") from None
+    if not isinstance(meta, dict) or meta.get("format") != CACHE_FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else None
+        raise DataCacheError(f"data cache '{path}' has format {found}, expected {CACHE_FORMAT} (older caches "
+                             "carry no label checksums); export it again with this version of ccsam")
+    if payload.get("meta_sha256") != _sha256(text.encode()):
+        raise DataCacheError(f"data cache '{path}' is corrupt or was edited (metadata checksum mismatch); "
+                             "export it again (nothing was used)")
+    return meta

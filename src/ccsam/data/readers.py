@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import gzip
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -21,7 +22,7 @@ import torch
 from ccsam.checks import check_int
 from ccsam.config.schema import DATASET_NAMES, DatasetName
 from ccsam.data.arrays import ImageArrays
-from ccsam.errors import CcsamError
+from ccsam.errors import CcsamError, DataFileError
 from ccsam.safe_load import load_cifar_pickle
 
 __all__ = [
@@ -83,7 +84,7 @@ def _unpickle(path: Path, keys: tuple[str, ...]) -> dict[str, Any]:
         )
     content = load_cifar_pickle(path)
     if not isinstance(content, dict) or any(key not in content for key in keys):
-        raise ValueError(f"{path} is not a CIFAR python pickle with keys {keys}; re-extract the archive")
+        raise DataFileError(f"{path} is not a CIFAR python pickle with keys {keys}; re-extract the archive")
     return content
 
 
@@ -130,17 +131,38 @@ def _read_cifar(layout: _CifarLayout, root: PathLike, split: Split, download: bo
         base = _find_folder(root, layout.folder, marker)
     if base is None:
         raise _not_found(layout.title, Path(root).expanduser() / layout.folder / marker, layout.folder)
-    batches = [_unpickle(base / name, ("data", layout.label_key)) for name in layout.files[split]]
-    data = np.concatenate([np.asarray(batch["data"], dtype=np.uint8) for batch in batches])
-    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
-        raise ValueError(
-            f"{layout.title} 'data' has shape {data.shape}, expected [N, 3072]; re-extract the archive"
-        )
-    labels = np.concatenate([np.asarray(batch[layout.label_key], dtype=np.int64) for batch in batches])
+    parts = [_cifar_batch(base / name, layout) for name in layout.files[split]]
+    data = np.concatenate([images for images, _ in parts])
+    labels = np.concatenate([labels for _, labels in parts])
     names = _unpickle(base / layout.meta, (layout.names_key,))[layout.names_key]
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, (str, bytes)) for n in names):
+        raise DataFileError(f"{base / layout.meta} holds no list of class names; re-extract the archive")
     # Rows are stored channel-major (1024 red, 1024 green, 1024 blue), each plane row by row.
     images = torch.from_numpy(np.ascontiguousarray(data.reshape(-1, 3, 32, 32)))
-    return ImageArrays(images, torch.from_numpy(labels), tuple(names))
+    return _checked_arrays(images, torch.from_numpy(labels), tuple(names), base)
+
+
+def _cifar_batch(path: Path, layout: _CifarLayout) -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR batch file as uint8 rows [N, 3072] and int64 labels [N], checked for layout."""
+    batch = _unpickle(path, ("data", layout.label_key))
+    try:
+        data = np.asarray(batch["data"])
+        labels = np.asarray(batch[layout.label_key])
+    except (TypeError, ValueError) as exc:
+        raise DataFileError(
+            f"{path} holds no image array ({exc.__class__.__name__}); re-extract the archive"
+        ) from None
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        raise DataFileError(
+            f"{path}: 'data' is {data.dtype} {list(data.shape)}, expected uint8 [N, 3072]; "
+            "re-extract the archive"
+        )
+    if labels.ndim != 1 or labels.shape[0] != data.shape[0] or labels.dtype.kind not in "iu":
+        raise DataFileError(
+            f"{path}: '{layout.label_key}' is {labels.dtype} {list(labels.shape)}, expected {data.shape[0]} "
+            "integer labels; re-extract the archive"
+        )
+    return data, labels.astype(np.int64)
 
 
 def read_cifar10(root: PathLike, split: Split, download: bool = False) -> ImageArrays:
@@ -168,19 +190,38 @@ def read_cifar100(root: PathLike, split: Split, download: bool = False) -> Image
     return _read_cifar(_CIFAR100, root, split, download)
 
 
+def _checked_arrays(
+    images: torch.Tensor, labels: torch.Tensor, names: tuple[str, ...], where: Path
+) -> ImageArrays:
+    """:class:`ImageArrays` of data read from files; an inconsistency (a label with no class) names them."""
+    try:
+        return ImageArrays(images, labels, names)
+    except ValueError as exc:
+        raise DataFileError(
+            f"{where}: {str(exc).split(';')[0]}; the files are corrupt, fetch them again"
+        ) from None
+
+
 def _read_idx(path: Path, magic: int) -> np.ndarray:
     """Parse an idx file (raw or gzip) of unsigned bytes, checking its magic number and size."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as handle:
-        raw = handle.read()
+    try:
+        with opener(path, "rb") as handle:
+            raw = handle.read()
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise DataFileError(
+            f"{path} is a truncated or corrupt gzip file ({exc.__class__.__name__}); fetch it again"
+        ) from None
     found = int.from_bytes(raw[:4], "big") if len(raw) >= 4 else -1
     if found != magic:
-        raise ValueError(f"{path} has idx magic number {found}, expected {magic}; pass the matching idx file")
+        raise DataFileError(
+            f"{path} has idx magic number {found}, expected {magic}; pass the matching idx file"
+        )
     ndim = magic & 0xFF
     shape = tuple(int.from_bytes(raw[4 + 4 * d : 8 + 4 * d], "big") for d in range(ndim))
     offset = 4 + 4 * ndim
     if len(raw) - offset != int(np.prod(shape)):
-        raise ValueError(
+        raise DataFileError(
             f"{path} holds {len(raw) - offset} data bytes but its header says {shape}; "
             "the file is truncated or corrupt, fetch it again"
         )
@@ -219,12 +260,13 @@ def read_fashion_mnist(root: PathLike, split: Split, download: bool = False) -> 
     images = _read_idx(image_path, _IDX_IMAGES_MAGIC)
     labels = _read_idx(label_path, _IDX_LABELS_MAGIC)
     if images.shape[0] != labels.shape[0]:
-        raise ValueError(
+        raise DataFileError(
             f"{image_path} has {images.shape[0]} images but {label_path} has {labels.shape[0]} labels; "
             "use files of the same split"
         )
     tensor = torch.from_numpy(images).unsqueeze(1).contiguous()
-    return ImageArrays(tensor, torch.from_numpy(labels.astype(np.int64)), FASHION_MNIST_CLASSES)
+    labels_tensor = torch.from_numpy(labels.astype(np.int64))
+    return _checked_arrays(tensor, labels_tensor, FASHION_MNIST_CLASSES, label_path)
 
 
 @functools.lru_cache(maxsize=1)

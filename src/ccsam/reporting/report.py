@@ -8,21 +8,32 @@ confusion matrix) and, where present, the analysis files written by ``ccsam prob
 from __future__ import annotations
 
 import json
+import logging
 import statistics
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from ccsam.atomic_io import atomic_write_text, check_writable
 from ccsam.errors import RunDirError
 from ccsam.reporting import plots
-from ccsam.reporting.tables import group_table, load_results
+from ccsam.reporting.collect import CollectedRuns, collect_runs
+from ccsam.reporting.tables import group_table
+
+_logger = logging.getLogger(__name__)
 
 GROUPS = ("overall", "many", "medium", "few")
 
 
 def _analysis(run: dict[str, Any], kind: str) -> dict[str, Any] | None:
     path = Path(run["run_dir"]) / "analysis" / f"{kind}.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(errors="replace"))
+    except json.JSONDecodeError as exc:
+        raise RunDirError(f"'{path}' is not valid JSON ({exc.msg}); recompute it with `ccsam {kind} --force "
+                          f"{run['run_dir']}`") from None
 
 
 def _mean_per_class(runs: list[dict[str, Any]]) -> list[float | None]:
@@ -111,9 +122,15 @@ def build_report(run_dirs: list[Path], out_dir: Path, *, title: str = "ccsam rep
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise RunDirError(f"report folder '{out_dir}' exists and is not empty; choose another --out")
-    groups = load_results([Path(p) for p in run_dirs])
+    check_writable(out_dir)
+    collected = collect_runs([Path(p) for p in run_dirs])
+    groups = collected.groups
     if not groups:
-        raise RunDirError("none of the given folders has a results.json; pass finished run folders")
+        reasons = "; ".join(f"'{folder}': {why}" for folder, why in collected.skipped)
+        raise RunDirError(f"no finished run folder to report ({reasons}); pass folders with a results.json")
+    _check_one_data_set(collected)
+    for folder, why in collected.skipped:
+        _logger.warning("ccsam: skipped '%s': %s", folder, why)
     figures = out_dir / "figures"
     first = {name: runs[0] for name, runs in groups.items()}
     counts = next(iter(first.values()))["class_counts"]
@@ -136,10 +153,26 @@ def build_report(run_dirs: list[Path], out_dir: Path, *, title: str = "ccsam rep
     lines += _probe_section(groups, figures) + _landscape_section(groups, figures) + _sharpness_section(groups, figures)
     lines += ["## Runs", "", "| run name | seed | folder |", "|---|---|---|"]
     lines += [f"| {n} | {r['seed']} | `{r['run_dir']}` |" for n, runs in sorted(groups.items()) for r in runs]
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if collected.skipped:
+        lines += ["", "Skipped folders:", ""] + [f"- `{folder}`: {why}" for folder, why in collected.skipped]
     report = out_dir / "report.md"
-    report.write_text("\n".join(lines) + "\n")
+    atomic_write_text(report, "\n".join(lines) + "\n")
     return report
+
+
+def _check_one_data_set(collected: CollectedRuns) -> None:
+    """Refuse runs on different data sets or class profiles: each figure has one x-axis of class sizes."""
+    kinds: dict[tuple[str, tuple[int, ...]], list[str]] = {}
+    for runs in collected.groups.values():
+        for run in runs:
+            key = (str(run["dataset"]), tuple(run.get("class_counts") or ()))
+            kinds.setdefault(key, []).append(run["run_dir"])
+    if len(kinds) > 1:
+        parts = [f"{name} with class counts {list(counts)[:4]}{'...' if len(counts) > 4 else ''}: "
+                 f"{', '.join(folders[:2])}{' ...' if len(folders) > 2 else ''}"
+                 for (name, counts), folders in kinds.items()]
+        raise RunDirError("these runs use different data (" + "; ".join(parts) + "); one report compares "
+                          "runs on one data set and profile, so make one report per data set")
 
 
 __all__ = ["build_report"]

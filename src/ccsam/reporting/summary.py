@@ -16,9 +16,14 @@ def format_results_table(results: dict[str, Any], split: str = "test") -> str:
     header = ["", "overall", f"many ({sizes['many']})", f"medium ({sizes['medium']})",
               f"few ({sizes['few']})", "ECE %", "NLL"]
     row = [f"top-1 %", _pct(report["top1"]), _pct(report["many"]), _pct(report["medium"]),
-           _pct(report["few"]), _pct(report["ece"]), f"{report['nll']:.3f}"]
+           _pct(report["few"]), _pct(report["ece"]), "-" if report["nll"] is None else f"{report['nll']:.3f}"]
     widths = [max(len(h), len(r)) for h, r in zip(header, row)]
-    title = (f"{results.get('name', 'run')} - {split} split, last epoch "
+    trained, total = results.get("epochs_trained"), results.get("epochs")
+    when = "last epoch"
+    if trained is not None and total is not None:
+        when = (f"last epoch ({trained} of {total})" if trained >= total else
+                f"checkpoint after epoch {trained} of {total} (the run was interrupted; resume it to finish)")
+    title = (f"{results.get('name', 'run')} - {split} split, {when} "
              f"({report['num_samples']} images, seed {results.get('seed', '?')}); "
              f"groups = classes with >{results.get('many_threshold', 100)} / "
              f"{results.get('few_threshold', 20)}-{results.get('many_threshold', 100)} / "

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import statistics
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -12,15 +10,12 @@ METRICS = ("top1", "many", "medium", "few", "ece")
 
 
 def load_results(run_dirs: list[Path]) -> dict[str, list[dict[str, Any]]]:
-    """``results.json`` of every finished run, grouped by the run's ``name`` (one entry per seed)."""
-    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for run_dir in run_dirs:
-        path = Path(run_dir) / "results.json"
-        if path.is_file():
-            results = json.loads(path.read_text())
-            results["run_dir"] = str(run_dir)
-            groups[results["name"]].append(results)
-    return dict(groups)
+    """``results.json`` of every finished run, grouped by the run's ``name`` and config hash without the
+    seed (one entry per seed; see :func:`ccsam.reporting.collect.collect_runs`, which also says which
+    folders were skipped and why)."""
+    from ccsam.reporting.collect import collect_runs
+
+    return collect_runs([Path(p) for p in run_dirs]).groups
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:

@@ -38,11 +38,17 @@ __all__ = [
 
 
 def select_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
+    """``auto`` -> CUDA when available, else CPU; ``cuda`` / ``cuda:N`` without that GPU is an error."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RunDirError("device=cuda was asked for but no CUDA device is available; use device=cpu or auto")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise RunDirError(f"device={name} was asked for but no CUDA device is available; "
+                              "use device=cpu or auto")
+        index = int(name.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise RunDirError(f"device={name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                              f"numbered 0..{torch.cuda.device_count() - 1}; choose one of them")
     return torch.device(name)
 
 

@@ -37,9 +37,9 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
+def load_checkpoint(path: Path, required: tuple[str, ...] = ("epoch", "model")) -> dict[str, Any]:
     """Load a checkpoint onto the CPU without running code (``weights_only``); one clear error if it is
-    missing, corrupt, refused or from another format."""
+    missing, corrupt, refused, from another format, or lacks one of the ``required`` entries."""
     if not path.is_file():
         raise RunDirError(f"checkpoint '{path}' not found; the run has not completed an epoch yet")
     state = load_torch_file(
@@ -47,5 +47,21 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     )
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
-        raise RunDirError(f"checkpoint '{path}' has format {found}, expected {CHECKPOINT_FORMAT}")
+        raise RunDirError(f"checkpoint '{path}' has format {found}, expected {CHECKPOINT_FORMAT}; "
+                          "it was not written by this version of ccsam")
+    missing = [key for key in required if key not in state]
+    if missing or not isinstance(state.get("model"), dict):
+        what = ", ".join(missing) or "model weights"
+        raise RunDirError(f"checkpoint '{path}' lacks {what}; it is damaged or not a ccsam checkpoint. "
+                          "Restore it from the run that wrote it")
     return state
+
+
+def load_model_state(model: torch.nn.Module, state: dict[str, Any], path: Path) -> None:
+    """``model.load_state_dict(state["model"])``; a checkpoint of another model is one clear error."""
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, KeyError, TypeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise RunDirError(f"checkpoint '{path}' does not fit this run's model ({first[:160]}); it belongs to "
+                          "another run or is damaged") from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -15,7 +16,7 @@ from ccsam.errors import ConfigError, RunDirError
 from ccsam.evaluation.predict import evaluate_split
 from ccsam.models import Classifier
 from ccsam.training.assembly import build_run_model, select_device
-from ccsam.training.checkpoint import load_checkpoint
+from ccsam.training.checkpoint import load_checkpoint, load_model_state
 from ccsam.training.precision import Runtime
 from ccsam.training.run_dir import RunDir
 
@@ -43,17 +44,19 @@ def load_trained(run: RunDir, *, data_root: str | None = None, eval_overrides: S
         tree = apply_overrides(cfg.model_dump(mode="json"), eval_overrides)
         cfg = config_from_tree(tree)
     if data_root is not None:
-        cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"root": data_root})})
-    state = load_checkpoint(run.last_checkpoint)
+        root = str(Path(data_root).expanduser().resolve())
+        cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"root": root, "cache": None})})
+    state = load_checkpoint(run.last_checkpoint, required=("epoch", "stage", "model", "manifest_sha256"))
     data = build_data(cfg.data)
     if state["manifest_sha256"] != data.manifest.sha256():
-        raise RunDirError(f"'{run.path}': the rebuilt data split differs from the run's (sha256 mismatch)")
+        raise RunDirError(f"'{run.path}': the rebuilt data split differs from the run's (sha256 mismatch); "
+                          "pass --data-root with the data set this run was trained on")
     device = select_device(cfg.device)
     data = data.to(device)
     runtime = Runtime.resolve(cfg.runtime, device)
     model = build_run_model(cfg, data.in_channels, data.num_classes, runtime, stage=state["stage"],
                             compile_backbone=False)
-    model.load_state_dict(state["model"])
+    load_model_state(model, state, run.last_checkpoint)
     model.eval()
     return TrainedRun(cfg, model, data, runtime, state["epoch"])
 
@@ -70,6 +73,7 @@ def evaluate_run(run: RunDir, *, split: str = "test", data_root: str | None = No
         "name": cfg.name,
         "seed": cfg.seed,
         "epochs_trained": trained.epochs_trained,
+        "epochs": cfg.total_epochs,
         "many_threshold": cfg.eval.many_threshold,
         "few_threshold": cfg.eval.few_threshold,
         split: report,

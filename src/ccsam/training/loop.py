@@ -15,6 +15,7 @@ from ccsam.data.dataloader import DataLoaderBatches
 from ccsam.data.loader import InMemoryLoader
 from ccsam.models import Classifier
 from ccsam.optim.schedules import set_learning_rate
+from ccsam.training.nonfinite import NonFiniteWatch, skip_nonfinite_steps
 from ccsam.training.objectives import Objective
 from ccsam.training.precision import Runtime
 from ccsam.training.updates import Update
@@ -31,11 +32,16 @@ def train_one_epoch(
     runtime: Runtime | None = None,
     description: str = "",
     progress: bool = True,
+    on_nonfinite: str = "stop",
 ) -> dict[str, float | int]:
     """Run one epoch of optimiser steps; returns the mean loss, the accuracy on ``targets_a`` and timing.
 
     ``update`` is the stage's update (one SGD pass, SAM / ASAM / ImbSAM's two passes, GP, MP; see
     :func:`ccsam.training.updates.build_update`): the loop knows nothing else about the optimiser.
+
+    ``on_nonfinite`` (see :mod:`ccsam.training.nonfinite`): ``stop`` ends the epoch early at a
+    non-finite loss and adds ``nonfinite_step`` / ``nonfinite_loss`` to the result; ``skip`` leaves out
+    steps with non-finite gradients (not applied, not averaged) and adds ``skipped_steps``.
 
     Loss and correct counts accumulate on the device and are read once at the end of the epoch (no
     host synchronisation per step). The forward pass runs under ``runtime.autocast()``.
@@ -54,22 +60,35 @@ def train_one_epoch(
     start = time.perf_counter()
     batches = iter(tqdm(loader.epoch(), total=len(loader), desc=description, leave=False,
                         disable=not progress))
-    for step in itertools.count():
-        waited = time.perf_counter()
-        batch = next(batches, None)
-        data_wait += time.perf_counter() - waited
-        if batch is None:
-            break
-        set_learning_rate(optimizer, lr_at_step(step))
-        out = update(model, objective, batch, optimizer, autocast)
-        loss_sum += out.loss.detach() * batch.targets_a.shape[0]
-        correct += (out.logits.argmax(dim=1) == batch.targets_a).sum()
-        seen += batch.targets_a.shape[0]
+    watch = NonFiniteWatch()
+    guard = skip_nonfinite_steps(optimizer) if on_nonfinite == "skip" else contextlib.nullcontext([0])
+    with guard as skipped:
+        for step in itertools.count():
+            waited = time.perf_counter()
+            batch = next(batches, None)
+            data_wait += time.perf_counter() - waited
+            if batch is None:
+                break
+            set_learning_rate(optimizer, lr_at_step(step))
+            before = skipped[0]
+            out = update(model, objective, batch, optimizer, autocast)
+            if skipped[0] != before:
+                continue
+            if on_nonfinite == "stop" and watch.record(out.loss):
+                break
+            loss_sum += out.loss.detach() * batch.targets_a.shape[0]
+            correct += (out.logits.argmax(dim=1) == batch.targets_a).sum()
+            seen += batch.targets_a.shape[0]
+    nonfinite: dict[str, float | int | None] = {}
+    if on_nonfinite == "stop" and watch.check():
+        nonfinite = {"nonfinite_step": watch.first_step, "nonfinite_loss": watch.first_value}
+    elif on_nonfinite == "skip":
+        nonfinite = {"skipped_steps": skipped[0]}
     if seen == 0:
         return {"loss": float("nan"), "accuracy": float("nan"), "images": 0, "img_per_s": 0.0,
-                "data_wait_s": data_wait}
+                "data_wait_s": data_wait, **nonfinite}
     stats = {"loss": float(loss_sum) / seen, "accuracy": float(correct) / seen}
     elapsed = time.perf_counter() - start
     return {**stats, "images": seen, "img_per_s": seen / elapsed if elapsed > 0 else float("inf"),
-            "data_wait_s": data_wait}
+            "data_wait_s": data_wait, **nonfinite}
 

@@ -19,13 +19,21 @@ import torch
 from ccsam.config.schema import RunConfig
 from ccsam.data.build import build_data
 from ccsam.data.loader import eval_batches
+from ccsam.data.splits import SplitManifest
 from ccsam.distributed import barrier, broadcast_module, is_main
-from ccsam.errors import RunDirError
+from ccsam.errors import DivergenceError, RunDirError
 from ccsam.evaluation.predict import balanced_accuracy, evaluate_split
 from ccsam.optim.schedules import learning_rate
 from ccsam.training import distributed
 from ccsam.training.assembly import build_run_model, prepare_stage2, select_device
-from ccsam.training.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
+from ccsam.training.checkpoint import (
+    load_checkpoint,
+    load_model_state,
+    restore_rng_states,
+    rng_states,
+    save_checkpoint,
+)
+from ccsam.training.feasibility import check_trainable, divergence_message
 from ccsam.training.loop import train_one_epoch
 from ccsam.training.objectives import CcsamStage2Objective
 from ccsam.training.precision import Runtime
@@ -36,6 +44,18 @@ from ccsam.training.tensorboard import TensorBoardScalars, require_tensorboard
 __all__ = ["Trainer", "train"]
 
 _logger = logging.getLogger(__name__)
+
+_RESUME_KEYS = (
+    "epoch",
+    "stage",
+    "model",
+    "optimizer",
+    "loader",
+    "best_val",
+    "elapsed_s",
+    "rng",
+    "manifest_sha256",
+)
 
 
 class Trainer:
@@ -59,6 +79,7 @@ class Trainer:
         self.device = select_device(cfg.device)
         self.runtime = Runtime.resolve(cfg.runtime, self.device)
         data = build_data(cfg.data)
+        check_trainable(cfg, data)
         # The DataLoader path keeps images in host memory and moves each batch; otherwise all on the device.
         self.data = data if cfg.data.loader == "dataloader" else data.to(self.device)
         self.counts = data.class_counts.to(self.device)
@@ -148,7 +169,12 @@ class Trainer:
             runtime=self.runtime,
             description=f"stage{stage.number} {stage_epoch + 1}/{stage.config.epochs}",
             progress=self.progress,
+            on_nonfinite=cfg.runtime.on_nonfinite,
         )
+        if "nonfinite_step" in train_stats:  # stop before anything of this epoch is written
+            raise DivergenceError(
+                divergence_message(cfg, self.run, stage.number, stage_epoch, train_stats, steps)
+            )
         train_stats = distributed.reduce_train_stats(train_stats)
         stage.average_weights(self.model, cfg, stage_epoch, self._train_inputs)
         record: dict[str, Any] = {
@@ -236,25 +262,67 @@ class Trainer:
             "manifest_sha256": self.data.manifest.sha256(),
         }
 
-    def resume(self) -> None:
-        """Continue from ``checkpoints/last.pt``: model, optimiser, sampler, RNGs and counters."""
-        state = load_checkpoint(self.run.last_checkpoint)
+    def resume(self, *, refuse_finished: bool = False) -> None:
+        """Continue from ``checkpoints/last.pt``: model, optimiser, sampler, RNGs and counters. A run
+        folder with no completed epoch restarts from epoch 0 (after checking its split manifest). With
+        ``refuse_finished``, a run that wrote its results is an error instead of being re-evaluated."""
+        if is_main():
+            self.run.remove_stale_temp_files()
+        barrier()  # no rank looks at the folder while rank 0 tidies it
+        if not self.run.last_checkpoint.exists():
+            self._check_manifest_file()
+            if is_main():
+                self.run.keep_metrics_before(0)
+                self.run.best_val_checkpoint.unlink(missing_ok=True)
+            barrier()
+            _logger.info("%s has no completed epoch; starting it from epoch 0", self.run.path)
+            return
+        state = load_checkpoint(self.run.last_checkpoint, required=_RESUME_KEYS)
         if state["manifest_sha256"] != self.data.manifest.sha256():
             raise RunDirError(
-                f"'{self.run.path}': the data split differs from the checkpoint's; cannot resume"
+                f"'{self.run.path}': the data split rebuilt from data.root differs from the checkpoint's "
+                "(sha256 mismatch); pass --data-root with the data set this run was trained on"
+            )
+        if refuse_finished and state["epoch"] >= self.cfg.total_epochs and self.run.results_path.is_file():
+            raise RunDirError(
+                f"'{self.run.path}' has finished ({state['epoch']} of {self.cfg.total_epochs} "
+                "epochs, results.json written); nothing to resume. Evaluate it with `ccsam eval`"
             )
         number = state["stage"]
         # stage 2 may change the head's structure: set it up before loading the weights
         params = list(self.model.parameters()) if number == 1 else prepare_stage2(self.model, self.cfg)
-        self.model.load_state_dict(state["model"])
+        load_model_state(self.model, state, self.run.last_checkpoint)
         self.epoch, self.best_val, self.elapsed = state["epoch"], state["best_val"], state["elapsed_s"]
         self.stage = self._stage(number, params)
-        self.stage.load_state_dict(state)
-        restore_rng_states(state["rng"])
+        try:
+            self.stage.load_state_dict(state)
+            restore_rng_states(state["rng"])
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as exc:
+            raise RunDirError(
+                f"checkpoint '{self.run.last_checkpoint}' does not fit this run's optimiser or sampler "
+                f"({exc.__class__.__name__}); it is damaged or from another run"
+            ) from None
         if is_main():
             self.run.keep_metrics_before(self.epoch)
         barrier()
         _logger.info("resuming %s at epoch %d/%d", self.run.path, self.epoch, self.cfg.total_epochs)
+
+    def _check_manifest_file(self) -> None:
+        """A restarted run must rebuild the split its folder records (if it recorded one)."""
+        if not self.run.manifest_path.is_file():
+            return
+        try:
+            stored = SplitManifest.load_json(self.run.manifest_path).sha256()
+        except (ValueError, KeyError, TypeError, OSError) as exc:
+            raise RunDirError(
+                f"'{self.run.manifest_path}' is damaged ({str(exc)[:120]}); delete it to rebuild the split "
+                "from the config"
+            ) from None
+        if stored != self.data.manifest.sha256():
+            raise RunDirError(
+                f"'{self.run.path}': the data split rebuilt from data.root differs from "
+                f"'{self.run.manifest_path.name}'; pass --data-root with this run's data set"
+            )
 
 
 def _fmt(value: float | None) -> str:
@@ -284,7 +352,10 @@ def _log_epoch(record: dict[str, Any], cfg: RunConfig) -> None:
 
 def train(cfg: RunConfig, run: RunDir, *, resume: bool = False, progress: bool = True) -> dict[str, Any]:
     """Train ``cfg`` in ``run`` (resuming from its last checkpoint if asked) and return ``results.json``."""
-    trainer = Trainer(cfg, run, progress=progress, load_pretrained_weights=not resume)
+    # A resumed run takes every weight from its checkpoint (an unstarted one restarts from scratch).
+    trainer = Trainer(
+        cfg, run, progress=progress, load_pretrained_weights=not (resume and run.last_checkpoint.exists())
+    )
     if resume:
         trainer.resume()
     results = trainer.fit()

@@ -1,0 +1,56 @@
+"""Refuse a run that cannot train, before anything is written, and word a divergence.
+
+A configuration can be valid key by key and still train nothing: a batch larger than the training
+set gives epochs with no step, and a long-tailed profile can round a tail class down to 0 images
+(``int(49 * (1/49) ** 1) = 0`` in float64). Both are only visible once the data set is read.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ccsam.config.schema import RunConfig
+from ccsam.data.build import LongTailData
+from ccsam.errors import ConfigError
+
+
+def check_trainable(cfg: RunConfig, data: LongTailData) -> None:
+    """Raise :class:`ConfigError` if an epoch of ``cfg`` on ``data`` would have no step, or a class has
+    no training image."""
+    counts = [int(c) for c in data.class_counts.tolist()]
+    empty = [c for c, n in enumerate(counts) if n == 0]
+    if empty:
+        names = data.train.class_names
+        first = empty[0]
+        label = f"class {first} ('{names[first]}')" if first < len(names) else f"class {first}"
+        others = f" (and {len(empty) - 1} more)" if len(empty) > 1 else ""
+        n_max = cfg.data.n_max if cfg.data.n_max is not None else "auto"
+        raise ConfigError(
+            f"{label}{others} would have no training image with data.n_max={n_max} and data.imbalance_ratio="
+            f"{cfg.data.imbalance_ratio:g} (n_i = int(n_max * (1/IR)^(i/(C-1))) rounds down to 0); lower "
+            "data.imbalance_ratio or raise data.n_max"
+        )
+    images = len(data.train)
+    if images // cfg.data.batch_size == 0:
+        raise ConfigError(
+            f"data.batch_size={cfg.data.batch_size} is larger than the {images} training images, so every "
+            f"epoch would have no step (the last incomplete batch is dropped); set data.batch_size <= "
+            f"{images}"
+        )
+
+
+def divergence_message(
+    cfg: RunConfig, run: Any, stage: int, stage_epoch: int, stats: dict[str, Any], steps: int
+) -> str:
+    """The one line of a run stopped at a non-finite loss: where, what is kept, what to change."""
+    stage_cfg = cfg.stage1 if stage == 1 else cfg.stage2
+    kept = (
+        f"the last good checkpoint '{run.last_checkpoint}' is kept"
+        if run.last_checkpoint.exists()
+        else "no epoch had completed, so no checkpoint was written"
+    )
+    return (
+        f"the training loss became {stats['nonfinite_loss']} at stage {stage}, epoch {stage_epoch + 1}/"
+        f"{stage_cfg.epochs}, step {stats['nonfinite_step'] + 1}/{steps}; the run stopped and {kept}. Lower "
+        f"stage{stage}.lr (now {stage_cfg.lr:g}), or set runtime.on_nonfinite=skip to skip such steps"
+    )
