@@ -19,6 +19,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 LAYERS: dict[str, int] = {
     "errors": 0, "_version": 0,
     "atomic_io": 1, "safe_load": 1, "checks": 1, "strict_json": 1,
+    "distributed": 1,                    # torchrun process group and collectives (torch only)
     "losses": 2, "models": 2,            # building blocks; their registries are the config's vocabulary
     "config": 3,
     "data": 4,
@@ -29,6 +30,7 @@ LAYERS: dict[str, int] = {
     "reporting": 9,
     "cli": 10,
     "__init__": 11,                      # the package's own re-exports
+    "__main__": 11,                      # `python -m ccsam` / `torchrun -m ccsam`
 }
 
 

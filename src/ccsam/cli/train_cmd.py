@@ -11,6 +11,8 @@ from ccsam.atomic_io import check_writable
 from ccsam.config import DEFAULT_PRESET, known_keys, resolve_config
 from ccsam.config.schema import RunConfig
 from ccsam.data.build import resolve_data_root
+from ccsam.distributed import is_main
+from ccsam.distributed.launch import shared_path, torchrun_session
 from ccsam.errors import ConfigError, InterruptedRun
 from ccsam.reporting import format_results_table
 from ccsam.training.run_dir import RunDir, default_run_path
@@ -84,6 +86,7 @@ def _until_done(run_dir: RunDir, fit: Callable[[], dict[str, Any] | None]) -> di
 
 
 def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """Train (or resume) one run; under torchrun every rank runs this and rank 0 writes and prints."""
     progress = not args.no_progress
     if args.resume:
         if args.preset or args.overrides or args.out or args.data_cache or args.compile or args.overwrite:
@@ -93,26 +96,38 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         config = run_dir.load_config()
         if args.data_root:
             config = _relocated(config, args.data_root)
-        check_writable(run_dir.path)
-        trainer = Trainer(config, run_dir, progress=progress,
-                          load_pretrained_weights=not run_dir.last_checkpoint.exists())
-        trainer.resume(refuse_finished=True)
-    else:
-        overrides = list(args.overrides)
-        if args.data_root:
-            overrides.append(f"data.root={Path(args.data_root).expanduser()}")
-        if args.data_cache:
-            overrides.append(f"data.cache={Path(args.data_cache).expanduser()}")
-        if args.compile:
-            overrides.append("runtime.compile=true")
-        config = with_absolute_paths(resolve_config(args.preset, overrides))
-        path = Path(args.out) if args.out else default_run_path(config)
-        RunDir.check_new(path, overwrite=args.overwrite)
+        with torchrun_session(config.device):
+            check_writable(run_dir.path)
+            trainer = Trainer(config, run_dir, progress=progress,
+                              load_pretrained_weights=not run_dir.last_checkpoint.exists())
+            trainer.resume(refuse_finished=True)
+            _print_results(_until_done(run_dir, trainer.fit), run_dir)
+        return 0
+    overrides = list(args.overrides)
+    if args.data_root:
+        overrides.append(f"data.root={Path(args.data_root).expanduser()}")
+    if args.data_cache:
+        overrides.append(f"data.cache={Path(args.data_cache).expanduser()}")
+    if args.compile:
+        overrides.append("runtime.compile=true")
+    config = with_absolute_paths(resolve_config(args.preset, overrides))
+    with torchrun_session(config.device):
+        # One folder for every rank (the default name has a timestamp): rank 0's, checked there.
+        path = shared_path(lambda: RunDir.check_new(
+            Path(args.out) if args.out else default_run_path(config), overwrite=args.overwrite
+        ).path)
         # Reads and checks the data before anything is written.
         trainer = Trainer(config, RunDir(path), progress=progress)
-        run_dir = RunDir.create(path, config, ["ccsam", *argv], overwrite=args.overwrite)
-        print(f"run folder: {run_dir.path}")
-    results = _until_done(run_dir, trainer.fit)
-    print(format_results_table(results))
-    print(f"results: {run_dir.results_path}")
+        run_dir = RunDir(shared_path(
+            lambda: RunDir.create(path, config, ["ccsam", *argv], overwrite=args.overwrite).path
+        ))
+        if is_main():
+            print(f"run folder: {run_dir.path}")
+        _print_results(_until_done(run_dir, trainer.fit), run_dir)
     return 0
+
+
+def _print_results(results: dict, run_dir: RunDir) -> None:
+    if is_main():
+        print(format_results_table(results))
+        print(f"results: {run_dir.results_path}")

@@ -292,8 +292,12 @@ class RuntimeConfig(_Section):
     cudnn_benchmark: bool = True
     compile: bool = Field(False, description="torch.compile the backbone (CLI --compile)")
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice)")
+    sync_bn: bool = Field(
+        False, description="under torchrun: BatchNorm statistics of the global batch (SyncBatchNorm)"
+    )
     on_nonfinite: Literal["stop", "skip"] = Field(
-        "stop", description="NaN / inf loss: stop the run (exit 3, last good checkpoint kept) or skip the step"
+        "stop",
+        description="NaN / inf loss: stop the run (exit 3, last good checkpoint kept) or skip the step",
     )
 
 

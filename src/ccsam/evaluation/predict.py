@@ -20,6 +20,7 @@ from ccsam.data.arrays import ImageArrays
 from ccsam.data.build import LongTailData
 from ccsam.data.batches import split_batches
 from ccsam.data.image_files import ImageFiles
+from ccsam.distributed.evaluation import gather_predictions, local_split
 from ccsam.evaluation.calibration import reliability_bins
 from ccsam.evaluation.metrics import classification_report, confusion_matrix
 from ccsam.evaluation.open_set import open_set_report, with_open_samples
@@ -56,7 +57,11 @@ def predict(
 ) -> torch.Tensor:
     """Logits [N, C] (fp32) of the model in eval mode over a whole split (no augmentation).
 
-    ``head`` replaces ``model.head`` for prediction (e.g. a tau-normalised copy)."""
+    ``head`` replaces ``model.head`` for prediction (e.g. a tau-normalised copy). Under torchrun each
+    rank predicts its block of the split and the blocks are gathered (:mod:`ccsam.distributed.evaluation`).
+    """
+    full = arrays
+    arrays = local_split(full)
     was_training = model.training
     model.eval()
     memory_format = (
@@ -71,9 +76,10 @@ def predict(
             for x, _ in split_batches(arrays, batch_size, mean, std, memory_format, device)
         ]
     model.train(was_training)
-    if not outputs:
+    if not len(full):
         return torch.empty(0, model.num_classes)
-    return torch.cat(outputs).float()
+    local = torch.cat(outputs).float() if outputs else torch.empty(0, model.num_classes, device=device)
+    return gather_predictions(local)
 
 
 def prediction_head(model: Classifier, cfg: RunConfig) -> nn.Module:

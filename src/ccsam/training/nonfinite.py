@@ -17,6 +17,8 @@ from collections.abc import Iterator
 import torch
 from torch.optim import Optimizer
 
+from ccsam.distributed import all_reduce_mean, comm_device, is_distributed
+
 CHECK_EVERY = 32
 
 
@@ -58,7 +60,10 @@ def skip_nonfinite_steps(optimizer: Optimizer) -> Iterator[list[int]]:
 
     def guarded(*args: object, **kwargs: object) -> object:
         grads = [p.grad for group in target.param_groups for p in group["params"] if p.grad is not None]
-        if grads and not bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()):
+        bad = bool(grads) and not bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())
+        if is_distributed():  # skip on every rank or on none: the steps' gradient all-reduces must pair up
+            bad = bool(all_reduce_mean(torch.tensor(float(bad), device=comm_device())) > 0)
+        if bad:
             skipped[0] += 1
             return None
         return step(*args, **kwargs)

@@ -20,9 +20,11 @@ from ccsam.config.schema import RunConfig
 from ccsam.data.batches import split_batches
 from ccsam.data.build import build_data, build_open_images
 from ccsam.data.splits import SplitManifest
+from ccsam.distributed import barrier, broadcast_module, is_main
 from ccsam.errors import DivergenceError, RunDirError
 from ccsam.evaluation.predict import balanced_accuracy, evaluate_split, open_set_results
 from ccsam.optim.schedules import learning_rate
+from ccsam.training import distributed
 from ccsam.training.assembly import build_run_model, prepare_stage2, select_device
 from ccsam.training.checkpoint import (
     load_checkpoint,
@@ -72,7 +74,8 @@ class Trainer:
         (a resumed run takes every weight from its checkpoint)."""
         if cfg.logging.tensorboard:
             require_tensorboard()  # fail before any work, not after the first epoch
-        self.cfg, self.run, self.progress = cfg, run, progress
+        self.cfg, self.run, self.progress = cfg, run, progress and is_main()
+        distributed.check_config(cfg)
         self.device = select_device(cfg.device)
         self.runtime = Runtime.resolve(cfg.runtime, self.device)
         data = build_data(cfg.data)
@@ -81,13 +84,14 @@ class Trainer:
         self.data = data if cfg.data.loader == "dataloader" else data.to(self.device)
         self.counts = data.class_counts.to(self.device)
         torch.manual_seed(cfg.seed)
-        self.model = build_run_model(
+        model = build_run_model(
             cfg,
             data.in_channels,
             data.num_classes,
             self.runtime,
             load_pretrained_weights=load_pretrained_weights,
         )
+        self.model = distributed.prepare_model(model, cfg)  # under torchrun: SyncBN, rank 0's weights
         self.scalars: TensorBoardScalars | None = None
         self.epoch, self.best_val, self.elapsed = 0, -math.inf, 0.0
         self.stage: Stage | None = None
@@ -99,7 +103,7 @@ class Trainer:
         interruption would: the run folder can then be continued with ``resume``. ``evaluate_test=False``
         trains to the end and returns ``None`` without touching the test split (hyper-parameter search).
         """
-        if not self.run.manifest_path.exists():
+        if is_main() and not self.run.manifest_path.exists():
             self.data.manifest.save_json(self.run.manifest_path)
         while self.epoch < self.cfg.total_epochs:
             if stop_at is not None and self.epoch >= stop_at:
@@ -109,19 +113,24 @@ class Trainer:
             if self.stage is None or self.stage.number != number:
                 self.enter_stage(number)
             record = self.train_epoch()
-            self.run.append_metrics(record)
-            self._write_scalars(record, self.epoch)
+            if is_main():  # one writer; every rank holds the same (global) state
+                self.run.append_metrics(record)
+                self._write_scalars(record, self.epoch)
             self.epoch += 1
-            save_checkpoint(self.run.last_checkpoint, self.state_dict())
-            _log_epoch(record, self.cfg)
+            if is_main():
+                save_checkpoint(self.run.last_checkpoint, self.state_dict())
+                _log_epoch(record, self.cfg)
+            barrier()
         if not evaluate_test:
             self._close_scalars()
             return None
         results = self.final_results()
-        self.run.write_results(results)
-        test = {k: results["test"][k] for k in ("top1", "many", "medium", "few", "ece", "nll")}
-        self._write_scalars({"test": test}, self.cfg.total_epochs)
+        if is_main():
+            self.run.write_results(results)
+            test = {k: results["test"][k] for k in ("top1", "many", "medium", "few", "ece", "nll")}
+            self._write_scalars({"test": test}, self.cfg.total_epochs)
         self._close_scalars()
+        barrier()
         return results
 
     def enter_stage(self, number: int) -> Stage:
@@ -130,12 +139,19 @@ class Trainer:
         if number == 2 and self.cfg.stage2.init_from == "best_val" and self.run.best_val_checkpoint.is_file():
             self.model.load_state_dict(load_checkpoint(self.run.best_val_checkpoint)["model"])
             _logger.info("stage 2 starts from the best-validation stage-1 weights")
+        if number == 2:
+            broadcast_module(self.model)  # under torchrun: rank 0's file, whatever the others' disks hold
         self.stage = self._build_stage(number)
         return self.stage
 
     def _build_stage(self, number: int) -> Stage:
         params = list(self.model.parameters()) if number == 1 else prepare_stage2(self.model, self.cfg)
-        return build_stage(number, self.cfg, self.model, self.data, self.runtime, params, self.counts)
+        return self._stage(number, params)
+
+    def _stage(self, number: int, params: list[torch.nn.Parameter]) -> Stage:
+        stage = build_stage(number, self.cfg, self.model, self.data, self.runtime, params, self.counts)
+        distributed.distribute_stage(stage)  # under torchrun: batch slices, averaged gradients
+        return stage
 
     def train_epoch(self) -> dict[str, Any]:
         """One epoch of the current stage: updates, weight averaging, validation; returns its record."""
@@ -143,7 +159,7 @@ class Trainer:
         if stage is None:
             raise RuntimeError("enter_stage() first")
         stage_epoch = self.epoch - stage.first_epoch
-        objective = build_objective(cfg, stage, stage_epoch, self.counts)
+        objective = distributed.distribute_objective(build_objective(cfg, stage, stage_epoch, self.counts))
         steps = len(stage.loader)
         start = time.perf_counter()
         stage.set_modes(self.model, cfg)
@@ -163,6 +179,7 @@ class Trainer:
             raise DivergenceError(
                 divergence_message(cfg, self.run, stage.number, stage_epoch, train_stats, steps)
             )
+        train_stats = distributed.reduce_train_stats(train_stats)
         stage.average_weights(self.model, cfg, stage_epoch, self._train_inputs)
         record: dict[str, Any] = {
             "epoch": self.epoch,
@@ -194,9 +211,10 @@ class Trainer:
         record["balanced"] = balanced_accuracy(val)
         if number == 1 and record["balanced"] > self.best_val:
             self.best_val = record["balanced"]
-            save_checkpoint(
-                self.run.best_val_checkpoint, {"epoch": self.epoch, "model": self.model.state_dict()}
-            )
+            if is_main():
+                save_checkpoint(
+                    self.run.best_val_checkpoint, {"epoch": self.epoch, "model": self.model.state_dict()}
+                )
         return record
 
     def final_results(self) -> dict[str, Any]:
@@ -256,11 +274,15 @@ class Trainer:
         """Continue from ``checkpoints/last.pt``: model, optimiser, sampler, RNGs and counters. A run
         folder with no completed epoch restarts from epoch 0 (after checking its split manifest). With
         ``refuse_finished``, a run that wrote its results is an error instead of being re-evaluated."""
-        self.run.remove_stale_temp_files()
+        if is_main():
+            self.run.remove_stale_temp_files()
+        barrier()  # no rank looks at the folder while rank 0 tidies it
         if not self.run.last_checkpoint.exists():
             self._check_manifest_file()
-            self.run.keep_metrics_before(0)
-            self.run.best_val_checkpoint.unlink(missing_ok=True)
+            if is_main():
+                self.run.keep_metrics_before(0)
+                self.run.best_val_checkpoint.unlink(missing_ok=True)
+            barrier()
             _logger.info("%s has no completed epoch; starting it from epoch 0", self.run.path)
             return
         state = load_checkpoint(self.run.last_checkpoint, required=_RESUME_KEYS)
@@ -279,7 +301,7 @@ class Trainer:
         params = list(self.model.parameters()) if number == 1 else prepare_stage2(self.model, self.cfg)
         load_model_state(self.model, state, self.run.last_checkpoint)
         self.epoch, self.best_val, self.elapsed = state["epoch"], state["best_val"], state["elapsed_s"]
-        self.stage = build_stage(number, self.cfg, self.model, self.data, self.runtime, params, self.counts)
+        self.stage = self._stage(number, params)
         try:
             self.stage.load_state_dict(state)
             restore_rng_states(state["rng"])
@@ -288,7 +310,9 @@ class Trainer:
                 f"checkpoint '{self.run.last_checkpoint}' does not fit this run's optimiser or sampler "
                 f"({exc.__class__.__name__}); it is damaged or from another run"
             ) from None
-        self.run.keep_metrics_before(self.epoch)
+        if is_main():
+            self.run.keep_metrics_before(self.epoch)
+        barrier()
         _logger.info("resuming %s at epoch %d/%d", self.run.path, self.epoch, self.cfg.total_epochs)
 
     def _check_manifest_file(self) -> None:

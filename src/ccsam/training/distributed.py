@@ -1,0 +1,181 @@
+"""The training engine under torchrun: config checks, model set-up, stage and objective wrappers.
+
+:class:`ccsam.training.trainer.Trainer` calls :func:`check_config` and :func:`prepare_model` once,
+:func:`distribute_stage` on every stage it builds, :func:`distribute_objective` on every objective and
+:func:`reduce_train_stats` on every epoch's statistics; all are no-ops in one process. The collectives
+themselves are :mod:`ccsam.distributed`.
+
+The CC-SAM perturbations are functions of the whole batch: stage 1's per-class head gradients (their
+norms, the within-class Gram terms) and stage 2's per-class feature-gradient norms. Each rank gathers
+the detached per-sample quantities (features, labels and, under mixup, the partners' labels:
+``B * (d + 2)`` numbers), evaluates the closed form on the global batch with the gradient path through
+its own rows only (:func:`ccsam.distributed.gather_rows`) and keeps its own rows' losses. The
+perturbation is a constant of the closed form, so ``o'_i = (W + eps_{y_i}) f_i + b + eps_{y_i,b}`` with
+``eps`` from the global statistics, and the mean over ranks of the local mean losses is the global-batch
+mean.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ccsam.config.schema import RunConfig
+from ccsam.data.augment import MixedBatch
+from ccsam.distributed import (
+    ShardedLoader,
+    all_reduce_mean,
+    average_gradients_before_steps,
+    broadcast_module,
+    comm_device,
+    convert_sync_batchnorm,
+    gather_rows,
+    is_distributed,
+    local_rows,
+    world_size,
+)
+from ccsam.errors import ConfigError
+from ccsam.method import adversarial_feature_losses
+from ccsam.method.head import class_conditional_logits
+from ccsam.models import Classifier
+from ccsam.training.objectives import (
+    CcsamStage1Objective,
+    CcsamStage2Objective,
+    Objective,
+    StepOutput,
+    mixup_loss,
+)
+
+__all__ = [
+    "GlobalCcsamStage1",
+    "GlobalCcsamStage2",
+    "check_config",
+    "distribute_objective",
+    "distribute_stage",
+    "prepare_model",
+    "reduce_train_stats",
+]
+
+
+def check_config(cfg: RunConfig) -> None:
+    """Refuse, with one line, what has no exact multi-rank form here."""
+    if not is_distributed():
+        return
+    if cfg.stage1.method == "ccsam" and cfg.stage1.perturb_scope != "head":
+        raise ConfigError(
+            f"stage1.perturb_scope={cfg.stage1.perturb_scope} is not supported on several ranks yet "
+            "(its per-class gradients would need an all-reduce per class); "
+            "use perturb_scope=head or one process"
+        )
+    for name, stage in (("stage1", cfg.stage1), ("stage2", cfg.stage2)):
+        if stage.flattening != "none":
+            raise ConfigError(
+                f"{name}.flattening={stage.flattening} (GP / MP) is not supported on several ranks"
+            )
+    local_rows(cfg.data.batch_size, 0, world_size())
+
+
+def prepare_model(model: nn.Module, cfg: RunConfig) -> nn.Module:
+    """``runtime.sync_bn`` -> global-batch BatchNorm; then every rank starts from rank 0's weights."""
+    if not is_distributed():
+        return model
+    if cfg.runtime.sync_bn:
+        device = next(model.parameters()).device
+        model = convert_sync_batchnorm(model, device)
+    broadcast_module(model)
+    return model
+
+
+def distribute_stage(stage: object) -> None:
+    """This rank's slice of each global batch, and gradients averaged before every optimiser step."""
+    if not is_distributed():
+        return
+    stage.loader = ShardedLoader(stage.loader)  # type: ignore[attr-defined]
+    average_gradients_before_steps(stage.optimizer)  # type: ignore[attr-defined]
+
+
+#: Epoch statistics that add up over the ranks (the others are per-rank means or times: averaged).
+_SUMMED_STATS = ("images", "img_per_s")
+
+
+def reduce_train_stats(stats: dict[str, float | int]) -> dict[str, float | int]:
+    """The epoch's statistics of the whole world: the mean over ranks of the per-rank mean loss and
+    accuracy (equal slices: the global-batch means) and of the data wait; images and images/s summed."""
+    if not is_distributed() or not stats:
+        return stats
+    keys = sorted(stats)
+    local = torch.tensor([float(stats[k]) for k in keys], dtype=torch.float64, device=comm_device())
+    values = all_reduce_mean(local)
+    out: dict[str, float | int] = {}
+    for key, value in zip(keys, values.tolist(), strict=True):
+        out[key] = value * world_size() if key in _SUMMED_STATS else value
+        if isinstance(stats[key], int):
+            out[key] = round(out[key])
+    return out
+
+
+@dataclass(frozen=True)
+class GlobalCcsamStage1:
+    """:class:`~ccsam.training.objectives.CcsamStage1Objective` with global-batch class statistics
+    (every ``radius_mode``): ``(1 - beta) * clean + beta * criterion(own rows of the global perturbed
+    logits)``."""
+
+    inner: CcsamStage1Objective
+
+    def __call__(self, model: Classifier, batch: MixedBatch) -> StepOutput:
+        o = self.inner
+        features = model.features(batch.inputs)
+        logits = model.head(features)
+        clean = mixup_loss(o.criterion, logits, batch)
+        if o.flat_ratio == 0.0:
+            return StepOutput(clean, logits.detach())
+        all_features, labels = gather_rows(features), gather_rows(batch.targets_a)
+        soft = None
+        if batch.lam < 1.0:  # the global mixup partners' labels, not a [B, C] soft-target matrix
+            everything = MixedBatch(batch.inputs, labels, gather_rows(batch.targets_b), batch.lam)
+            soft = everything.soft_targets(logits.shape[1])
+        rows = local_rows(all_features.shape[0], world=world_size())
+        perturbed = class_conditional_logits(
+            all_features, model.head.weight, model.head.bias, labels,
+            o.class_counts, noise_scale=o.noise_scale, soft_targets=soft, validate=False,
+            radius_mode=o.radius_mode, rho=o.rho, generator=o.generator,
+        )[rows]
+        loss = (1.0 - o.flat_ratio) * clean + o.flat_ratio * o.criterion(perturbed, batch.targets_a)
+        return StepOutput(loss, logits.detach())
+
+
+@dataclass(frozen=True)
+class GlobalCcsamStage2:
+    """:class:`~ccsam.training.objectives.CcsamStage2Objective` with the per-class feature-gradient
+    norms of the global batch: ``alpha * mean(own adversarial losses) + (1 - alpha) * CE(own rows)``."""
+
+    inner: CcsamStage2Objective
+
+    def __call__(self, model: Classifier, batch: MixedBatch) -> StepOutput:
+        o = self.inner
+        with torch.no_grad():
+            features = model.features(batch.inputs)
+        logits = model.head(features)
+        clean = F.cross_entropy(logits, batch.targets_a)
+        all_features = gather_rows(features)
+        rows = local_rows(all_features.shape[0], world=world_size())
+        adversarial = adversarial_feature_losses(
+            all_features, model.head.weight, model.head.bias, gather_rows(batch.targets_a),
+            o.class_counts, div=o.div, step=o.step, validate=False,
+        )[rows].mean()
+        return StepOutput(o.alpha * adversarial + (1.0 - o.alpha) * clean, logits.detach())
+
+
+def distribute_objective(objective: Objective) -> Objective:
+    """The global-batch form of a CC-SAM objective under a process group; any other objective (ERM,
+    head re-training) is per-sample and is returned unchanged, as is everything in one process."""
+    if not is_distributed():
+        return objective
+    if isinstance(objective, CcsamStage1Objective):
+        return GlobalCcsamStage1(objective)
+    if isinstance(objective, CcsamStage2Objective):
+        return GlobalCcsamStage2(objective)
+    return objective

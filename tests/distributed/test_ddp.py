@@ -1,0 +1,176 @@
+"""Multi-rank training equals single-process training (CPU, Gloo, 2 spawned ranks).
+
+Each spawned group runs several cases in sequence (process start-up dominates the cost); the
+single-process references are computed in the test process itself, with no process group.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from _failing_worker import failing_worker
+from conftest import synthetic_overrides
+
+from ccsam.config import resolve_config
+from ccsam.distributed import barrier, init_process_group, shutdown
+from ccsam.distributed.launch import shared_path
+from ccsam.evaluation.predict import evaluate_split, predict
+from ccsam.training.checkpoint import load_checkpoint
+from ccsam.training.distributed import distribute_objective
+from ccsam.training.run_dir import RunDir
+from ccsam.training.stages import build_objective
+from ccsam.training.trainer import Trainer
+
+WORLD = 2
+BASE = {"runtime.sync_bn": "true", "data.batch_size": 16, "stage1.lr": 0.2, "stage2.lr": 0.2}
+HEAD = {"stage1.method": "ccsam", "stage1.flat_ratio": 0.5, "stage1.noise_scale": 0.5}
+STEP_CASES: dict[str, tuple[dict[str, Any], int]] = {
+    "erm": ({"stage1.method": "erm"}, 1),
+    **{f"ccsam-{mode}": ({**HEAD, "stage1.radius_mode": mode, "stage1.ablation_rho": 0.3}, 1)
+       for mode in ("ccsam", "dir_only", "fixed_rho", "mag_only", "none")},
+    "ccsam-stage2": ({**HEAD, "stage2.method": "ccsam", "stage2.up_limit": 0.5}, 2),
+    "sam": ({"stage1.method": "erm", "stage1.optimizer": "sam", "stage1.rho": 0.1}, 1),
+    "asam": ({"stage1.method": "erm", "stage1.optimizer": "asam", "stage1.rho": 0.5}, 1),
+    "imbsam": ({"stage1.method": "erm", "stage1.optimizer": "imbsam", "stage1.rho": 0.1,
+                "stage1.imbsam_tail_threshold": 20}, 1),
+}
+
+
+def _config(extra: dict[str, Any]):
+    return resolve_config(None, synthetic_overrides(**{**BASE, **extra}))
+
+
+def _steps(extra: dict[str, Any], stage_number: int, tmp: Path, *, gather: bool = True, steps: int = 2):
+    """``steps`` updates of stage ``stage_number`` from the run's initial weights; the final weights."""
+    cfg = _config(extra)
+    trainer = Trainer(cfg, RunDir(tmp / "unused"), progress=False)
+    stage = trainer.enter_stage(1)
+    if stage_number == 2:
+        stage = trainer.enter_stage(2)
+    objective = build_objective(cfg, stage, 0, trainer.counts)
+    objective = distribute_objective(objective) if gather else objective
+    stage.set_modes(trainer.model, cfg)
+    for _, batch in zip(range(steps), stage.loader.epoch(), strict=False):
+        stage.update(trainer.model, objective, batch, stage.optimizer, trainer.runtime.autocast)
+    return {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}, trainer
+
+
+def _join(rank: int, port: int) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    init_process_group("cpu")
+
+
+def _spawn(fn, *args: Any) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(fn, args=(port, *args), nprocs=WORLD, join=True)
+
+
+def _step_worker(rank: int, port: int, out: str) -> None:
+    _join(rank, port)
+    try:
+        results = {}
+        for name, (extra, stage) in STEP_CASES.items():
+            results[name] = _steps(extra, stage, Path(out))[0]
+        results["ccsam-ccsam/local"] = _steps(STEP_CASES["ccsam-ccsam"][0], 1, Path(out), gather=False)[0]
+        no_sync = {"stage1.method": "erm", "runtime.sync_bn": "false"}
+        results["erm/no-syncbn"] = _steps(no_sync, 1, Path(out))[0]
+        # evaluation: sharded prediction gathered on every rank
+        trainer = _steps({"stage1.method": "erm"}, 1, Path(out))[1]
+        cfg, data = trainer.cfg, trainer.data
+        results["eval/logits"] = predict(trainer.model, data.test, 7, data.mean, data.std)
+        results["eval/report"] = evaluate_split(trainer.model, data.test, data, cfg)
+        if rank == 0:
+            torch.save(results, Path(out) / "steps.pt")
+        _interrupted_run(Path(out))
+    finally:
+        shutdown()
+
+
+@pytest.fixture(scope="module")
+def distributed_steps(tmp_path_factory) -> tuple[dict[str, Any], Path]:
+    out = tmp_path_factory.mktemp("ddp")
+    _spawn(_step_worker, str(out))
+    return torch.load(out / "steps.pt", weights_only=False), out
+
+
+def _max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    assert a.keys() == b.keys()
+    return max(float((a[k].double() - b[k].double()).abs().max()) for k in a if a[k].is_floating_point())
+
+
+@pytest.mark.parametrize("name", list(STEP_CASES))
+def test_two_ranks_step_equals_one_process(distributed_steps, name: str, tmp_path: Path) -> None:
+    results, _ = distributed_steps
+    extra, stage = STEP_CASES[name]
+    single, _ = _steps(extra, stage, tmp_path)
+    start, _ = _steps(extra, stage, tmp_path, steps=0)
+    assert _max_diff(single, start) > 1e-4  # the steps moved the weights
+    assert _max_diff(results[name], single) < 1e-6
+
+
+def test_per_rank_statistics_are_not_the_method(distributed_steps, tmp_path: Path) -> None:
+    """Control: CC-SAM statistics of each rank's half batch (no gather), or BatchNorm without SyncBN,
+    give a different step, so the test above can tell the global form from a naive port."""
+    results, _ = distributed_steps
+    single, _ = _steps(STEP_CASES["ccsam-ccsam"][0], 1, tmp_path)
+    assert _max_diff(results["ccsam-ccsam/local"], single) > 1e-5
+    erm, _ = _steps({"stage1.method": "erm", "runtime.sync_bn": "false"}, 1, tmp_path)
+    assert _max_diff(results["erm/no-syncbn"], erm) > 1e-5
+
+
+def test_sharded_evaluation_equals_one_process(distributed_steps, tmp_path: Path) -> None:
+    results, _ = distributed_steps
+    trainer = _steps({"stage1.method": "erm"}, 1, tmp_path)[1]
+    cfg, data = trainer.cfg, trainer.data
+    logits = predict(trainer.model, data.test, 7, data.mean, data.std)
+    assert results["eval/logits"].shape == logits.shape
+    assert torch.allclose(results["eval/logits"], logits, atol=1e-6)
+    report = evaluate_split(trainer.model, data.test, data, cfg)
+    for key in ("top1", "many", "medium", "few", "per_class_accuracy"):
+        assert results["eval/report"][key] == report[key]
+    for key in ("ece", "nll"):
+        assert results["eval/report"][key] == pytest.approx(report[key], abs=1e-6)
+
+
+RESUME = {**HEAD, "stage1.epochs": 1, "stage2.epochs": 1, "stage2.method": "ccsam"}
+
+
+def _interrupted_run(out: Path) -> None:
+    """Two ranks train the first epoch of a run and stop as an interruption would."""
+    cfg = _config(RESUME)
+    path = shared_path(lambda: RunDir.create(out / "run", cfg, ["test"]).path)
+    Trainer(cfg, RunDir(path), progress=False).fit(stop_at=1)
+    barrier()
+
+
+def test_resume_two_ranks_on_one(distributed_steps, tmp_path: Path) -> None:
+    """The 2-rank checkpoint continues on one rank to the uninterrupted one-process result."""
+    run = RunDir.open(distributed_steps[1] / "run")
+    assert len(run.read_metrics()) == 1
+    resumed = Trainer(_config(RESUME), run, progress=False)
+    resumed.resume()
+    resumed.fit()
+    cfg = _config(RESUME)
+    whole = Trainer(cfg, RunDir.create(tmp_path / "whole", cfg, ["test"]), progress=False)
+    whole.fit()
+    assert _max_diff(load_checkpoint(run.last_checkpoint)["model"],
+                     load_checkpoint(whole.run.last_checkpoint)["model"]) < 1e-5
+    assert [r["epoch"] for r in run.read_metrics()] == [0, 1]
+    assert run.read_results()["test"]["top1"] == whole.run.read_results()["test"]["top1"]
+
+
+def test_a_failing_rank_ends_every_rank(capfd) -> None:
+    with pytest.raises(mp.ProcessExitedException, match="exit code 1"):
+        _spawn(failing_worker, WORLD)
+    err = capfd.readouterr().err
+    assert err.count("ccsam: error on rank 1 of 2: ValueError: synthetic failure") == 1
