@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from ccsam.data.readers import (
+    ARRAY_DATASETS,
     DATASET_NAMES,
     DatasetNotFoundError,
     make_synthetic,
@@ -222,7 +223,10 @@ def test_read_dataset_dispatch(fake_cifar10) -> None:
         read_dataset("mnist", root, "train")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="no extra options"):
         read_dataset("cifar10", root, "train", num_classes=3)
-    assert set(DATASET_NAMES) == {"digits", "fashion_mnist", "cifar10", "cifar100", "synthetic"}
+    assert set(ARRAY_DATASETS) == {"digits", "fashion_mnist", "cifar10", "cifar100", "synthetic"}
+    assert set(ARRAY_DATASETS) < set(DATASET_NAMES)
+    with pytest.raises(ValueError, match="image files"):
+        read_dataset("imagenet_lt", root, "train")  # type: ignore[arg-type]
 
 
 def test_real_cifar10() -> None:

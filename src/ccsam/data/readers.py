@@ -20,12 +20,13 @@ import numpy as np
 import torch
 
 from ccsam.checks import check_int
-from ccsam.config.schema import DATASET_NAMES, DatasetName
+from ccsam.config.schema import DATASET_NAMES, FILE_DATASETS, DatasetName
 from ccsam.data.arrays import ImageArrays
 from ccsam.errors import CcsamError, DataFileError
 from ccsam.safe_load import load_cifar_pickle
 
 __all__ = [
+    "ARRAY_DATASETS",
     "DATASET_NAMES",
     "DatasetNotFoundError",
     "make_synthetic",
@@ -35,6 +36,9 @@ __all__ = [
     "read_digits",
     "read_fashion_mnist",
 ]
+
+#: The data sets read into memory as uint8 arrays (the rest of :data:`DATASET_NAMES` are image files).
+ARRAY_DATASETS: tuple[str, ...] = tuple(n for n in DATASET_NAMES if n not in FILE_DATASETS)
 
 PathLike = str | os.PathLike[str]
 Split = Literal["train", "test"]
@@ -359,7 +363,7 @@ def read_dataset(
     download: bool = False,
     **synthetic_kwargs: Any,
 ) -> ImageArrays:
-    """Read the data set called ``name`` (one of :data:`DATASET_NAMES`) for ``split``.
+    """Read the in-memory data set called ``name`` (one of :data:`ARRAY_DATASETS`) for ``split``.
 
     ``root`` is ignored by ``digits`` and ``synthetic``; extra keyword arguments go to
     :func:`read_digits` or :func:`make_synthetic` and are refused by the file readers.
@@ -367,8 +371,9 @@ def read_dataset(
     Example:
         >>> train = read_dataset("cifar10", "../shared/data", "train")
     """
-    if name not in DATASET_NAMES:
-        raise ValueError(f"unknown data set {name!r}; choose one of {list(DATASET_NAMES)}")
+    if name not in ARRAY_DATASETS:
+        hint = " (read from image files: ccsam.data.file_sets)" if name in FILE_DATASETS else ""
+        raise ValueError(f"unknown data set {name!r}{hint}; choose one of {list(ARRAY_DATASETS)}")
     if name == "synthetic":
         return make_synthetic(split, **synthetic_kwargs)
     if name == "digits":
