@@ -13,8 +13,8 @@ test:               ## the README's test command
 test-gpu:           ## only the CUDA checks (on a machine with a GPU)
 	$(PY) -m pytest -q -m gpu
 
-lint:
-	$(PY) -m ruff check src tests benchmarks
+lint:               ## the gates .ci/run enforces: ruff (zero findings) and mypy on src/ (zero errors)
+	$(PY) -m ruff check src tests benchmarks && $(VENV)/bin/mypy
 
 bench:              ## CPU throughput benchmark (results: benchmarks/results/throughput-cpu.md)
 	$(PY) benchmarks/throughput.py

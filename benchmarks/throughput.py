@@ -20,6 +20,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from ccsam.config.schema import RuntimeConfig
 from ccsam.data.augment import MixedBatch
 from ccsam.data.profiles import long_tail_counts
 from ccsam.models import Classifier, build_model
@@ -28,10 +29,8 @@ from ccsam.training.objectives import (
     CcsamStage2Objective,
     ErmObjective,
     StepOutput,
-    mixup_cross_entropy,
 )
 from ccsam.training.precision import Runtime
-from ccsam.config.schema import RuntimeConfig
 
 
 class NaiveCcsamStage1:
@@ -112,7 +111,7 @@ def run_config(num_classes: int, batch_size: int, args: argparse.Namespace, devi
         "ccsam_stage2": (CcsamStage2Objective(counts, 0.5, 2.0, 1.0), lambda: model.head.parameters()),
     }
     speeds: dict[str, list[float]] = {name: [] for name in methods}
-    for name, (objective, params) in methods.items():  # warm-up (allocator, cuDNN autotuning)
+    for objective, params in methods.values():  # warm-up (allocator, cuDNN autotuning)
         time_method(model, objective, batches, params(), runtime, args.warmup)
     for _ in range(args.rounds):
         for name, (objective, params) in methods.items():

@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ccsam.functional import RADIUS_MODES, class_conditional_logits, random_head_directions
-from ccsam.models import Classifier, build_model
 from ccsam.method.scoped import class_conditional_loss, select_parameters
+from ccsam.models import Classifier, build_model
 
 TOL = {"rtol": 1e-8, "atol": 1e-10}
 DIM = 12
@@ -135,7 +135,9 @@ def test_direction_modes_match_loop(mode, rho, bias, mixup):
     ref = ref_mode_logits(f, w, b, y, counts, mode, noise_scale=0.3, rho=rho, soft=q)
     torch.testing.assert_close(out, ref, **TOL)
     assert (out - F.linear(f, w, b)).abs().max() > 1e-3  # the perturbation is not negligible
-    for got, want in zip(probe_grads(out, head_leaves(f, w, b), 2), probe_grads(ref, head_leaves(f, w, b), 2)):
+    pairs = zip(probe_grads(out, head_leaves(f, w, b), 2),
+                probe_grads(ref, head_leaves(f, w, b), 2), strict=True)
+    for got, want in pairs:
         torch.testing.assert_close(got, want, **TOL)
 
 
@@ -166,7 +168,9 @@ def test_mag_only_matches_loop_with_same_directions(bias, mixup):
     )
     ref = ref_mode_logits(f, w, b, y, counts, "mag_only", noise_scale=0.3, directions=dirs, soft=q)
     torch.testing.assert_close(out, ref, **TOL)
-    for got, want in zip(probe_grads(out, head_leaves(f, w, b), 3), probe_grads(ref, head_leaves(f, w, b), 3)):
+    pairs = zip(probe_grads(out, head_leaves(f, w, b), 3),
+                probe_grads(ref, head_leaves(f, w, b), 3), strict=True)
+    for got, want in pairs:
         torch.testing.assert_close(got, want, **TOL)
     # The generator was consumed: a second call draws new directions.
     again = class_conditional_logits(
@@ -213,7 +217,9 @@ def test_none_mode_is_clean_logits(bias):
     out = class_conditional_logits(f, w, b, y, counts, noise_scale=1.0, radius_mode="none")
     clean = F.linear(f, w, b)
     assert torch.equal(out, clean)
-    for got, want in zip(probe_grads(out, head_leaves(f, w, b), 1), probe_grads(clean, head_leaves(f, w, b), 1)):
+    pairs = zip(probe_grads(out, head_leaves(f, w, b), 1),
+                probe_grads(clean, head_leaves(f, w, b), 1), strict=True)
+    for got, want in pairs:
         assert torch.equal(got, want)
 
 
@@ -288,14 +294,14 @@ def ref_scoped(model, x, y, counts, params, s, beta, soft=None):
     for c, eps_c in eps.items():
         saved = [p.detach().clone() for p in params]
         with torch.no_grad():
-            for p, e in zip(params, eps_c):
+            for p, e in zip(params, eps_c, strict=False):
                 p.add_(e)
         loss_c = beta * F.cross_entropy(model(x[y == c]), y[y == c], reduction="sum") / y.shape[0]
         for i, gi in enumerate(torch.autograd.grad(loss_c, every)):
             grads[i] = grads[i] + gi
         value = value + loss_c.detach()
         with torch.no_grad():
-            for p, old in zip(params, saved):
+            for p, old in zip(params, saved, strict=False):
                 p.copy_(old)
     return value, grads
 
@@ -317,7 +323,7 @@ def test_scoped_head_equals_closed_form(mixup):
     want = (1 - beta) * clean + beta * F.cross_entropy(pert, y)
     assert abs(float((want - clean).detach())) > 1e-3  # the perturbation matters
     torch.testing.assert_close(loss, want, **TOL)
-    for got, ref in zip(torch.autograd.grad(loss, every), torch.autograd.grad(want, every)):
+    for got, ref in zip(torch.autograd.grad(loss, every), torch.autograd.grad(want, every), strict=False):
         torch.testing.assert_close(got, ref, **TOL)
 
 
@@ -336,7 +342,7 @@ def test_scoped_matches_move_and_restore_loop(scope, mixup):
 
     value, want = ref_scoped(model, x, y, counts, params, 0.4, 0.6, soft)
     torch.testing.assert_close(loss.detach(), value, **TOL)
-    for g, r in zip(got, want):
+    for g, r in zip(got, want, strict=False):
         torch.testing.assert_close(g, r, **TOL)
     clean = F.cross_entropy(model(x), y if soft is None else soft)
     assert abs(float((loss - clean).detach())) > 1e-3  # not vacuous
@@ -351,7 +357,7 @@ def test_scoped_zero_noise_is_plain_ce(scope):
                                   noise_scale=0.0, flat_ratio=0.7)
     plain = F.cross_entropy(model(x), y)
     torch.testing.assert_close(loss, plain, rtol=1e-12, atol=1e-14)
-    for g, r in zip(torch.autograd.grad(loss, every), torch.autograd.grad(plain, every)):
+    for g, r in zip(torch.autograd.grad(loss, every), torch.autograd.grad(plain, every), strict=False):
         torch.testing.assert_close(g, r, rtol=1e-12, atol=1e-14)
     only_clean = class_conditional_loss(model, x, y, counts, params=every, noise_scale=1.0, flat_ratio=0.0)
     torch.testing.assert_close(only_clean, plain, rtol=1e-14, atol=0)
@@ -380,10 +386,10 @@ def test_select_parameters_scopes():
     stage = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4))
     backbone = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), stage, nn.Linear(4, 5))
     model = Classifier(backbone, 5, 2)
-    a, b1, b2, c, head = backbone[0], stage[0], stage[1], backbone[3], model.head
+    a, _b1, b2, c, head = backbone[0], stage[0], stage[1], backbone[3], model.head
 
     def same(got, want):
-        assert len(got) == len(want) and all(g is w for g, w in zip(got, want))
+        assert len(got) == len(want) and all(g is w for g, w in zip(got, want, strict=False))
 
     same(select_parameters(model, "head"), [head.weight, head.bias])
     same(select_parameters(model, "last_k", 1), [c.weight, c.bias, head.weight, head.bias])

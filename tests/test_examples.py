@@ -7,7 +7,6 @@ import importlib
 import re
 
 import pytest
-
 from conftest import REPO_ROOT
 
 DOCTESTED_MODULES = [

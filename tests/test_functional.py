@@ -128,7 +128,7 @@ def test_cc_logits_match_per_class_loop(num_classes, noise_scale, bias, mixup):
     torch.testing.assert_close(out, ref, **TOL)
     # The perturbation is not negligible at these scales, so the parity above is not vacuous.
     assert (out - F.linear(f, w, b)).abs().max() > 1e-3
-    for got, want in zip(grads_of(out, leaves(f, w, b), 7), grads_of(ref, leaves(f, w, b), 7)):
+    for got, want in zip(grads_of(out, leaves(f, w, b), 7), grads_of(ref, leaves(f, w, b), 7), strict=False):
         torch.testing.assert_close(got, want, **TOL)
 
 
@@ -139,7 +139,7 @@ def test_cc_logits_zero_noise_is_clean(num_classes, bias):
     out = class_conditional_logits(f, w, b, y, counts, noise_scale=0.0)
     clean = F.linear(f, w, b)
     assert torch.equal(out, clean)
-    for got, want in zip(grads_of(out, leaves(f, w, b), 1), grads_of(clean, leaves(f, w, b), 1)):
+    for got, want in zip(grads_of(out, leaves(f, w, b), 1), grads_of(clean, leaves(f, w, b), 1), strict=False):
         torch.testing.assert_close(got, want, rtol=0, atol=0)
 
 
@@ -299,7 +299,7 @@ def test_adversarial_losses_match_per_class_loop(num_classes, bias, step):
     weights = adversarial_class_weights(counts.double())[y]
     clean = weights * F.cross_entropy(F.linear(f, w, b), y, reduction="none")
     assert (out - clean).abs().max() > 1e-3
-    for got, want in zip(grads_of(out, leaves(f, w, b), 9), grads_of(ref, leaves(f, w, b), 9)):
+    for got, want in zip(grads_of(out, leaves(f, w, b), 9), grads_of(ref, leaves(f, w, b), 9), strict=False):
         torch.testing.assert_close(got, want, **TOL)
 
 

@@ -29,8 +29,8 @@ class UnsafeFileError(CcsamError):
 
 
 # (module, name) pairs the CIFAR pickles need: numpy's array reconstruction (numpy 1 and 2 module names),
-# scalar reconstruction for numpy integer labels, protocol-5 out-of-band buffers, and the bytes helpers of protocol-2 pickles written by
-# Python 3. None of them can run code chosen by the file.
+# scalar reconstruction for numpy integer labels, protocol-5 out-of-band buffers, and the bytes helpers of
+# protocol-2 pickles written by Python 3. None of them can run code chosen by the file.
 CIFAR_PICKLE_GLOBALS: frozenset[tuple[str, str]] = frozenset({
     ("numpy.core.multiarray", "_reconstruct"),
     ("numpy._core.multiarray", "_reconstruct"),
@@ -62,7 +62,8 @@ def load_cifar_pickle(path: Path) -> Any:
     except pickle.UnpicklingError as exc:
         if str(exc).startswith("refused global"):
             raise UnsafeFileError(
-                f"'{path}' is not a plain CIFAR pickle: it names a callable outside that format ({exc}), which could run code; it was not loaded. "
+                f"'{path}' is not a plain CIFAR pickle: it names a callable outside that format ({exc}), "
+                "which could run code; it was not loaded. "
                 "Replace the data folder with one extracted from the official archive"
             ) from None
         raise UnsafeFileError(f"'{path}' is not a readable CIFAR pickle ({exc}); re-extract the archive") from None

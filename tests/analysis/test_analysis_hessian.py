@@ -30,7 +30,7 @@ def _mlp_problem(seed: int = 0):
 
     def flat_loss(theta):
         chunks = torch.split(theta, [p.numel() for p in params])
-        state = {n: c.view(p.shape) for n, c, p in zip(names, chunks, params)}
+        state = {n: c.view(p.shape) for n, c, p in zip(names, chunks, params, strict=False)}
         return F.cross_entropy(functional_call(model, state, (x,)), y)
 
     return model, loss_fn, params, flat_loss

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
 from ccsam.config import (
     RunConfig,
@@ -98,5 +99,5 @@ def test_apply_overrides_leaves_the_input_untouched():
 
 def test_config_is_immutable():
     config = RunConfig()
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         config.seed = 3  # type: ignore[misc]

@@ -48,7 +48,7 @@ def test_flip_is_exact_and_per_sample():
     out = random_horizontal_flip(images, _generator(3))
     flipped = [torch.equal(out[i], images[i].flip(-1)) for i in range(len(images))]
     kept = [torch.equal(out[i], images[i]) for i in range(len(images))]
-    assert all(f != k for f, k in zip(flipped, kept))
+    assert all(f != k for f, k in zip(flipped, kept, strict=False))
     assert 16 < sum(flipped) < 48
 
 
@@ -147,7 +147,7 @@ def test_every_augment_mode_yields_normalised_float_batches(mode):
         first = batches[0]
         # un-augmented inputs are exact normalised copies of some training images of the right class
         flat = normalize(images, spec.mean, spec.std).flatten(1)
-        for x, y in zip(first.inputs.flatten(1), first.targets_a):
+        for x, y in zip(first.inputs.flatten(1), first.targets_a, strict=False):
             match = (flat == x).all(1).nonzero().flatten()
             assert len(match) == 1 and labels[match[0]] == y
 

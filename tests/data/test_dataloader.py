@@ -34,9 +34,9 @@ def test_state_dict_replays_the_same_augmented_batches(num_workers):
     second.load_state_dict(state)
     got = list(second.epoch())
     assert len(got) == len(expected) == 5
-    for (x, y, lam), b in zip(expected, got):
+    for (x, y, lam), b in zip(expected, got, strict=False):
         assert torch.equal(x, b.inputs) and torch.equal(y, b.targets_a) and lam == b.lam
-    assert not all(torch.equal(x, y) for (x, _, _), (y, _, _) in zip(expected, expected[1:]))
+    assert not all(torch.equal(x, y) for (x, _, _), (y, _, _) in zip(expected, expected[1:], strict=False))
 
 
 def test_dataloader_path_trains_and_resumes_exactly(tmp_path, tiny_overrides):

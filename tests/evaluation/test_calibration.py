@@ -81,7 +81,7 @@ def test_reliability_bins_hand_example() -> None:
     assert bins["confidence"][:2] == [None, None] and bins["accuracy"][:2] == [None, None]
     assert bins["confidence"][2:] == pytest.approx([0.55, 0.7, 0.9])
     assert bins["accuracy"][2:] == pytest.approx([1.0, 0.5, 0.5])
-    filled = zip(bins["count"][2:], bins["accuracy"][2:], bins["confidence"][2:])
+    filled = zip(bins["count"][2:], bins["accuracy"][2:], bins["confidence"][2:], strict=False)
     ece = sum(n / 5 * abs(a - c) for n, a, c in filled)
     assert ece == pytest.approx(expected_calibration_error(HAND_LOGITS, HAND_LABELS, num_bins=5))
 

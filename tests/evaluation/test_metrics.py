@@ -55,7 +55,7 @@ def test_report_nll_equals_cross_entropy_and_top1_equals_loop() -> None:
     report = classification_report(logits, labels, torch.arange(12) * 20)
     assert report["nll"] == pytest.approx(F.cross_entropy(logits, labels).item(), rel=1e-6)
     rows, targets = logits.tolist(), labels.tolist()
-    correct = sum(row.index(max(row)) == y for row, y in zip(rows, targets))
+    correct = sum(row.index(max(row)) == y for row, y in zip(rows, targets, strict=False))
     assert report["top1"] == pytest.approx(correct / 300)
     assert 0.0 <= report["ece"] <= 1.0
 

@@ -74,8 +74,8 @@ def test_f_measure_edge_cases_and_errors() -> None:
 
 def test_trainer_helper_appends_open_images_as_unknown(tmp_path, tiny_overrides) -> None:
     from ccsam.config import resolve_config
-    from ccsam.training.run_dir import RunDir
     from ccsam.evaluation.predict import open_set_results
+    from ccsam.training.run_dir import RunDir
     from ccsam.training.trainer import Trainer
 
     with pytest.raises(ValueError, match="eval.open_set=true needs a data set with an `_open` list"):

@@ -2,10 +2,9 @@
 
 import pytest
 import torch
+from _loss_reference import ce64, log_softmax64
 
 from ccsam.losses import CrossEntropyLoss
-
-from _loss_reference import ce64, log_softmax64
 
 
 def _batch(seed: int = 0, b: int = 6, c: int = 4) -> tuple[torch.Tensor, torch.Tensor]:

@@ -4,10 +4,9 @@ import math
 
 import pytest
 import torch
+from _loss_reference import ce64
 
 from ccsam.losses import FocalLoss
-
-from _loss_reference import ce64
 
 
 def test_gamma_zero_equals_ce() -> None:

@@ -4,10 +4,9 @@ import math
 
 import pytest
 import torch
+from _loss_reference import ce64, log_softmax64
 
 from ccsam.losses import GCLLoss, gcl_cloud_sizes
-
-from _loss_reference import ce64, log_softmax64
 
 COUNTS = [1000, 100, 10]
 

@@ -4,10 +4,9 @@ import math
 
 import pytest
 import torch
+from _loss_reference import ce64, log_softmax64
 
 from ccsam.losses import CrossEntropyLoss, LabelAwareSmoothingLoss, label_aware_epsilons
-
-from _loss_reference import ce64, log_softmax64
 
 COUNTS = [100, 55, 10]
 

@@ -4,10 +4,9 @@ import math
 
 import pytest
 import torch
+from _loss_reference import ce64
 
 from ccsam.losses import LDAMLoss, ldam_margins
-
-from _loss_reference import ce64
 
 COUNTS = [1000, 100, 10]
 
@@ -17,7 +16,7 @@ def test_margins_hand_example() -> None:
     # m_c = 0.5 * (10 / n_c)^(1/4): 0.5 * 0.01^0.25, 0.5 * 0.1^0.25, 0.5
     assert m.tolist() == pytest.approx([0.1581139, 0.2811707, 0.5], rel=1e-6)
     assert m.max().item() == pytest.approx(0.5) and m.argmax().item() == 2
-    c_prime = [mi * n**0.25 for mi, n in zip(m.tolist(), COUNTS)]
+    c_prime = [mi * n**0.25 for mi, n in zip(m.tolist(), COUNTS, strict=False)]
     assert c_prime == pytest.approx([c_prime[0]] * 3, rel=1e-6)  # m proportional to n^-1/4
 
 

@@ -4,10 +4,9 @@ import math
 
 import pytest
 import torch
+from _loss_reference import ce64
 
 from ccsam.losses import BalancedSoftmaxLoss, LogitAdjustedLoss, posthoc_logit_adjustment
-
-from _loss_reference import ce64
 
 COUNTS = [500, 120, 30, 5]
 

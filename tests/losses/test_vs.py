@@ -4,10 +4,9 @@ import math
 
 import pytest
 import torch
+from _loss_reference import ce64
 
 from ccsam.losses import LogitAdjustedLoss, VSLoss
-
-from _loss_reference import ce64
 
 COUNTS = [400, 80, 20]
 

@@ -38,7 +38,7 @@ def _part_losses(model, w, x, y, tail_classes):
 
 def _grads(loss, w, retain_graph=False):
     grads = torch.autograd.grad(loss, list(w.values()), retain_graph=retain_graph, materialize_grads=True)
-    return dict(zip(w, grads))
+    return dict(zip(w, grads, strict=False))
 
 
 def _imbsam_gradient(model, x, y, rho, tail_classes):
@@ -90,7 +90,7 @@ def test_imbsam_with_momentum_equals_sgd_stepped_with_the_imbsam_gradient(kwargs
             p.grad = g[n]
         ref_opt.step()
         _imbsam_step(model, opt, x, y)
-    for p, q in zip(model.parameters(), reference.parameters()):
+    for p, q in zip(model.parameters(), reference.parameters(), strict=False):
         assert torch.allclose(p, q, rtol=1e-12, atol=1e-14)
 
 
@@ -103,7 +103,7 @@ def test_without_tail_samples_imbsam_equals_sgd_on_the_mean_loss():
         F.cross_entropy(reference(x), y).backward()
         ref_opt.step()
         ref_opt.zero_grad()
-    for p, q in zip(model.parameters(), reference.parameters()):
+    for p, q in zip(model.parameters(), reference.parameters(), strict=False):
         assert torch.allclose(p, q, rtol=1e-12, atol=1e-14)
 
 
@@ -118,7 +118,7 @@ def test_with_eta_above_every_count_imbsam_equals_sam_on_the_whole_loss():
         with bn_stats_frozen(reference):
             F.cross_entropy(reference(x), y).backward()
         ref_opt.second_step(zero_grad=True)
-    for p, q in zip(model.parameters(), reference.parameters()):
+    for p, q in zip(model.parameters(), reference.parameters(), strict=False):
         assert torch.allclose(p, q, rtol=1e-12, atol=1e-14)
     # ...and the perturbation did something: plain SGD ends elsewhere.
     sgd_model = _model()

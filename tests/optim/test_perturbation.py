@@ -89,7 +89,7 @@ def test_sam_epsilon_is_invariant_to_a_loss_scale():
     for p in params:
         p.grad.mul_(2.0**16)  # what GradScaler does to gradients
     scaled_eps = sam_epsilon(params, 0.05, adaptive=True, eta=0.01)
-    assert all(torch.equal(a, b) for a, b in zip(eps, scaled_eps))
+    assert all(torch.equal(a, b) for a, b in zip(eps, scaled_eps, strict=False))
 
 
 def test_non_finite_or_zero_gradients_give_a_zero_perturbation():

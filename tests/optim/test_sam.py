@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from ccsam.optim.base import SharpnessOptimizer
 from ccsam.models.bn import bn_stats_frozen, disable_running_stats, enable_running_stats
+from ccsam.optim.base import SharpnessOptimizer
 from ccsam.optim.sam import SAM, maybe_no_sync
 
 
@@ -35,7 +35,7 @@ def _grad_at(model: nn.Module, w: dict[str, torch.Tensor], x, y) -> dict[str, to
     """Oracle: dL/dw at ``w`` by autograd on a functional call (no optimizer involved)."""
     w = {n: t.detach().clone().requires_grad_() for n, t in w.items()}
     grads = torch.autograd.grad(F.cross_entropy(functional_call(model, w, (x,)), y), list(w.values()))
-    return dict(zip(w, grads))
+    return dict(zip(w, grads, strict=False))
 
 
 def _sam_gradient(model, w, x, y, rho):
@@ -83,7 +83,7 @@ def test_sam_with_momentum_and_weight_decay_equals_sgd_stepped_with_the_perturbe
             p.grad = g2[n]
         ref_opt.step()
         _sam_step(model, opt, x, y)
-    for p, q in zip(model.parameters(), reference.parameters()):
+    for p, q in zip(model.parameters(), reference.parameters(), strict=False):
         assert torch.allclose(p, q, rtol=1e-12, atol=1e-14)
 
 
@@ -104,9 +104,9 @@ def test_second_step_restores_the_weights_bit_exactly_before_the_base_step():
     perturbed = [p.detach().clone() for p in model.parameters()]
     _loss(model, x, y).backward()
     opt.second_step()
-    assert all(torch.equal(a, b) for a, b in zip(opt.base_optimizer.seen, w))
+    assert all(torch.equal(a, b) for a, b in zip(opt.base_optimizer.seen, w, strict=False))
     # Undoing the move by subtraction would not be exact here, so the test can tell the two apart.
-    assert not all(torch.equal(q - (q - a), a) for a, q in zip(w, perturbed))
+    assert not all(torch.equal(q - (q - a), a) for a, q in zip(w, perturbed, strict=False))
 
 
 def test_rho_zero_reproduces_the_base_optimizer_exactly():
@@ -119,7 +119,7 @@ def test_rho_zero_reproduces_the_base_optimizer_exactly():
         _loss(reference, x, y).backward()
         ref_opt.step()
         ref_opt.zero_grad()
-    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), reference.parameters()))
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), reference.parameters(), strict=False))
 
 
 def test_step_with_closure_equals_first_and_second_step():
@@ -139,7 +139,7 @@ def test_step_with_closure_equals_first_and_second_step():
             loss = opt_b.step(closure)
         opt_b.zero_grad()
         assert loss.requires_grad
-    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=False))
 
 
 def test_state_dict_round_trip_keeps_momentum_and_relinks_param_groups():
@@ -155,14 +155,14 @@ def test_state_dict_round_trip_keeps_momentum_and_relinks_param_groups():
     assert restored.base_optimizer.param_groups is restored.param_groups
     assert restored.state is restored.base_optimizer.state
     assert restored.param_groups[0]["rho"] == 0.1 and restored.param_groups[0]["lr"] == 0.1
-    for p, q in zip(model.parameters(), clone.parameters()):
+    for p, q in zip(model.parameters(), clone.parameters(), strict=False):
         assert torch.equal(opt.state[p]["momentum_buffer"], restored.state[q]["momentum_buffer"])
     restored.param_groups[0]["lr"] = 0.05  # an LR adapter writes once; the base optimizer sees it
     assert restored.base_optimizer.param_groups[0]["lr"] == 0.05
     opt.param_groups[0]["lr"] = 0.05
     _sam_step(model, opt, x, y)
     _sam_step(clone, restored, x, y)
-    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), clone.parameters()))
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), clone.parameters(), strict=False))
 
 
 def test_asam_perturbation_lies_on_the_t_w_sphere_along_t_w_squared_g():
@@ -191,7 +191,7 @@ def test_per_group_rho_shares_one_global_norm():
     grads = [p.grad.clone() for p in model.parameters()]
     norm = torch.sqrt(sum((g**2).sum() for g in grads))
     opt.first_step()
-    for p, w0, g, rho in zip(model.parameters(), w, grads, [0.1, 0.1, 0.2, 0.2]):
+    for p, w0, g, rho in zip(model.parameters(), w, grads, [0.1, 0.1, 0.2, 0.2], strict=False):
         assert torch.allclose(p - w0, rho * g / norm, rtol=1e-10, atol=1e-16)
 
 
@@ -255,7 +255,7 @@ def test_fp16_grad_scaler_path_equals_the_unscaled_path(clip_value):
                 scaler.update()
         results.append([p.detach() for p in model.parameters()])
     assert all(torch.isfinite(p).all() for p in results[0])
-    assert all(torch.allclose(a, b, rtol=1e-5, atol=1e-6) for a, b in zip(*results))
+    assert all(torch.allclose(a, b, rtol=1e-5, atol=1e-6) for a, b in zip(*results, strict=False))
 
 
 def test_fp16_overflow_gives_no_perturbation_and_the_scaler_skips_the_step():
@@ -266,12 +266,12 @@ def test_fp16_overflow_gives_no_perturbation_and_the_scaler_skips_the_step():
     with torch.autocast("cpu", dtype=torch.float16):
         scaler.scale(_loss(model, x, y)).backward()
     opt.first_step(zero_grad=True)
-    assert all(torch.equal(p, a) for p, a in zip(model.parameters(), w))  # eps = 0, never NaN weights
+    assert all(torch.equal(p, a) for p, a in zip(model.parameters(), w, strict=False))  # eps = 0, never NaN weights
     with torch.autocast("cpu", dtype=torch.float16):
         scaler.scale(_loss(model, x, y)).backward()
     opt.second_step(zero_grad=True, grad_scaler=scaler)
     scaler.update()
-    assert all(torch.equal(p, a) for p, a in zip(model.parameters(), w))
+    assert all(torch.equal(p, a) for p, a in zip(model.parameters(), w, strict=False))
     assert scaler.get_scale() == 2.0**39
 
 
@@ -290,7 +290,7 @@ def test_bf16_autocast_sam_stays_finite_and_close_to_fp32():
             opt.second_step(zero_grad=True)
         runs.append([p.detach() for p in model.parameters()])
     assert all(torch.isfinite(p).all() for p in runs[0])
-    assert all(torch.allclose(a, b, atol=2e-2) for a, b in zip(*runs))
+    assert all(torch.allclose(a, b, atol=2e-2) for a, b in zip(*runs, strict=False))
 
 
 def test_contract_errors_and_protocol():

@@ -39,7 +39,7 @@ def test_cosine_warms_up_then_decays_to_zero():
     assert learning_rate(stage, 6, 0, 10) == pytest.approx(stage.lr * 0.5)
     assert learning_rate(stage, 9, 9, 10) < 0.01 * stage.lr
     values = [learning_rate(stage, e, s, 10) for e in range(2, 10) for s in range(10)]
-    assert all(a >= b for a, b in zip(values, values[1:]))
+    assert all(a >= b for a, b in zip(values, values[1:], strict=False))
 
 
 def test_constant_stage2_lr():

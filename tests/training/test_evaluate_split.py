@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from ccsam.config import resolve_config
-from ccsam.training.run_dir import RunDir
 from ccsam.evaluation.predict import evaluate_split
+from ccsam.training.run_dir import RunDir
 from ccsam.training.trainer import Trainer
 
 

@@ -10,10 +10,10 @@ import torch
 from ccsam.config import list_presets, resolve_config
 from ccsam.data.loader import eval_batches
 from ccsam.evaluation import classification_report
+from ccsam.evaluation.predict import predict
 from ccsam.losses.logit_adjustment import posthoc_logit_adjustment
 from ccsam.models.heads import LWSHead, tau_normalized_weight
 from ccsam.training.checkpoint import load_checkpoint
-from ccsam.evaluation.predict import predict
 from ccsam.training.run_dir import RunDir
 from ccsam.training.trainer import Trainer, train
 

@@ -57,7 +57,9 @@ def test_ccsam_stage1_uses_the_class_conditional_logits():
     logits = model.head(features)
     perturbed = class_conditional_logits(features, model.head.weight, model.head.bias, batch.targets_a, COUNTS,
                                          noise_scale=s)
-    expected = (1 - beta) * F.cross_entropy(logits, batch.targets_a) + beta * F.cross_entropy(perturbed, batch.targets_a)
+    expected = (1 - beta) * F.cross_entropy(logits, batch.targets_a) + beta * F.cross_entropy(
+        perturbed, batch.targets_a
+    )
     torch.testing.assert_close(loss, expected)
     assert not torch.allclose(perturbed, logits)  # the radius is visible at this scale
 

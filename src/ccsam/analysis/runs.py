@@ -11,10 +11,10 @@ from typing import Any
 
 from ccsam import strict_json
 from ccsam.analysis import loss_curve_1d, loss_surface_2d, per_class_sharpness, weight_perturbation_probe
+from ccsam.atomic_io import atomic_write_text, check_writable
 from ccsam.errors import RunDirError
 from ccsam.models.heads import CosineHead
 from ccsam.training.evaluate_run import TrainedRun, load_trained
-from ccsam.atomic_io import atomic_write_text, check_writable
 from ccsam.training.run_dir import RunDir
 
 

@@ -26,7 +26,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     export.add_argument("--preset", default=None, help=f"preset name or YAML file (default: {DEFAULT_PRESET})")
     export.add_argument("--data-root", default=None, help="folder that holds the data set")
     export.add_argument("--out", required=True, help="file to create (never overwritten)")
-    export.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="data.* overrides, e.g. data.imbalance_ratio=200")
+    export.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="data.* overrides, e.g. data.imbalance_ratio=200")
     manifest = actions.add_parser(
         "manifest", help="write a preset's split manifest (train / val indices, counts, sha256) to FILE",
         description="Draw the long-tailed training subset and the validation split of a preset exactly as "

@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="show the traceback behind an error line (also CCSAM_DEBUG=1; allowed anywhere)")
     sub = parser.add_subparsers(
         dest="command", metavar="{train,eval,presets,data,tune,probe,landscape,sharpness,report}")
-    for name, module in _SUBCOMMANDS.items():
+    for _name, module in _SUBCOMMANDS.items():
         module.add_parser(sub)
     analysis_cmd.add_parsers(sub)
     return parser

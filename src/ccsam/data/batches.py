@@ -16,11 +16,11 @@ import torch
 from ccsam.config.schema import DataConfig
 from ccsam.data.arrays import ImageArrays
 from ccsam.data.augment import normalize
-from ccsam.data.long_tail import LongTailData
 from ccsam.data.dataloader import AugmentedImages, DataLoaderBatches, batches_to, make_loader, one_line
 from ccsam.data.image_files import ImageFiles
 from ccsam.data.jpeg import EvalTransform, ImageFileDataset, Normalization, TrainTransform
 from ccsam.data.loader import AugmentSpec, InMemoryLoader, eval_batches
+from ccsam.data.long_tail import LongTailData
 from ccsam.errors import CcsamError
 
 __all__ = ["split_batches", "train_batches"]

@@ -13,7 +13,7 @@ from ccsam.data.arrays import ImageArrays
 from ccsam.data.cache import load_cache
 from ccsam.data.file_sets import build_file_splits, read_open_set
 from ccsam.data.image_files import ImageFiles, LoadOptions
-from ccsam.data.long_tail import LongTailData, Split
+from ccsam.data.long_tail import LongTailData
 from ccsam.data.profiles import long_tail_counts
 from ccsam.data.readers import read_dataset
 from ccsam.data.splits import SplitManifest, build_split

@@ -97,7 +97,7 @@ def reliability_bins(logits: Tensor, labels: Tensor, num_bins: int = 15) -> dict
     return {
         "edges": edges.tolist(),
         "count": n,
-        "confidence": [c / k if k else None for c, k in zip(conf_l, n)],
-        "accuracy": [a / k if k else None for a, k in zip(correct_l, n)],
+        "confidence": [c / k if k else None for c, k in zip(conf_l, n, strict=False)],
+        "accuracy": [a / k if k else None for a, k in zip(correct_l, n, strict=False)],
         "num_samples": int(sum(n)),
     }

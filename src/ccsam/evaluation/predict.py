@@ -17,8 +17,8 @@ from torch import nn
 
 from ccsam.config.schema import RunConfig
 from ccsam.data.arrays import ImageArrays
-from ccsam.data.build import LongTailData
 from ccsam.data.batches import split_batches
+from ccsam.data.build import LongTailData
 from ccsam.data.image_files import ImageFiles
 from ccsam.distributed.evaluation import gather_predictions, local_split
 from ccsam.evaluation.calibration import reliability_bins

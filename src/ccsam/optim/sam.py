@@ -148,7 +148,8 @@ class SAM(Optimizer):
             if norm is None or group["rho"] == 0:
                 continue
             params = [p for p in group["params"] if p.grad is not None]
-            for p, e in zip(params, sam_epsilon(params, group["rho"], group["adaptive"], group["eta"], norm)):
+            epsilons = sam_epsilon(params, group["rho"], group["adaptive"], group["eta"], norm)
+            for p, e in zip(params, epsilons, strict=True):
                 if e is not None:
                     self._backup[p] = p.detach().clone()
                     p.add_(e)

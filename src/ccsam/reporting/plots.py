@@ -33,7 +33,7 @@ def per_class_accuracy_plot(series: dict[str, tuple[list[int], list[float | None
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for name, (counts, accuracy) in series.items():
-        points = sorted((c, a) for c, a in zip(counts, accuracy) if a is not None)
+        points = sorted((c, a) for c, a in zip(counts, accuracy, strict=False) if a is not None)
         ax.plot([c for c, _ in points], [100 * a for _, a in points], marker="o", label=name, alpha=0.85)
     ax.set_xscale("log")
     ax.set_xlabel("training images of the class (log scale)")
@@ -49,11 +49,11 @@ def reliability_plot(bins: dict[str, dict[str, Any]], path: Path) -> Path:
     plt = _pyplot()
     names = list(bins)
     fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.4), squeeze=False)
-    for ax, name in zip(axes[0], names):
+    for ax, name in zip(axes[0], names, strict=False):
         edges, accuracy, count = bins[name]["edges"], bins[name]["accuracy"], bins[name]["count"]
-        centres = [(lo + hi) / 2 for lo, hi in zip(edges, edges[1:])]
+        centres = [(lo + hi) / 2 for lo, hi in zip(edges, edges[1:], strict=False)]
         width = edges[1] - edges[0]
-        kept = [(c, a) for c, a, n in zip(centres, accuracy, count) if n]
+        kept = [(c, a) for c, a, n in zip(centres, accuracy, count, strict=False) if n]
         ax.bar([c for c, _ in kept], [a for _, a in kept], width=width * 0.9, label="accuracy", alpha=0.8)
         ax.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
         ax.set_xlim(0, 1)
@@ -71,7 +71,7 @@ def confusion_plot(matrices: dict[str, list[list[int]]], class_names: list[str],
     names = list(matrices)
     fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 3.6), squeeze=False)
     image = None
-    for ax, name in zip(axes[0], names):
+    for ax, name in zip(axes[0], names, strict=False):
         rows = matrices[name]
         normalised = [[v / max(sum(row), 1) for v in row] for row in rows]
         image = ax.imshow(normalised, vmin=0, vmax=1, cmap="Blues")
@@ -97,7 +97,7 @@ def landscape_plot(curves: dict[str, dict[str, Any]], path: Path) -> Path:
     plt = _pyplot()
     panels = [k for k in ("overall", "many", "medium", "few") if any(c.get(k) for c in curves.values())]
     fig, axes = plt.subplots(1, len(panels), figsize=(3.3 * len(panels), 3.3), squeeze=False)
-    for ax, panel in zip(axes[0], panels):
+    for ax, panel in zip(axes[0], panels, strict=False):
         for name, curve in curves.items():
             values = curve.get(panel)
             if values and all(v is not None for v in values):
@@ -140,9 +140,10 @@ def sharpness_plot(results: dict[str, dict[str, Any]], path: Path) -> Path:
     plt = _pyplot()
     scopes = [s for s in ("head", "all") if any(s in r for r in results.values())]
     fig, axes = plt.subplots(1, len(scopes), figsize=(4.2 * len(scopes), 3.6), squeeze=False)
-    for ax, scope in zip(axes[0], scopes):
+    for ax, scope in zip(axes[0], scopes, strict=False):
         for name, result in results.items():
-            points = sorted((c, v) for c, v in zip(result["class_counts"], result.get(scope, [])) if v is not None)
+            pairs = zip(result["class_counts"], result.get(scope, []), strict=False)
+            points = sorted((c, v) for c, v in pairs if v is not None)
             ax.plot([c for c, _ in points], [v for _, v in points], marker="o", label=name)
         ax.set_xscale("log")
         ax.set_xlabel("training images of the class (log scale)")
@@ -158,9 +159,10 @@ def contour_plot(surfaces: dict[str, dict[str, Any]], path: Path) -> Path:
     plt = _pyplot()
     names = list(surfaces)
     fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 3.4), squeeze=False)
-    for ax, name in zip(axes[0], names):
+    for ax, name in zip(axes[0], names, strict=False):
         surface = surfaces[name]
-        levels = ax.contour(surface["alphas"], surface["betas"], [list(r) for r in zip(*surface["loss"])], levels=15)
+        transposed = [list(r) for r in zip(*surface["loss"], strict=True)]
+        levels = ax.contour(surface["alphas"], surface["betas"], transposed, levels=15)
         ax.clabel(levels, fontsize=6)
         ax.plot([0], [0], "k+", markersize=10)
         ax.set_xlabel("direction 1 (alpha)")

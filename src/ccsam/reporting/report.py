@@ -37,7 +37,7 @@ def _analysis(run: dict[str, Any], kind: str) -> dict[str, Any] | None:
 
 
 def _mean_per_class(runs: list[dict[str, Any]]) -> list[float | None]:
-    columns = zip(*(r["test"]["per_class_accuracy"] for r in runs))
+    columns = zip(*(r["test"]["per_class_accuracy"] for r in runs), strict=False)
     return [statistics.fmean(v for v in col if v is not None) if any(v is not None for v in col) else None
             for col in columns]
 

@@ -15,9 +15,9 @@ def format_results_table(results: dict[str, Any], split: str = "test") -> str:
     sizes = report["group_sizes"]
     header = ["", "overall", f"many ({sizes['many']})", f"medium ({sizes['medium']})",
               f"few ({sizes['few']})", "ECE %", "NLL"]
-    row = [f"top-1 %", _pct(report["top1"]), _pct(report["many"]), _pct(report["medium"]),
+    row = ["top-1 %", _pct(report["top1"]), _pct(report["many"]), _pct(report["medium"]),
            _pct(report["few"]), _pct(report["ece"]), "-" if report["nll"] is None else f"{report['nll']:.3f}"]
-    widths = [max(len(h), len(r)) for h, r in zip(header, row)]
+    widths = [max(len(h), len(r)) for h, r in zip(header, row, strict=False)]
     trained, total = results.get("epochs_trained"), results.get("epochs")
     when = "last epoch"
     if trained is not None and total is not None:
@@ -29,6 +29,6 @@ def format_results_table(results: dict[str, Any], split: str = "test") -> str:
              f"{results.get('few_threshold', 20)}-{results.get('many_threshold', 100)} / "
              f"<{results.get('few_threshold', 20)} training images")
     lines = [title,
-             "  ".join(h.rjust(w) for h, w in zip(header, widths)),
-             "  ".join(r.rjust(w) for r, w in zip(row, widths))]
+             "  ".join(h.rjust(w) for h, w in zip(header, widths, strict=False)),
+             "  ".join(r.rjust(w) for r, w in zip(row, widths, strict=False))]
     return "\n".join(lines)

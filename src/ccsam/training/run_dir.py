@@ -102,7 +102,9 @@ class RunDir:
         """An existing run folder; one clear error if it is not one."""
         run = cls(path)
         if not run.config_path.is_file():
-            raise RunDirError(f"'{run.path}' is not a ccsam run folder (no config.yaml); pass a folder made by `ccsam train`")
+            raise RunDirError(
+                f"'{run.path}' is not a ccsam run folder (no config.yaml); pass a folder made by `ccsam train`"
+            )
         return run
 
     def _temp_files(self) -> list[Path]:

@@ -17,9 +17,9 @@ from torch import nn
 from torch.optim import Optimizer
 
 from ccsam.config.schema import RunConfig, Stage1Config, Stage2Config
+from ccsam.data.batches import train_batches
 from ccsam.data.build import LongTailData
 from ccsam.data.dataloader import DataLoaderBatches
-from ccsam.data.batches import train_batches
 from ccsam.data.loader import InMemoryLoader
 from ccsam.data.samplers import build_sampler
 from ccsam.losses import LOSSES
