@@ -11,6 +11,7 @@ from _jpeg_layouts import write_list_layout
 
 from ccsam.config import resolve_config
 from ccsam.config.io import list_presets, load_preset_tree
+from ccsam.errors import ConfigError
 from ccsam.training.run_dir import RunDir
 from ccsam.training.trainer import train
 
@@ -90,6 +91,7 @@ def test_preset_runs_shrunk_on_generated_data(preset, layouts, tmp_path):
         "data.num_workers": 0,
         "model.arch": "resnet10",
         "model.pretrained": "null",
+        "model.require_pretrained": "false",
         "stage1.epochs": 1,
         "stage2.epochs": min(1, tree.get("stage2", {}).get("epochs", 0)),
         "eval.many_threshold": 10,
@@ -100,3 +102,13 @@ def test_preset_runs_shrunk_on_generated_data(preset, layouts, tmp_path):
     results = train(config, RunDir.create(tmp_path / "run", config, []), progress=False)
     assert results["epochs"] == config.total_epochs and 0.0 <= results["test"]["top1"] <= 1.0
     assert len(results["test"]["per_class_accuracy"]) == 12
+
+
+def test_places_presets_refuse_to_train_from_scratch_without_being_told(tmp_path, layouts):
+    """The Places-LT protocol starts from ImageNet weights: without model.pretrained the run stops with one
+    line before anything is written (and model.require_pretrained=false is the explicit way out)."""
+    overrides = [f"data.root={layouts['places_lt']}", "model.arch=resnet10", "data.num_workers=0", "device=cpu"]
+    config = resolve_config("places-lt-ce", overrides)
+    with pytest.raises(ConfigError, match="model.pretrained=PATH"):
+        train(config, RunDir.create(tmp_path / "run", config, []), progress=False)
+    assert not (tmp_path / "run" / "checkpoints").exists()

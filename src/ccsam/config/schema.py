@@ -156,6 +156,10 @@ class ModelConfig(_Section):
     )
     download: bool = Field(False, description="consent to fetch the torchvision weights model.pretrained names")
     pretrained_head: bool = Field(False, description="also load the weights' fc into the head (same shapes)")
+    require_pretrained: bool = Field(
+        False, description="refuse to train without model.pretrained (the Places-LT protocol starts from ImageNet "
+        "weights); set false to train from scratch on purpose"
+    )
 
     @field_validator("arch")
     @classmethod

@@ -9,14 +9,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from ccsam.config.schema import RunConfig
+from ccsam.config.schema import FILE_DATASETS, RunConfig
 from ccsam.data.build import LongTailData
 from ccsam.errors import ConfigError
 
 
 def check_trainable(cfg: RunConfig, data: LongTailData) -> None:
     """Raise :class:`ConfigError` if an epoch of ``cfg`` on ``data`` would have no step, or a class has
-    no training image."""
+    no training image, or if the protocol needs pretrained weights that were not given."""
+    if cfg.model.require_pretrained and cfg.model.pretrained is None:
+        raise ConfigError(
+            f"this configuration starts {cfg.model.arch} from pretrained weights (model.require_pretrained=true) "
+            "but model.pretrained is not set; pass model.pretrained=PATH to a torchvision-named state dict (the "
+            "README's 'ImageNet-style backbones' section says how to get one), or model.require_pretrained=false "
+            "to train from scratch"
+        )
     counts = [int(c) for c in data.class_counts.tolist()]
     empty = [c for c, n in enumerate(counts) if n == 0]
     if empty:
@@ -24,6 +31,11 @@ def check_trainable(cfg: RunConfig, data: LongTailData) -> None:
         first = empty[0]
         label = f"class {first} ('{names[first]}')" if first < len(names) else f"class {first}"
         others = f" (and {len(empty) - 1} more)" if len(empty) > 1 else ""
+        if cfg.data.dataset in FILE_DATASETS:
+            raise ConfigError(
+                f"{label}{others} has no image in the training list of data.dataset={cfg.data.dataset}; "
+                "remove the label from the lists or add its training images"
+            )
         n_max = cfg.data.n_max if cfg.data.n_max is not None else "auto"
         raise ConfigError(
             f"{label}{others} would have no training image with data.n_max={n_max} and data.imbalance_ratio="
