@@ -107,7 +107,7 @@ def test_preset_runs_shrunk_on_generated_data(preset, layouts, tmp_path):
 def test_places_presets_refuse_to_train_from_scratch_without_being_told(tmp_path, layouts):
     """The Places-LT protocol starts from ImageNet weights: without model.pretrained the run stops with one
     line before anything is written (and model.require_pretrained=false is the explicit way out)."""
-    overrides = [f"data.root={layouts['places_lt']}", "model.arch=resnet10", "data.num_workers=0", "device=cpu"]
+    overrides = [f"data.root={layouts['places-lt']}", "model.arch=resnet10", "data.num_workers=0", "device=cpu"]
     config = resolve_config("places-lt-ce", overrides)
     with pytest.raises(ConfigError, match="model.pretrained=PATH"):
         train(config, RunDir.create(tmp_path / "run", config, []), progress=False)
