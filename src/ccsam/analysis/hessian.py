@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -208,7 +209,10 @@ def per_class_sharpness(
     if scope == "head" and not (hasattr(model, "head") and hasattr(model, "features")):
         raise ValueError("scope='head' needs a model with .features(x) and .head (a ccsam Classifier)")
     device, dtype = model_device_dtype(model, arrays.images.device)
-    params = list(model.head.parameters()) if scope == "head" else list(model.parameters())
+    # nn.Module.__getattr__ is typed Tensor | Module; for scope 'head' the check above found a Classifier's
+    # .head (a module) and .features (a method)
+    head = cast(nn.Module, model.head) if scope == "head" else None
+    params = list(head.parameters()) if head is not None else list(model.parameters())
     if not params:
         raise ValueError(f"the model has no parameters in scope '{scope}'")
     flags = [p.requires_grad for p in params]
@@ -226,10 +230,10 @@ def per_class_sharpness(
                 inputs = normalize(arrays.images[index], tuple(mean), tuple(std))
                 inputs = inputs.to(device=device, dtype=dtype)
                 labels = torch.full((index.numel(),), c, dtype=torch.int64, device=device)
-                if scope == "head":
+                if head is not None:
                     with torch.no_grad():
-                        inputs = model.features(inputs)
-                forward = model.head if scope == "head" else model
+                        inputs = cast(Callable[[Tensor], Tensor], model.features)(inputs)
+                forward = head if head is not None else model
                 loss_fn = functools.partial(_mean_cross_entropy, forward, inputs, labels)
                 generator = torch.Generator().manual_seed(seed)
                 eigenvalue = top_hessian_eigenvalue(

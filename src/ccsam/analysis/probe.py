@@ -266,8 +266,8 @@ def weight_perturbation_probe(
     sigmas = [float(s) for s in sigmas] if not isinstance(sigmas, (int, float)) else [float(sigmas)]
     if not sigmas:
         raise ValueError("sigmas is empty; pass at least one noise scale")
-    for s in sigmas:
-        _check_noise(s, mode, eps)
+    for sigma in sigmas:
+        _check_noise(sigma, mode, eps)
     check_int("draws", draws, low=1)
     probe_seed(seed, 0)  # validates the seed
     masks = group_masks(class_counts, arrays.num_classes, many_threshold, few_threshold)

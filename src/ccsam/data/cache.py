@@ -150,6 +150,7 @@ def export_cache(data: LongTailData, cfg: DataConfig, path: str | Path, level: i
         raise DataCacheError(f"data.dataset={data.name} streams image files from disk and has no cache; "
                              "copy the images and list files instead")
     check_writable(path.parent)
+    checksums: dict[str, dict[str, Any]] = {}
     meta = {
         "format": CACHE_FORMAT,
         "name": data.name,
@@ -158,11 +159,11 @@ def export_cache(data: LongTailData, cfg: DataConfig, path: str | Path, level: i
         "std": list(data.std),
         "split_fields": split_fields(cfg),
         "manifest": data.manifest.to_dict(),
-        "checksums": {},
+        "checksums": checksums,
     }
     payload: dict[str, Any] = {}
     for split in ("train", "val", "test"):
-        payload[split], meta["checksums"][split] = _encode_split(getattr(data, split), level)
+        payload[split], checksums[split] = _encode_split(getattr(data, split), level)
     payload["meta"] = strict_json.dumps(meta)
     payload["meta_sha256"] = _sha256(payload["meta"].encode())
     buffer = io.BytesIO()

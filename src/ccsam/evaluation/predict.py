@@ -9,7 +9,6 @@ re-evaluation (``ccsam eval``) and the analyses all predict through here.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
 from typing import Any, Protocol
 
 import torch
@@ -41,8 +40,10 @@ __all__ = [
 class _Runtime(Protocol):
     """What prediction needs of :class:`ccsam.training.precision.Runtime`."""
 
-    channels_last: bool
-    autocast: Callable[[], contextlib.AbstractContextManager[object]]
+    @property
+    def channels_last(self) -> bool: ...
+
+    def autocast(self) -> contextlib.AbstractContextManager[object]: ...
 
 
 @torch.no_grad()
@@ -101,7 +102,7 @@ def adjust_logits(logits: torch.Tensor, cfg: RunConfig, class_counts: torch.Tens
 
 def evaluate_split(
     model: Classifier,
-    arrays: ImageArrays,
+    arrays: ImageArrays | ImageFiles,
     data: LongTailData,
     cfg: RunConfig,
     runtime: _Runtime | None = None,

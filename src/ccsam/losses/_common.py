@@ -35,8 +35,7 @@ def check_real(
 
 def check_epoch(name: str, value: object) -> int:
     """Return ``value`` if it is an int ``>= 0`` (an epoch counter), else raise a one-line ValueError."""
-    check_int(name, value, low=0)
-    return value
+    return check_int(name, value, low=0)
 
 
 def as_class_counts(class_counts: ClassCounts, name: str = "class_counts") -> Tensor:

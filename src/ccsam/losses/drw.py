@@ -8,6 +8,7 @@ picks the loss, ``stage1.loss.drw.start_epoch`` turns the wrapper on, ``stage1.o
 from __future__ import annotations
 
 import inspect
+from typing import Protocol, cast
 
 import torch
 from torch import Tensor, nn
@@ -16,6 +17,10 @@ from ccsam.losses._common import ClassCounts, as_class_counts, check_epoch, chec
 from ccsam.losses.weights import _effective_number_weights
 
 __all__ = ["DeferredReweighting"]
+
+
+class _EpochAware(Protocol):
+    def set_epoch(self, epoch: int) -> None: ...
 
 
 class DeferredReweighting(nn.Module):
@@ -49,8 +54,7 @@ class DeferredReweighting(nn.Module):
         self, loss: nn.Module, class_counts: ClassCounts, start_epoch: int, beta: float = 0.9999
     ) -> None:
         super().__init__()
-        forward = getattr(loss, "forward", None)
-        if not isinstance(loss, nn.Module) or "class_weight" not in inspect.signature(forward).parameters:
+        if not isinstance(loss, nn.Module) or "class_weight" not in inspect.signature(loss.forward).parameters:
             name = type(loss).__name__
             raise ValueError(f"DRW needs a loss whose forward takes class_weight; {name} does not")
         if getattr(loss, "drw_start_epoch", None) is not None:
@@ -65,7 +69,8 @@ class DeferredReweighting(nn.Module):
         """Set the 0-based epoch that selects the weights (and pass it on to a wrapped loss that uses it)."""
         self.epoch = check_epoch("epoch", epoch)
         if hasattr(self.loss, "set_epoch"):
-            self.loss.set_epoch(epoch)
+            # nn.Module.__getattr__ is typed Tensor | Module; hasattr just found the loss's own set_epoch
+            cast(_EpochAware, self.loss).set_epoch(epoch)
 
     def class_weights(self) -> Tensor:
         """Ones before ``start_epoch``, effective-number weights from it on; float32 ``[C]``."""

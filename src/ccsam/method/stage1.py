@@ -10,22 +10,35 @@ that both apply exactly this one combination.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from ccsam.method.head import class_conditional_logits
 from ccsam.method.radius import RadiusMode
 
-__all__ = ["stage1_loss"]
+__all__ = ["LinearHead", "stage1_loss"]
 
 Criterion = Callable[[Tensor, Tensor], Tensor]
+
+
+class LinearHead(Protocol):
+    """A classifier head with a ``weight`` [C, d] and a ``bias`` [C] or None (``nn.Linear`` and the ccsam heads)."""
+
+    @property
+    def weight(self) -> Tensor: ...
+
+    @property
+    def bias(self) -> Tensor | None: ...
+
+    def __call__(self, features: Tensor) -> Tensor: ...
 
 
 def stage1_loss(
     clean: Tensor,
     features: Tensor,
-    head: nn.Module,
+    head: LinearHead,
     labels: Tensor,
     class_counts: Tensor | Sequence[float],
     *,

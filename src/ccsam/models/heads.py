@@ -23,8 +23,8 @@ __all__ = ["CosineHead", "LWSHead", "TauNormHead", "build_head", "tau_normalized
 
 
 def _finite(name: str, value: object, positive: bool = False) -> float:
-    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
-    if not ok or (positive and value <= 0):
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+            or (positive and value <= 0)):
         raise ValueError(f"{name} must be a finite{' positive' if positive else ''} number, got {value!r}")
     return float(value)
 

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from ccsam.method.stage1 import stage1_loss
+from ccsam.method.stage1 import LinearHead, stage1_loss
 
 
 class CCSAM(Optimizer):
@@ -53,7 +53,7 @@ class CCSAM(Optimizer):
         params: Iterable[nn.Parameter],
         base_optimizer_cls: Callable[..., Optimizer],
         *,
-        head: nn.Module,
+        head: LinearHead,
         class_counts: Tensor | Sequence[float],
         noise_scale: float = 1e-6,
         flat_ratio: float = 0.3,
@@ -87,7 +87,8 @@ class CCSAM(Optimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:  # type: ignore[override]
         """One step of the base optimiser (the perturbation is already inside the loss)."""
-        return self.base_optimizer.step(closure)
+        # torch's stub types a closure as returning float; a Tensor loss is what torch.optim documents
+        return self.base_optimizer.step(closure)  # type: ignore[arg-type]
 
     def state_dict(self) -> dict[str, Any]:
         return self.base_optimizer.state_dict()

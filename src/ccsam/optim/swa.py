@@ -76,7 +76,7 @@ class SwaAverager:
     def __init__(self, model: nn.Module, device: torch.device | str | None = None) -> None:
         if not isinstance(model, nn.Module):
             raise ValueError(f"model must be an nn.Module, got {type(model).__name__}")
-        self.averaged = AveragedModel(model, device=device)
+        self.averaged = AveragedModel(model, device=None if device is None else torch.device(device))
 
     @property
     def n_averaged(self) -> int:

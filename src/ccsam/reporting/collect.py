@@ -73,7 +73,8 @@ def _read_run(folder: Path) -> dict[str, Any]:
         raise ValueError("config.yaml is not valid YAML") from None
     if not isinstance(tree, dict):
         raise ValueError("config.yaml is not a config")
-    data = tree.get("data") if isinstance(tree.get("data"), dict) else {}
+    raw_data = tree.get("data")
+    data = raw_data if isinstance(raw_data, dict) else {}
     return {
         **results,
         "run_dir": str(folder),

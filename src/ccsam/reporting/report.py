@@ -67,7 +67,7 @@ def _probe_section(groups: dict[str, list[dict[str, Any]]], figures: Path, split
              "sharper minimum.", "",
              "| method | " + " | ".join(GROUPS) + " |", "|---|" + "---|" * len(GROUPS)]
     for name, per_group in spreads.items():
-        cells = ["-" if per_group[g] is None else f"{per_group[g][0]:.4f} ± {per_group[g][1]:.4f}" for g in GROUPS]
+        cells = ["-" if (spread := per_group[g]) is None else f"{spread[0]:.4f} ± {spread[1]:.4f}" for g in GROUPS]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines + ["", "![probe](figures/probe.png)", ""]
 
@@ -94,8 +94,10 @@ def _landscape_section(groups: dict[str, list[dict[str, Any]]], figures: Path, s
         cells = []
         for group in GROUPS:
             values = curve.get(group)
-            ok = values and None not in (values[0], values[-1], values[centre])
-            cells.append(f"{(values[0] + values[-1]) / 2 - values[centre]:.4f}" if ok else "-")
+            if values and None not in (values[0], values[-1], values[centre]):
+                cells.append(f"{(values[0] + values[-1]) / 2 - values[centre]:.4f}")
+            else:
+                cells.append("-")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += ["", "![landscape](figures/landscape.png)", ""]
     if surfaces:

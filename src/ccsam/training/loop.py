@@ -79,9 +79,12 @@ def train_one_epoch(
             loss_sum += out.loss.detach() * batch.targets_a.shape[0]
             correct += (out.logits.argmax(dim=1) == batch.targets_a).sum()
             seen += batch.targets_a.shape[0]
-    nonfinite: dict[str, float | int | None] = {}
+    nonfinite: dict[str, float | int] = {}
     if on_nonfinite == "stop" and watch.check():
-        nonfinite = {"nonfinite_step": watch.first_step, "nonfinite_loss": watch.first_value}
+        # check() is True exactly when it has recorded the first non-finite step and its loss
+        first_step, first_value = watch.first_step, watch.first_value
+        assert first_step is not None and first_value is not None
+        nonfinite = {"nonfinite_step": first_step, "nonfinite_loss": first_value}
     elif on_nonfinite == "skip":
         nonfinite = {"skipped_steps": skipped[0]}
     if seen == 0:

@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch.optim import Optimizer
@@ -55,7 +55,7 @@ def skip_nonfinite_steps(optimizer: Optimizer) -> Iterator[list[int]]:
     list counting the skipped steps. For SAM-family optimisers the base optimiser's step is guarded, so
     ``second_step`` still restores the unperturbed weights first."""
     target = getattr(optimizer, "base_optimizer", optimizer)
-    step = target.step
+    step: Callable[..., object] = target.step
     skipped = [0]
 
     def guarded(*args: object, **kwargs: object) -> object:
@@ -76,4 +76,4 @@ def skip_nonfinite_steps(optimizer: Optimizer) -> Iterator[list[int]]:
         if own is None:
             del target.step  # back to the class's (hooked) method
         else:
-            target.step = own
+            target.step = own  # type: ignore[method-assign]

@@ -16,6 +16,7 @@ from torch import nn
 
 from ccsam.data.augment import MixedBatch
 from ccsam.method import (
+    PerturbScope,
     RadiusMode,
     adversarial_feature_losses,
     class_conditional_loss,
@@ -118,7 +119,7 @@ class ScopedCcsamObjective:
     class_counts: torch.Tensor
     flat_ratio: float
     noise_scale: float
-    scope: str
+    scope: PerturbScope
     last_k: int = 1
 
     def __call__(self, model: Classifier, batch: MixedBatch) -> StepOutput:

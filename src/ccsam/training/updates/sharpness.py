@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from typing import Any, Protocol
 
 from torch.optim import Optimizer
 
@@ -20,7 +21,16 @@ from ccsam.optim.sam import maybe_no_sync
 from ccsam.training.objectives import ErmObjective, StepOutput, mixup_loss
 
 Autocast = Callable[[], contextlib.AbstractContextManager[object]]
-Update = Callable[[Classifier, Callable, MixedBatch, Optimizer, Autocast], StepOutput]
+#: The objective and optimiser arguments are ``Any``: the config pairs each update with its optimiser (SGD ->
+#: any Optimizer, SAM / ASAM -> a SharpnessOptimizer, ImbSAM -> ImbSAM, which also needs an ErmObjective),
+#: a pairing that one callable type cannot state.
+Update = Callable[[Classifier, Any, MixedBatch, Any, Autocast], StepOutput]
+
+
+class TwoPassOptimizer(SharpnessOptimizer, Protocol):
+    """A :class:`SharpnessOptimizer` that is also a torch ``Optimizer`` (SAM, ASAM): it has ``zero_grad``."""
+
+    def zero_grad(self, set_to_none: bool = True) -> None: ...
 
 
 def sgd_update(model: Classifier, objective: Callable, batch: MixedBatch, optimizer: Optimizer,
@@ -34,7 +44,7 @@ def sgd_update(model: Classifier, objective: Callable, batch: MixedBatch, optimi
     return out
 
 
-def sam_update(model: Classifier, objective: Callable, batch: MixedBatch, optimizer: SharpnessOptimizer,
+def sam_update(model: Classifier, objective: Callable, batch: MixedBatch, optimizer: TwoPassOptimizer,
                autocast: Autocast) -> StepOutput:
     """SAM / ASAM (Foret et al. 2021; Kwon et al. 2021): gradient at w + eps applied at w, through the
     two-pass protocol (:class:`ccsam.optim.base.SharpnessOptimizer`) alone."""
