@@ -2,7 +2,7 @@
 
 Usage (one job at a time; re-run the same command to continue after an interruption):
     python benchmarks/fmnist_tuned_study.py --data-root ../shared/data --study-dir runs/fmnist-lt-tuned
-    python benchmarks/fmnist_tuned_study.py --smoke --study-dir /tmp/fmnist-smoke   # minutes: proves it runs
+    python benchmarks/fmnist_tuned_study.py --smoke --study-dir runs/fmnist-smoke   # minutes: proves it runs
 
 Phases, in this order, each resumable: (1) search: every method of `fmnist_tuned_study.yaml`, the same
 number of Optuna trials on the 30 + 10 proxy schedule, validation split only; (2) final: each method's

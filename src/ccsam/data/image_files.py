@@ -72,7 +72,7 @@ class ImageFiles:
         loading: decoding and batching options of this split.
 
     Example:
-        >>> files = read_list_file(Path("lists/ImageNet_LT_train.txt"), Path("/data/imagenet"))
+        >>> files = read_list_file(Path("ImageNet_LT_train.txt"), Path("data/imagenet"))  # data.root
         >>> files.path(0), int(files.labels[0])
     """
 
