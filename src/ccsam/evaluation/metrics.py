@@ -78,6 +78,18 @@ def per_class_accuracy(logits: Tensor, labels: Tensor, num_classes: int) -> Tens
     return correct / total  # 0 / 0 = NaN for absent classes
 
 
+def shot_group_means(rates: Tensor, groups: dict[str, Tensor]) -> dict[str, float | None]:
+    """Per shot group (:func:`shot_groups`), the float64 mean of the per-class ``rates`` ``[C]`` over the
+    group's classes whose rate is defined (not NaN, i.e. the class has samples); ``None`` for a group
+    with no such class."""
+    means: dict[str, float | None] = {}
+    for name in _GROUPS:
+        group_rates = rates[groups[name].to(rates.device)]
+        group_rates = group_rates[~group_rates.isnan()]
+        means[name] = float(group_rates.cpu().double().mean()) if group_rates.numel() else None
+    return means
+
+
 def _nan_to_none(values: Tensor) -> list[float | None]:
     return [None if math.isnan(v) else v for v in values.tolist()]
 
@@ -125,10 +137,7 @@ def classification_report(
     acc = per_class_accuracy(logits, labels, num_classes)
     num_correct = int((logits.argmax(dim=1) == labels).sum())
     report: dict = {"top1": num_correct / logits.shape[0]}
-    for name in _GROUPS:
-        group_acc = acc[groups[name].to(acc.device)]
-        group_acc = group_acc[~group_acc.isnan()]
-        report[name] = float(group_acc.cpu().double().mean()) if group_acc.numel() else None
+    report.update(shot_group_means(acc, groups))
     report["nll"] = float(F.cross_entropy(logits, labels))
     report["ece"] = expected_calibration_error(logits, labels, ece_bins)
     report["per_class_accuracy"] = _nan_to_none(acc)

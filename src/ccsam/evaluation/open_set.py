@@ -27,7 +27,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from ccsam.evaluation.metrics import shot_groups
+from ccsam.evaluation.metrics import shot_group_means, shot_groups
 
 __all__ = [
     "OPEN_LABEL",
@@ -96,16 +96,10 @@ def open_set_f_measure(predictions: Tensor, labels: Tensor, variant: FMeasureVar
     return 2 * precision * recall / (precision + recall) if precision + recall else 0.0
 
 
-def _group_means(hits: Tensor, labels: Tensor, groups: dict[str, Tensor]) -> dict[str, float | None]:
-    """Per group, the mean over its classes present in ``labels`` of the per-class hit rate."""
-    num_classes = groups["many"].numel()
-    total = torch.bincount(labels, minlength=num_classes)
-    rate = torch.bincount(labels[hits], minlength=num_classes).double() / total.clamp_min(1)
-    means: dict[str, float | None] = {}
-    for name, mask in groups.items():
-        present = mask & (total > 0)
-        means[name] = float(rate[present].mean()) if bool(present.any()) else None
-    return means
+def _known_class_hit_rates(hits: Tensor, labels: Tensor, num_classes: int) -> Tensor:
+    """Per class, the share of its samples in ``labels`` that ``hits``; NaN for a class with none."""
+    total = torch.bincount(labels, minlength=num_classes).double()
+    return torch.bincount(labels[hits], minlength=num_classes).double() / total
 
 
 def open_set_report(
@@ -155,7 +149,7 @@ def open_set_report(
         "closed_top1": float((logits[known].argmax(dim=1) == known_labels).float().mean()),
         "known_top1": float(hits.float().mean()),
     }
-    report.update(_group_means(hits, known_labels, groups))
+    report.update(shot_group_means(_known_class_hit_rates(hits, known_labels, logits.shape[1]), groups))
     report["open_rejected"] = float((predictions[~known] == OPEN_LABEL).float().mean()) if num_open else None
     report.update(threshold=threshold, variant=variant, num_known=int(known.sum()), num_open=num_open)
     return report

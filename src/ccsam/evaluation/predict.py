@@ -34,6 +34,7 @@ __all__ = [
     "open_set_results",
     "predict",
     "prediction_head",
+    "split_logits",
 ]
 
 
@@ -100,6 +101,21 @@ def adjust_logits(logits: torch.Tensor, cfg: RunConfig, class_counts: torch.Tens
     return logits
 
 
+def split_logits(
+    model: Classifier,
+    arrays: ImageArrays | ImageFiles,
+    data: LongTailData,
+    cfg: RunConfig,
+    runtime: _Runtime | None = None,
+) -> torch.Tensor:
+    """The prediction-time logits [N, C] of ``model`` on one split, on the CPU: the prediction head
+    (:func:`prediction_head`) followed by :func:`adjust_logits`."""
+    logits = predict(
+        model, arrays, cfg.data.eval_batch_size, data.mean, data.std, runtime, head=prediction_head(model, cfg)
+    )
+    return adjust_logits(logits, cfg, data.class_counts).cpu()
+
+
 def evaluate_split(
     model: Classifier,
     arrays: ImageArrays | ImageFiles,
@@ -107,20 +123,13 @@ def evaluate_split(
     cfg: RunConfig,
     runtime: _Runtime | None = None,
     details: bool = False,
+    logits: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """Metrics of ``model`` on one split (top-1, many/medium/few, per-class accuracy, ECE, NLL); with
     ``details`` also the reliability-diagram bins and, up to ``eval.confusion_max_classes`` classes, the
-    confusion matrix."""
-    logits = predict(
-        model,
-        arrays,
-        cfg.data.eval_batch_size,
-        data.mean,
-        data.std,
-        runtime,
-        head=prediction_head(model, cfg),
-    )
-    logits = adjust_logits(logits, cfg, data.class_counts).cpu()
+    confusion matrix. ``logits``: the split's :func:`split_logits` when the caller already has them."""
+    if logits is None:
+        logits = split_logits(model, arrays, data, cfg, runtime)
     labels = arrays.labels.cpu()
     report = classification_report(
         logits,
@@ -144,19 +153,15 @@ def open_set_results(
     data: LongTailData,
     cfg: RunConfig,
     runtime: _Runtime | None = None,
+    test_logits: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """OLTR open-set metrics (``eval.open_set``): the test split plus the ``_open`` images labelled -1,
-    rejection below ``eval.open_threshold`` (:func:`ccsam.evaluation.open_set.open_set_report`)."""
-    head = prediction_head(model, cfg)
-    logits = [
-        adjust_logits(
-            predict(model, split, cfg.data.eval_batch_size, data.mean, data.std, runtime, head=head),
-            cfg,
-            data.class_counts,
-        ).cpu()
-        for split in (test, open_images)
-    ]
-    merged, labels = with_open_samples(logits[0], test.labels.cpu(), logits[1])
+    rejection below ``eval.open_threshold`` (:func:`ccsam.evaluation.open_set.open_set_report`).
+    ``test_logits``: the test split's :func:`split_logits` when the caller already has them."""
+    if test_logits is None:
+        test_logits = split_logits(model, test, data, cfg, runtime)
+    open_logits = split_logits(model, open_images, data, cfg, runtime)
+    merged, labels = with_open_samples(test_logits, test.labels.cpu(), open_logits)
     return open_set_report(
         merged,
         labels,

@@ -22,7 +22,7 @@ from ccsam.data.build import build_data, build_open_images
 from ccsam.data.splits import SplitManifest
 from ccsam.distributed import barrier, broadcast_module, is_main
 from ccsam.errors import DivergenceError, RunDirError
-from ccsam.evaluation.predict import balanced_accuracy, evaluate_split, open_set_results
+from ccsam.evaluation.predict import balanced_accuracy, evaluate_split, open_set_results, split_logits
 from ccsam.optim.schedules import learning_rate
 from ccsam.training import distributed
 from ccsam.training.assembly import build_run_model, prepare_stage2, select_device
@@ -220,6 +220,7 @@ class Trainer:
     def final_results(self) -> dict[str, Any]:
         """``results.json``: the last-epoch model on the test split (and the validation split)."""
         data, cfg = self.data, self.cfg
+        test_logits = split_logits(self.model, data.test, data, cfg, self.runtime)  # predicted once, used twice
         results = {
             "name": cfg.name,
             "seed": cfg.seed,
@@ -230,12 +231,14 @@ class Trainer:
             "class_counts": data.class_counts.tolist(),
             "many_threshold": cfg.eval.many_threshold,
             "few_threshold": cfg.eval.few_threshold,
-            "test": evaluate_split(self.model, data.test, data, cfg, self.runtime, details=True),
+            "test": evaluate_split(self.model, data.test, data, cfg, self.runtime, details=True, logits=test_logits),
             "val": evaluate_split(self.model, data.val, data, cfg, self.runtime) if len(data.val) else None,
         }
         if cfg.eval.open_set:  # OLTR (spec 3.3): the test split plus the `_open` list's images
             opened = build_open_images(cfg.data, data)
-            results["open_set"] = open_set_results(self.model, data.test, opened, data, cfg, self.runtime)
+            results["open_set"] = open_set_results(
+                self.model, data.test, opened, data, cfg, self.runtime, test_logits=test_logits
+            )
         return results
 
     # -- TensorBoard -------------------------------------------------------------------------------
