@@ -4,9 +4,10 @@ Usage (one job at a time; re-run the same command to continue after an interrupt
     python benchmarks/fmnist_tuned_study.py --data-root ../shared/data --study-dir runs/fmnist-lt-tuned
     python benchmarks/fmnist_tuned_study.py --smoke --study-dir runs/fmnist-smoke   # minutes: proves it runs
 
-Phases, in this order, each resumable: (1) search: every method of `fmnist_tuned_study.yaml`, the same
-number of Optuna trials on the 30 + 10 proxy schedule, validation split only; (2) final: each method's
-chosen values on the full 120 + 20 schedule, seeds 0-4, test split once per seed; (3) ablations of the
+Phases, each resumable, method by method in the order of `fmnist_tuned_study.yaml` (so that whatever has
+finished is a complete row): (1) search: the same number of Optuna trials for every method on the 30 + 10
+proxy schedule, validation split only; (2) final: the method's chosen values on the full 120 + 20
+schedule, seeds 0-4, test split once per seed; then (3) ablations of the
 tuned CC-SAM (released form): the radius ablation (none / dir_only / mag_only vs ccsam) and the stage-1
 isolation (CC-SAM or ERM stage 1, each followed by CC-SAM's stage 2 or cRT). After every job the report
 `benchmarks/results/fmnist-lt-tuned.md` is rewritten from whatever has finished (`--smoke`: inside the
@@ -128,12 +129,12 @@ def main() -> None:
         )
 
     with StudyLock(study_dir):
-        if args.phase in ("search", "all"):
-            for method in methods:
+        # Method by method (its search, then its seeds), so that whatever has finished is a complete row.
+        for method in methods:
+            if args.phase in ("search", "all"):
                 run_search(spec, study_dir, method)
                 report_now()
-        if args.phase in ("final", "all"):
-            for method in methods:
+            if args.phase in ("final", "all"):
                 run_final(spec, study_dir, method)
                 report_now()
         if args.phase in ("ablations", "all") and ablated in methods:
