@@ -39,6 +39,11 @@ STEP_CASES: dict[str, tuple[dict[str, Any], int]] = {
     "asam": ({"stage1.method": "erm", "stage1.optimizer": "asam", "stage1.rho": 0.5}, 1),
     "imbsam": ({"stage1.method": "erm", "stage1.optimizer": "imbsam", "stage1.rho": 0.1,
                 "stage1.imbsam_tail_threshold": 20}, 1),
+    "ccsam-last_k": ({**HEAD, "stage1.perturb_scope": "last_k", "stage1.perturb_last_k": 1}, 1),
+    "ccsam-all": ({**HEAD, "stage1.perturb_scope": "all"}, 1),
+    "gp": ({"stage1.method": "erm", "stage1.flattening": "gp", "stage1.gp_radius": 0.1}, 1),
+    "mp": ({"stage1.method": "erm", "stage1.flattening": "mp", "stage1.mp_bound": 0.05,
+            "stage1.mp_copies": 3}, 1),
 }
 
 
@@ -56,8 +61,9 @@ def _steps(extra: dict[str, Any], stage_number: int, tmp: Path, *, gather: bool 
     objective = build_objective(cfg, stage, 0, trainer.counts)
     objective = distribute_objective(objective) if gather else objective
     stage.set_modes(trainer.model, cfg)
+    model = stage.runner if stage.runner is not None else trainer.model
     for _, batch in zip(range(steps), stage.loader.epoch(), strict=False):
-        stage.update(trainer.model, objective, batch, stage.optimizer, trainer.runtime.autocast)
+        stage.update(model, objective, batch, stage.optimizer, trainer.runtime.autocast)
     return {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}, trainer
 
 

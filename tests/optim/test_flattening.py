@@ -134,11 +134,12 @@ def test_gp_rejects_bad_hyperparameters(kwargs):
 # ------------------------------------------------------------------------------------------------ MP
 
 
-def test_mp_with_zero_bound_is_sgd_exactly():
+@pytest.mark.parametrize("copies", [2, 4])  # (g + ... + g) / M is g exactly for M a power of two
+def test_mp_with_zero_bound_is_sgd_exactly(copies: int):
     model, twin = _model(), _model()
     kwargs = {"lr": 0.1, "momentum": 0.9, "weight_decay": 1e-3}
     opt, twin_opt = torch.optim.SGD(model.parameters(), **kwargs), torch.optim.SGD(twin.parameters(), **kwargs)
-    update = make_model_perturbation_update(bound=0.0, copies=3)
+    update = make_model_perturbation_update(bound=0.0, copies=copies)
     for seed in (1, 2):
         update(model, _objective, _batch(seed=seed), opt, NULL)
         sgd_update(twin, _objective, _batch(seed=seed), twin_opt, NULL)

@@ -1,5 +1,6 @@
-"""Multi-GPU / multi-node training under torchrun: the process group, sharded global batches, the
-collectives (row gathers, gradient averaging), SyncBatchNorm and sharded evaluation.
+"""Multi-GPU / multi-node training under torchrun: the process group, PyTorch's DistributedDataParallel
+around the model (:mod:`~ccsam.distributed.ddp`), sharded global batches, the collectives DDP does not
+cover (row gathers, per-class gradient sums, BatchNorm buffers), SyncBatchNorm and sharded evaluation.
 
 Only torch and :mod:`ccsam.errors` below it; the engine's side (global-batch CC-SAM objectives, stage
 and model set-up) is :mod:`ccsam.training.distributed`. Everything is a no-op in a single process, so a
@@ -10,10 +11,12 @@ GPUs and machines".
 from ccsam.distributed.collectives import (
     all_gather_variable,
     all_reduce_mean,
-    average_gradients,
+    all_reduce_sum,
+    average_buffers,
     broadcast_module,
     gather_rows,
 )
+from ccsam.distributed.ddp import ObjectiveModule, is_wrapped, run_objective, unwrap_model, wrap_model
 from ccsam.distributed.env import (
     TorchrunEnv,
     barrier,
@@ -25,18 +28,18 @@ from ccsam.distributed.env import (
     shutdown,
     world_size,
 )
-from ccsam.distributed.optim import average_gradients_before_steps
 from ccsam.distributed.sharding import ShardedLoader, local_rows, shard_batch
 from ccsam.distributed.sync_bn import GlobalBatchNorm2d, convert_sync_batchnorm
 
 __all__ = [
     "GlobalBatchNorm2d",
+    "ObjectiveModule",
     "ShardedLoader",
     "TorchrunEnv",
     "all_gather_variable",
     "all_reduce_mean",
-    "average_gradients",
-    "average_gradients_before_steps",
+    "all_reduce_sum",
+    "average_buffers",
     "barrier",
     "broadcast_module",
     "comm_device",
@@ -45,9 +48,13 @@ __all__ = [
     "init_process_group",
     "is_distributed",
     "is_main",
+    "is_wrapped",
     "local_rows",
     "rank",
+    "run_objective",
     "shard_batch",
     "shutdown",
+    "unwrap_model",
     "world_size",
+    "wrap_model",
 ]

@@ -4,14 +4,16 @@
   this rank's own rows only (the other ranks' rows are detached constants): the CC-SAM class
   statistics of the global batch, differentiated exactly as in one process.
 * :func:`gather_rows_summed_grad` — the global batch with the gradient of every row sent back to the
-  rank that owns it (summed over ranks): what a BatchNorm over the global batch needs.
-* :func:`average_gradients` — ``p.grad <- mean over ranks`` in one flat all-reduce.
+  rank that owns it (summed over ranks): what a BatchNorm over the global batch needs. The ranks may
+  hold different numbers of rows (CC-SAM's class passes forward each class's rows of every rank).
+* :func:`all_reduce_sum` — the sum over ranks (the per-class gradients of the paper-form CC-SAM scopes).
+* :func:`average_buffers` — floating buffers (BatchNorm running statistics) averaged over the ranks.
 * :func:`all_gather_variable` — concatenate tensors of different lengths (sharded evaluation).
+
+Parameter gradients are not averaged here: that is DDP's all-reduce (:mod:`ccsam.distributed.ddp`).
 """
 
 from __future__ import annotations
-
-from collections.abc import Iterable
 
 import torch
 import torch.distributed as dist
@@ -22,7 +24,8 @@ from ccsam.distributed.env import is_distributed, rank, world_size
 __all__ = [
     "all_gather_variable",
     "all_reduce_mean",
-    "average_gradients",
+    "all_reduce_sum",
+    "average_buffers",
     "broadcast_module",
     "gather_rows",
     "gather_rows_summed_grad",
@@ -45,26 +48,57 @@ def gather_rows(x: Tensor) -> Tensor:
     return torch.cat(parts)
 
 
-class _GatherSummedGrad(torch.autograd.Function):
-    """All-gather whose backward all-reduces (sums) the gradient and returns this rank's block."""
+def _gather_sizes(rows: int, device: torch.device) -> list[int]:
+    n = torch.tensor([rows], device=device)
+    sizes = [torch.empty_like(n) for _ in range(world_size())]
+    dist.all_gather(sizes, n)
+    return [int(s) for s in sizes]
 
-    @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
-        ctx.rows = x.shape[0]
+
+def _gather_padded(x: Tensor, sizes: list[int]) -> Tensor:
+    """Every rank's rows (``sizes[r]`` of them) concatenated in rank order."""
+    if len(set(sizes)) == 1:
         return torch.cat(_gather_detached(x))
+    padded = x.new_zeros((max(sizes), *x.shape[1:]))
+    padded[: x.shape[0]] = x.detach()
+    parts = [torch.empty_like(padded) for _ in sizes]
+    dist.all_gather(parts, padded)
+    return torch.cat([p[:n] for p, n in zip(parts, sizes, strict=True)])
+
+
+class _GatherSummedGrad(torch.autograd.Function):
+    """All-gather whose backward all-reduces (sums) the gradient and returns this rank's rows."""
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(ctx, x: Tensor, sizes: list[int], start: int) -> Tensor:  # type: ignore[override]
+        ctx.start, ctx.rows = start, x.shape[0]
+        return _gather_padded(x, sizes)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
         grad = grad.contiguous()
         dist.all_reduce(grad)
-        start = rank() * ctx.rows
-        return grad[start : start + ctx.rows]
+        return grad[ctx.start : ctx.start + ctx.rows], None, None
 
 
-def gather_rows_summed_grad(x: Tensor) -> Tensor:
-    """The global batch ``[W * b, ...]``; ``d/dx`` receives the sum over ranks of the gradients of their
-    losses w.r.t. this rank's rows (so averaging parameter gradients over ranks stays exact)."""
-    return _GatherSummedGrad.apply(x) if is_distributed() else x
+def gather_rows_summed_grad(x: Tensor) -> tuple[Tensor, int]:
+    """The global batch ``[sum_r b_r, ...]`` (the ranks' row counts ``b_r`` may differ, 0 included) and
+    the first row of this rank's block in it; ``d/dx`` receives the sum over ranks of the gradients of
+    their losses w.r.t. this rank's rows (so averaging parameter gradients over ranks stays exact)."""
+    if not is_distributed():
+        return x, 0
+    sizes = _gather_sizes(x.shape[0], x.device)
+    start = sum(sizes[: rank()])
+    return _GatherSummedGrad.apply(x, sizes, start), start
+
+
+def all_reduce_sum(x: Tensor) -> Tensor:
+    """The sum over ranks of ``x`` (a new tensor, no gradient; ``x`` itself in one process)."""
+    if not is_distributed():
+        return x
+    out = x.detach().clone().contiguous()
+    dist.all_reduce(out)
+    return out
 
 
 def all_reduce_mean(x: Tensor) -> Tensor:
@@ -77,24 +111,26 @@ def all_reduce_mean(x: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def average_gradients(params: Iterable[nn.Parameter]) -> None:
-    """``p.grad <- (1/W) sum_r p.grad_r`` for every parameter with a gradient, in one flat all-reduce.
+def average_buffers(module: nn.Module) -> None:
+    """Floating buffers (BatchNorm ``running_mean`` / ``running_var``) <- their mean over the ranks, in
+    one flat all-reduce; integer buffers (``num_batches_tracked``, the same on every rank) are left.
 
-    Parameters without a gradient on this rank must have none on every rank (the same model and the
-    same code path run everywhere), so the flat buffers line up.
+    The running mean is an exponential average of batch means, linear in them, so the mean over ranks
+    of the per-rank averages is the average of the global-batch means (equal slices); the running
+    variance so averaged leaves out the spread of the slice means (the per-GPU BatchNorm difference).
     """
     if not is_distributed():
         return
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
+    buffers = [b for b in module.buffers() if b.is_floating_point()]
+    if not buffers:
         return
-    flat = torch.cat([g.reshape(-1) for g in grads])
+    flat = torch.cat([b.reshape(-1).double() for b in buffers])
     dist.all_reduce(flat)
     flat /= world_size()
     offset = 0
-    for g in grads:
-        g.copy_(flat[offset : offset + g.numel()].view_as(g))
-        offset += g.numel()
+    for b in buffers:
+        b.copy_(flat[offset : offset + b.numel()].view_as(b))
+        offset += b.numel()
 
 
 @torch.no_grad()

@@ -3,7 +3,8 @@
 On CUDA this is PyTorch's :class:`torch.nn.SyncBatchNorm`. PyTorch's SyncBatchNorm refuses CPU tensors,
 so on the CPU (Gloo) :class:`GlobalBatchNorm2d` computes the same thing by gathering the inputs:
 ``F.batch_norm`` over the ``[W * b, ...]`` global batch (running statistics from the global batch too),
-this rank's rows kept, and the gradient of every row summed back to its owner. It costs ``W`` times the
+this rank's rows kept, and the gradient of every row summed back to its owner. The ranks may hold
+different numbers of rows (CC-SAM's per-class passes), as with PyTorch's SyncBatchNorm. It costs ``W`` times the
 BN activations and exists so that the CPU tests can check the multi-rank step against one process.
 """
 
@@ -14,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ccsam.distributed.collectives import gather_rows_summed_grad
-from ccsam.distributed.env import is_distributed, rank
+from ccsam.distributed.env import is_distributed
 
 __all__ = ["GlobalBatchNorm2d", "convert_sync_batchnorm"]
 
@@ -26,7 +27,7 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
         if not (self.training and is_distributed()):
             return super().forward(input)
         rows = input.shape[0]
-        everything = gather_rows_summed_grad(input)
+        everything, start = gather_rows_summed_grad(input)
         momentum = 0.0 if self.momentum is None else self.momentum
         track = self.track_running_stats  # False inside bn_stats_frozen (SAM's second pass)
         if track and self.num_batches_tracked is not None:
@@ -36,7 +37,7 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
         out = F.batch_norm(everything, self.running_mean if track else None,
                            self.running_var if track else None, self.weight, self.bias, True, momentum,
                            self.eps)
-        return out[rank() * rows : (rank() + 1) * rows]
+        return out[start : start + rows]
 
 
 def _to_global(module: nn.Module) -> nn.Module:

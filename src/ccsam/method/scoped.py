@@ -16,7 +16,7 @@ and the ``P`` perturbed graphs. The graph keeps ``P`` perturbed copies of ``para
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import torch
@@ -112,6 +112,7 @@ def class_conditional_loss(
     flat_ratio: float,
     soft_targets: Tensor | None = None,
     freeze_bn_stats: bool = True,
+    sum_over_processes: Callable[[Tensor], Tensor] | None = None,
 ) -> Tensor:
     """CC-SAM stage-1 objective with the perturbation on ``params`` (paper form of the radius).
 
@@ -136,6 +137,14 @@ def class_conditional_loss(
     ``freeze_bn_stats=True`` runs the class passes under :func:`ccsam.models.bn.bn_stats_frozen`, so only
     the clean pass updates them.
 
+    Several processes (``sum_over_processes``, e.g. :func:`ccsam.distributed.all_reduce_sum`), each with
+    its slice of a global batch: ``m_c`` and ``g_c`` are those of the global batch (per class, the
+    processes' gradients of ``(1/m_c) sum_{own i: y_i = c} l_i`` are summed in one all-reduce of
+    ``sum_p p.numel()`` numbers, after one all-reduce of the ``[C]`` batch class counts), so ``eps_c`` is
+    the one-process perturbation; each process then forwards its own rows of every class present in the
+    global batch (zero rows where it has none, so that a global BatchNorm's collectives line up) and
+    returns the loss of its rows, whose mean over the processes is the global-batch loss.
+
     Args:
         model: maps ``inputs`` to logits ``[B, C]`` (pass the unwrapped module, not DDP).
         inputs: model input batch, first dimension ``B``.
@@ -147,6 +156,8 @@ def class_conditional_loss(
         flat_ratio: ``beta`` in ``[0, 1]``; ``0`` returns the clean loss without the class passes.
         soft_targets: ``[B, C]`` targets of the clean loss and of the gradient direction.
         freeze_bn_stats: keep the class passes from updating BatchNorm running statistics.
+        sum_over_processes: sum of a tensor over the processes that share the global batch (``None``:
+            one process).
 
     Returns:
         The scalar loss (reads ``labels`` back to the host to group the classes).
@@ -182,13 +193,13 @@ def class_conditional_loss(
     num_params = sum(p.numel() for p in params)
     bn_ctx = bn_stats_frozen(model) if freeze_bn_stats else contextlib.nullcontext()
     flat_sum = logits.new_zeros(())
+    groups, batch_counts = _class_groups(labels, num_classes, sum_over_processes)
     with bn_ctx:
-        for c, idx in _class_groups(labels):
+        for c, m_c in batch_counts:
+            idx = groups.get(c, labels.new_zeros(0))
             moved: dict[str, Tensor] = {}
             if noise_scale > 0:  # s = 0 gives eps_c = 0 exactly: skip the class gradient
-                grads = torch.autograd.grad(
-                    per_sample[idx].mean(), params, retain_graph=True, materialize_grads=True
-                )
+                grads = _class_gradient(per_sample[idx].sum() / m_c, params, idx.numel() > 0, sum_over_processes)
                 with torch.no_grad():
                     grad_norm = global_norm(grads)
                     radius = ccsam_radius(theta_norm, grad_norm, counts[c], num_params, noise_scale)
@@ -197,6 +208,22 @@ def class_conditional_loss(
             out = functional_call(model, moved, (inputs[idx],))
             flat_sum = flat_sum + F.cross_entropy(out, labels[idx], reduction="sum")
     return (1.0 - flat_ratio) * clean + flat_ratio * flat_sum / labels.shape[0]
+
+
+def _class_gradient(
+    loss: Tensor, params: Sequence[nn.Parameter], has_rows: bool, total: Callable[[Tensor], Tensor] | None
+) -> list[Tensor]:
+    """``grad_params loss`` (zeros without rows of the class here), summed over the processes in one flat
+    all-reduce when ``total`` is given. ``torch.autograd.grad`` accumulates nothing into ``p.grad`` and
+    fires no DDP hook: the class gradient stays out of the step's own gradient."""
+    if has_rows:
+        grads = list(torch.autograd.grad(loss, params, retain_graph=True, materialize_grads=True))
+    else:
+        grads = [torch.zeros_like(p) for p in params]
+    if total is None:
+        return grads
+    flat = total(torch.cat([g.reshape(-1) for g in grads]))
+    return [part.view_as(g) for part, g in zip(flat.split([g.numel() for g in grads]), grads, strict=True)]
 
 
 def _check_loss_args(
@@ -231,8 +258,15 @@ def _check_loss_args(
     return [n for n in names if n is not None]
 
 
-def _class_groups(labels: Tensor) -> list[tuple[int, Tensor]]:
-    """``(c, indices of class c)`` for each class present, ascending (one host read)."""
+def _class_groups(
+    labels: Tensor, num_classes: int, total: Callable[[Tensor], Tensor] | None
+) -> tuple[dict[int, Tensor], list[tuple[int, int]]]:
+    """This process's ``{c: indices of class c}`` and ``(c, m_c)`` for each class present in the (global)
+    batch, ascending, ``m_c`` its number of samples there (one host read)."""
     order = torch.argsort(labels, stable=True)
     classes, sizes = torch.unique_consecutive(labels[order], return_counts=True)
-    return list(zip(classes.tolist(), torch.split(order, sizes.tolist()), strict=True))
+    groups = dict(zip(classes.tolist(), torch.split(order, sizes.tolist()), strict=True))
+    if total is None:
+        return groups, list(zip(classes.tolist(), sizes.tolist(), strict=True))
+    counts = total(torch.bincount(labels, minlength=num_classes)).tolist()
+    return groups, [(c, int(m)) for c, m in enumerate(counts) if m > 0]

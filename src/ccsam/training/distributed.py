@@ -1,9 +1,14 @@
 """The training engine under torchrun: config checks, model set-up, stage and objective wrappers.
 
 :class:`ccsam.training.trainer.Trainer` calls :func:`check_config` and :func:`prepare_model` once,
-:func:`distribute_stage` on every stage it builds, :func:`distribute_objective` on every objective and
-:func:`reduce_train_stats` on every epoch's statistics; all are no-ops in one process. The collectives
-themselves are :mod:`ccsam.distributed`.
+:func:`distribute_stage` on every stage it builds, :func:`distribute_objective` on every objective,
+:func:`reduce_train_stats` on every epoch's statistics and :func:`sync_bn_statistics` after every
+epoch's updates; all are no-ops in one process. The collectives themselves are :mod:`ccsam.distributed`.
+
+Gradients: each stage's model is wrapped in PyTorch's ``DistributedDataParallel``
+(:func:`ccsam.distributed.wrap_model`, stored as ``Stage.runner``); each rank's loss is the mean over its
+``B / W`` rows, so DDP's average over ranks is the gradient of the global-batch mean. Which backward of
+a multi-pass update synchronises is said where the update is (:mod:`ccsam.training.updates`).
 
 The CC-SAM perturbations are functions of the whole batch: stage 1's per-class head gradients (their
 norms, the within-class Gram terms) and stage 2's per-class feature-gradient norms. Each rank gathers
@@ -12,11 +17,13 @@ the detached per-sample quantities (features, labels and, under mixup, the partn
 its own rows only (:func:`ccsam.distributed.gather_rows`) and keeps its own rows' losses. The
 perturbation is a constant of the closed form, so ``o'_i = (W + eps_{y_i}) f_i + b + eps_{y_i,b}`` with
 ``eps`` from the global statistics, and the mean over ranks of the local mean losses is the global-batch
-mean.
+mean. The paper-form scopes (``last_k``, ``all``) sum each class's parameter gradient and batch count
+over the ranks instead (:func:`ccsam.method.class_conditional_loss` with ``sum_over_processes``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -28,16 +35,18 @@ from ccsam.data.augment import MixedBatch
 from ccsam.distributed import (
     ShardedLoader,
     all_reduce_mean,
-    average_gradients_before_steps,
+    all_reduce_sum,
+    average_buffers,
     broadcast_module,
     comm_device,
     convert_sync_batchnorm,
     gather_rows,
     is_distributed,
     local_rows,
+    unwrap_model,
     world_size,
+    wrap_model,
 )
-from ccsam.errors import ConfigError
 from ccsam.method import adversarial_feature_losses
 from ccsam.method.head import class_conditional_logits
 from ccsam.models import Classifier
@@ -45,6 +54,7 @@ from ccsam.training.objectives import (
     CcsamStage1Objective,
     CcsamStage2Objective,
     Objective,
+    ScopedCcsamObjective,
     StepOutput,
     mixup_loss,
 )
@@ -57,29 +67,21 @@ __all__ = [
     "distribute_stage",
     "prepare_model",
     "reduce_train_stats",
+    "sync_bn_statistics",
+    "unwrap_model",
 ]
 
 
 def check_config(cfg: RunConfig) -> None:
-    """Refuse, with one line, what has no exact multi-rank form here."""
+    """Refuse, with one line, a global batch that the ranks cannot share equally."""
     if not is_distributed():
         return
-    if cfg.stage1.method == "ccsam" and cfg.stage1.perturb_scope != "head":
-        raise ConfigError(
-            f"stage1.perturb_scope={cfg.stage1.perturb_scope} is not supported on several ranks yet "
-            "(its per-class gradients would need an all-reduce per class); "
-            "use perturb_scope=head or one process"
-        )
-    for name, stage in (("stage1", cfg.stage1), ("stage2", cfg.stage2)):
-        if stage.flattening != "none":
-            raise ConfigError(
-                f"{name}.flattening={stage.flattening} (GP / MP) is not supported on several ranks"
-            )
     local_rows(cfg.data.batch_size, 0, world_size())
 
 
 def prepare_model(model: nn.Module, cfg: RunConfig) -> nn.Module:
-    """``runtime.sync_bn`` -> global-batch BatchNorm; then every rank starts from rank 0's weights."""
+    """``runtime.sync_bn`` -> global-batch BatchNorm; then every rank starts from rank 0's weights and
+    buffers (DDP itself broadcasts only the parameters)."""
     if not is_distributed():
         return model
     if cfg.runtime.sync_bn:
@@ -89,12 +91,21 @@ def prepare_model(model: nn.Module, cfg: RunConfig) -> nn.Module:
     return model
 
 
-def distribute_stage(stage: object) -> None:
-    """This rank's slice of each global batch, and gradients averaged before every optimiser step."""
+def distribute_stage(stage: object, model: nn.Module) -> None:
+    """This rank's slice of each global batch, and ``stage.runner``: DDP around ``model`` over the
+    parameters this stage trains (built after stage 2 froze the backbone and reset the head)."""
     if not is_distributed():
         return
     stage.loader = ShardedLoader(stage.loader)  # type: ignore[attr-defined]
-    average_gradients_before_steps(stage.optimizer)  # type: ignore[attr-defined]
+    stage.runner = wrap_model(model)  # type: ignore[attr-defined]
+
+
+def sync_bn_statistics(model: nn.Module, cfg: RunConfig) -> None:
+    """Without ``runtime.sync_bn``: BatchNorm running statistics averaged over the ranks, so that every
+    rank validates, checkpoints and (stage 2 with ``bn_mode=eval``) trains with the same ones. With it
+    they are the global batch's on every rank already."""
+    if is_distributed() and not cfg.runtime.sync_bn:
+        average_buffers(model)
 
 
 #: Epoch statistics that add up over the ranks (the others are per-rank means or times: averaged).
@@ -174,6 +185,8 @@ def distribute_objective(objective: Objective) -> Objective:
     head re-training) is per-sample and is returned unchanged, as is everything in one process."""
     if not is_distributed():
         return objective
+    if isinstance(objective, ScopedCcsamObjective):
+        return dataclasses.replace(objective, sum_over_processes=all_reduce_sum)
     if isinstance(objective, CcsamStage1Objective):
         return GlobalCcsamStage1(objective)
     if isinstance(objective, CcsamStage2Objective):

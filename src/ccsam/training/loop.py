@@ -8,12 +8,12 @@ import time
 from collections.abc import Callable
 
 import torch
+from torch import nn
 from torch.optim import Optimizer
 from tqdm.auto import tqdm
 
 from ccsam.data.dataloader import DataLoaderBatches
 from ccsam.data.loader import InMemoryLoader
-from ccsam.models import Classifier
 from ccsam.optim.schedules import set_learning_rate
 from ccsam.training.nonfinite import NonFiniteWatch, skip_nonfinite_steps
 from ccsam.training.objectives import Objective
@@ -22,7 +22,7 @@ from ccsam.training.updates import Update
 
 
 def train_one_epoch(
-    model: Classifier,
+    model: nn.Module,
     loader: InMemoryLoader | DataLoaderBatches,
     objective: Objective,
     optimizer: Optimizer,
@@ -36,6 +36,7 @@ def train_one_epoch(
 ) -> dict[str, float | int]:
     """Run one epoch of optimiser steps; returns the mean loss, the accuracy on ``targets_a`` and timing.
 
+    ``model`` is the model, or under torchrun ``DistributedDataParallel`` around it (``Stage.runner``);
     ``update`` is the stage's update (one SGD pass, SAM / ASAM / ImbSAM's two passes, GP, MP; see
     :func:`ccsam.training.updates.build_update`): the loop knows nothing else about the optimiser.
 

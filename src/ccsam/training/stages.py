@@ -53,7 +53,9 @@ class Stage:
     """The optimiser, batch source and update of one stage, and where it sits on the global epoch counter.
 
     ``noise`` is the generator of MP's weight noise and ``directions`` that of the ``mag_only`` ablation's
-    random directions (``None`` where the stage draws none)."""
+    random directions (``None`` where the stage draws none). ``runner`` is what the update drives under
+    torchrun: PyTorch's ``DistributedDataParallel`` around the model over this stage's trainable
+    parameters (set by :func:`ccsam.training.distributed.distribute_stage`); ``None``: the model itself."""
 
     number: int
     config: Stage1Config | Stage2Config
@@ -65,6 +67,7 @@ class Stage:
     swa: SwaAverager | None
     noise: torch.Generator | None
     directions: torch.Generator | None
+    runner: nn.Module | None = None
 
     def state_dict(self) -> dict[str, Any]:
         """Optimiser, sampler / loader, generators and SWA average (the checkpoint keys of a stage)."""

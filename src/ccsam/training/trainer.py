@@ -150,7 +150,7 @@ class Trainer:
 
     def _stage(self, number: int, params: list[torch.nn.Parameter]) -> Stage:
         stage = build_stage(number, self.cfg, self.model, self.data, self.runtime, params, self.counts)
-        distributed.distribute_stage(stage)  # under torchrun: batch slices, averaged gradients
+        distributed.distribute_stage(stage, self.model)  # under torchrun: batch slices, DDP
         return stage
 
     def train_epoch(self) -> dict[str, Any]:
@@ -164,7 +164,7 @@ class Trainer:
         start = time.perf_counter()
         stage.set_modes(self.model, cfg)
         train_stats = train_one_epoch(
-            self.model,
+            stage.runner if stage.runner is not None else self.model,
             stage.loader,
             objective,
             stage.optimizer,
@@ -180,6 +180,7 @@ class Trainer:
                 divergence_message(cfg, self.run, stage.number, stage_epoch, train_stats, steps)
             )
         train_stats = distributed.reduce_train_stats(train_stats)
+        distributed.sync_bn_statistics(self.model, cfg)  # one set of BN statistics for every rank
         stage.average_weights(self.model, cfg, stage_epoch, self._train_inputs)
         record: dict[str, Any] = {
             "epoch": self.epoch,

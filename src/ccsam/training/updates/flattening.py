@@ -45,8 +45,10 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from ccsam.checks import check_int, check_number
+from ccsam.distributed import run_objective
 from ccsam.models.bn import bn_stats_frozen
 from ccsam.optim.perturbation import sam_epsilon, uniform_noise
+from ccsam.optim.sam import maybe_no_sync
 
 __all__ = [
     "GradientPenaltyUpdate",
@@ -88,7 +90,8 @@ class GradientPenaltyUpdate:
     1e-12, so ``g1 = 0`` gives ``w' = w``). The second pass runs with BatchNorm statistics frozen; ``w``
     is restored bit-exactly before the optimiser step. ``a = 0`` is plain SGD (one wasted pass).
 
-    Under DDP both passes all-reduce (``g1`` enters the update, unlike SAM's first pass).
+    Under DDP both backwards are synchronised (DDP's all-reduce): ``g1`` defines the finite-difference
+    direction, which must be that of the global batch, and both ``g1`` and ``g2`` enter the update.
 
     Build it with :func:`make_gradient_penalty_update`.
     """
@@ -108,8 +111,8 @@ class GradientPenaltyUpdate:
         params = _trainable(optimizer)
         optimizer.zero_grad(set_to_none=True)
         with autocast():
-            out = objective(model, batch)
-        out.loss.backward()
+            out = run_objective(model, objective, batch)
+        out.loss.backward()  # synchronised under DDP: g1 defines the direction and enters the update
         with_grad = [p for p in params if p.grad is not None]
         g1 = [p.grad for p in with_grad]
         saved: list[tuple[Tensor, Tensor]] = []
@@ -122,8 +125,8 @@ class GradientPenaltyUpdate:
             p.grad = None
         try:
             with bn_stats_frozen(model), autocast():
-                second = objective(model, batch)
-            second.loss.backward()
+                second = run_objective(model, objective, batch)
+            second.loss.backward()  # synchronised under DDP
         finally:
             with torch.no_grad():
                 for p, old in saved:
@@ -167,15 +170,21 @@ class ModelPerturbationUpdate:
     """One step of F2M-style model perturbation (Shi et al., NeurIPS 2021, Alg. 1, training part).
 
     For ``m = 1..M``: draw ``u_m ~ U[-b, b]`` for every trainable parameter (:func:`uniform_noise`),
-    set ``w <- w + u_m``, forward + backward, restore ``w`` bit-exactly (``p.copy_``). The gradients are
-    averaged as a running mean ``gbar <- gbar + (g_m - gbar) / m`` (so ``b = 0`` reproduces SGD exactly),
-    then ``optimizer.step()`` with ``grad = (1/M) sum_m g_m``. BatchNorm running statistics are updated by
-    the first copy only (at ``w + u_1``); copies 2..M run under ``bn_stats_frozen``.
+    set ``w <- w + u_m``, forward + backward, restore ``w`` bit-exactly (``p.copy_``). The backwards
+    accumulate into ``p.grad``, which is divided by ``M`` before ``optimizer.step()``: ``grad = (1/M)
+    sum_m g_m`` (with ``b = 0`` and ``M`` a power of two exactly the SGD gradient; otherwise within a
+    rounding of it). BatchNorm running statistics are updated by the first copy only (at ``w + u_1``);
+    copies 2..M run under ``bn_stats_frozen``.
+
+    Under DDP the copies are gradient accumulation: copies ``1..M-1`` run under ``model.no_sync()``
+    (rank-local sums, no communication) and only copy ``M``'s backward is synchronised, so DDP's one
+    all-reduce averages ``sum_m g_m`` over the ranks: the global-batch gradient of every copy, since
+    every rank draws the same noise (the stage's generator, seeded alike on every rank).
 
     Reproducibility: all draws come from :attr:`generator`, copy by copy, parameter by parameter in the
     optimiser's group order. Save ``update.generator.get_state()`` in a checkpoint and restore it with
-    ``set_state`` to resume the same noise sequence. Under DDP every copy all-reduces; give every rank the
-    same seed so the ranks perturb identically.
+    ``set_state`` to resume the same noise sequence. Under DDP give every rank the same seed so the ranks
+    perturb identically.
 
     Returns the first copy's output (loss and logits at ``w + u_1``, an unbiased estimate of the averaged
     loss). Build it with :func:`make_model_perturbation_update`.
@@ -204,39 +213,32 @@ class ModelPerturbationUpdate:
                  optimizer: Optimizer, autocast: Autocast) -> _Out:
         """``M`` perturbed passes, one ``optimizer.step()`` with the averaged gradient."""
         params = _trainable(optimizer)
-        mean: dict[int, Tensor] = {}
+        optimizer.zero_grad(set_to_none=True)
         outputs: list[_Out] = []
         for m in range(1, self.copies + 1):
-            optimizer.zero_grad(set_to_none=True)
             noise = uniform_noise(params, self.bound, self.generator)
             saved = [p.detach().clone() for p in params]
+            # Copies before the last only accumulate: no all-reduce (DDP syncs the sum at the last one).
+            sync = contextlib.nullcontext() if m == self.copies else maybe_no_sync(model)
             try:
                 with torch.no_grad():
                     for p, u in zip(params, noise, strict=True):
                         p.add_(u)
                 frozen = bn_stats_frozen(model) if m > 1 else contextlib.nullcontext()
-                with frozen, autocast():
-                    out = objective(model, batch)
-                out.loss.backward()
+                with sync:
+                    with frozen, autocast():
+                        out = run_objective(model, objective, batch)
+                    out.loss.backward()
             finally:
                 with torch.no_grad():
                     for p, old in zip(params, saved, strict=True):
                         p.copy_(old)
             if not outputs:  # keep only the first copy's output
                 outputs.append(out)
-            with torch.no_grad():
-                for p in params:
-                    g, acc = p.grad, mean.get(id(p))
-                    if acc is None:
-                        if g is not None:  # earlier copies gave no gradient: they count as zeros
-                            mean[id(p)] = g if m == 1 else g.mul_(1.0 / m)
-                    elif g is None:
-                        acc.mul_((m - 1) / m)
-                    else:
-                        acc.lerp_(g, 1.0 / m)
         with torch.no_grad():
             for p in params:
-                p.grad = mean.get(id(p))
+                if p.grad is not None:
+                    p.grad.div_(self.copies)
         optimizer.step()
         return outputs[0]
 
