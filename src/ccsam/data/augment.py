@@ -21,6 +21,26 @@ def normalize(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, .
     return (x - m) / s
 
 
+def crop_offsets(batch: int, padding: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """The random draws of :func:`random_crop`: ``[B, 2]`` offsets ``(dy, dx)`` in ``{0, ..., 2 * padding}``
+    (all ``dy`` drawn first, then all ``dx``)."""
+    dy = torch.randint(0, 2 * padding + 1, (batch,), generator=generator, device=device)
+    dx = torch.randint(0, 2 * padding + 1, (batch,), generator=generator, device=device)
+    return torch.stack([dy, dx], dim=1)
+
+
+def crop_at(images: torch.Tensor, padding: int, offsets: torch.Tensor) -> torch.Tensor:
+    """Zero-pad every image by ``padding`` pixels and crop back to H x W at its ``offsets[i] = (dy, dx)``."""
+    b, c, h, w = images.shape
+    padded = F.pad(images, (padding, padding, padding, padding))
+    dy, dx = offsets[:, 0], offsets[:, 1]
+    rows = (dy[:, None] + torch.arange(h, device=images.device))[:, None, :, None]
+    cols = (dx[:, None] + torch.arange(w, device=images.device))[:, None, None, :]
+    batch = torch.arange(b, device=images.device)[:, None, None, None]
+    channel = torch.arange(c, device=images.device)[None, :, None, None]
+    return padded[batch, channel, rows, cols]
+
+
 def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
     """Zero-pad every image by ``padding`` pixels, then crop back to H x W at a random offset per image.
 
@@ -29,21 +49,43 @@ def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator) 
     """
     if padding == 0:
         return images
-    b, c, h, w = images.shape
-    padded = F.pad(images, (padding, padding, padding, padding))
-    dy = torch.randint(0, 2 * padding + 1, (b,), generator=generator, device=images.device)
-    dx = torch.randint(0, 2 * padding + 1, (b,), generator=generator, device=images.device)
-    rows = (dy[:, None] + torch.arange(h, device=images.device))[:, None, :, None]
-    cols = (dx[:, None] + torch.arange(w, device=images.device))[:, None, None, :]
-    batch = torch.arange(b, device=images.device)[:, None, None, None]
-    channel = torch.arange(c, device=images.device)[None, :, None, None]
-    return padded[batch, channel, rows, cols]
+    return crop_at(images, padding, crop_offsets(images.shape[0], padding, generator, images.device))
+
+
+def flip_mask(batch: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """The random draws of :func:`random_horizontal_flip`: ``[B]`` booleans, True with probability 1/2."""
+    return torch.rand(batch, generator=generator, device=device) < 0.5
+
+
+def flip_where(images: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+    """Mirror left-right the images whose ``flip`` entry is True."""
+    return torch.where(flip[:, None, None, None], images.flip(-1), images)
 
 
 def random_horizontal_flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Mirror each image left-right with probability 1/2, independently per image."""
-    flip = torch.rand(images.shape[0], generator=generator, device=images.device) < 0.5
-    return torch.where(flip[:, None, None, None], images.flip(-1), images)
+    return flip_where(images, flip_mask(images.shape[0], generator, images.device))
+
+
+def cutout_centres(
+    batch: int, height: int, width: int, generator: torch.Generator, device: torch.device
+) -> torch.Tensor:
+    """The random draws of :func:`cutout`: ``[B, 2]`` hole centres ``(cy, cx)`` (all ``cy`` drawn first)."""
+    cy = torch.randint(0, height, (batch,), generator=generator, device=device)
+    cx = torch.randint(0, width, (batch,), generator=generator, device=device)
+    return torch.stack([cy, cx], dim=1)
+
+
+def cutout_at(images: torch.Tensor, size: int, centres: torch.Tensor) -> torch.Tensor:
+    """Zero one ``size`` x ``size`` square per image centred at ``centres[i] = (cy, cx)`` (see :func:`cutout`)."""
+    _, _, h, w = images.shape
+    cy, cx = centres[:, 0], centres[:, 1]
+    rows = torch.arange(h, device=images.device)[None, :] - (cy[:, None] - size // 2)
+    cols = torch.arange(w, device=images.device)[None, :] - (cx[:, None] - size // 2)
+    inside_rows = (rows >= 0) & (rows < size)
+    inside_cols = (cols >= 0) & (cols < size)
+    hole = inside_rows[:, :, None] & inside_cols[:, None, :]
+    return images.masked_fill(hole[:, None], 0)
 
 
 def cutout(images: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
@@ -57,14 +99,7 @@ def cutout(images: torch.Tensor, size: int, generator: torch.Generator) -> torch
     if size <= 0:
         return images
     b, _, h, w = images.shape
-    cy = torch.randint(0, h, (b,), generator=generator, device=images.device)
-    cx = torch.randint(0, w, (b,), generator=generator, device=images.device)
-    rows = torch.arange(h, device=images.device)[None, :] - (cy[:, None] - size // 2)
-    cols = torch.arange(w, device=images.device)[None, :] - (cx[:, None] - size // 2)
-    inside_rows = (rows >= 0) & (rows < size)
-    inside_cols = (cols >= 0) & (cols < size)
-    hole = inside_rows[:, :, None] & inside_cols[:, None, :]
-    return images.masked_fill(hole[:, None], 0)
+    return cutout_at(images, size, cutout_centres(b, h, w, generator, images.device))
 
 
 @dataclass(frozen=True)
@@ -83,6 +118,17 @@ class MixedBatch:
         return self.lam * a + (1.0 - self.lam) * b
 
 
+def mixup_draws(
+    batch: int, alpha: float, generator: torch.Generator, beta_rng: np.random.Generator, device: torch.device
+) -> tuple[float, torch.Tensor | None]:
+    """The random draws of :func:`mixup`: ``lam ~ Beta(alpha, alpha)`` and the partner permutation
+    (``(1.0, None)`` and no draw when ``alpha = 0``)."""
+    if alpha <= 0:
+        return 1.0, None
+    lam = float(beta_rng.beta(alpha, alpha))
+    return lam, torch.randperm(batch, generator=generator, device=device)
+
+
 def mixup(
     inputs: torch.Tensor,
     targets: torch.Tensor,
@@ -94,9 +140,8 @@ def mixup(
 
     ``alpha = 0`` returns the batch unchanged (lam = 1, targets_b = targets).
     """
-    if alpha <= 0:
+    lam, perm = mixup_draws(inputs.shape[0], alpha, generator, beta_rng, inputs.device)
+    if perm is None:
         return MixedBatch(inputs, targets, targets, 1.0)
-    lam = float(beta_rng.beta(alpha, alpha))
-    perm = torch.randperm(inputs.shape[0], generator=generator, device=inputs.device)
     mixed = lam * inputs + (1.0 - lam) * inputs[perm]
     return MixedBatch(mixed, targets, targets[perm], lam)

@@ -215,6 +215,11 @@ def _check_inputs(images: torch.Tensor, generator: torch.Generator, fill: int | 
         raise ValueError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     if not _same_device(generator.device, images.device):
         raise ValueError(f"generator is on {generator.device} but images are on {images.device}")
+    return _check_fill(images, fill)
+
+
+def _check_fill(images: torch.Tensor, fill: int | Sequence[int]) -> list[float]:
+    channels = images.shape[1]
     values = [fill] if isinstance(fill, (int, float)) else list(fill)
     if len(values) not in (1, channels) or not all(0 <= v <= 255 for v in values):
         raise ValueError(f"fill must be one value or {channels} values in 0..255, got {fill!r}")
@@ -233,6 +238,17 @@ def _check_policy(policy: Sequence[SubPolicy]) -> None:
             magnitude_value(op, magnitude_bin, 1, 1)  # raises ValueError on a bad name or bin
 
 
+def autoaugment_draws(
+    batch: int, num_policies: int, generator: torch.Generator, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The random draws of :func:`autoaugment`, a fixed number per sample: the sub-policy ``[B]``,
+    apply-or-skip uniforms ``[B, 2]`` and signs ``[B, 2]`` (True: negative), in this order."""
+    choice = torch.randint(num_policies, (batch,), generator=generator, device=device)
+    uniform = torch.rand((batch, 2), generator=generator, device=device)
+    negative = torch.rand((batch, 2), generator=generator, device=device) < 0.5
+    return choice, uniform, negative
+
+
 def autoaugment(
     images: torch.Tensor,
     generator: torch.Generator,
@@ -247,18 +263,27 @@ def autoaugment(
     :func:`autoaugment_cifar10` for the arguments; ``policy`` is a sequence of
     ``((op, probability, bin), (op, probability, bin))`` as :data:`CIFAR10_POLICY`.
     """
-    fill_values = _check_inputs(images, generator, fill)
+    _check_inputs(images, generator, fill)
     _check_policy(policy)
+    draws = autoaugment_draws(images.shape[0], len(policy), generator, images.device)
+    return autoaugment_apply(images, draws, policy, fill=fill)
+
+
+def autoaugment_apply(
+    images: torch.Tensor,
+    draws: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    policy: Sequence[SubPolicy] = CIFAR10_POLICY,
+    *,
+    fill: int | Sequence[int] = 0,
+) -> torch.Tensor:
+    """:func:`autoaugment` with its random draws given (:func:`autoaugment_draws`, one row per image)."""
+    fill_values = _check_fill(images, fill)
     batch, _, height, width = images.shape
     out = images.clone()
     if batch == 0 or height == 0 or width == 0:
         return out
     device = images.device
-
-    # All draws up front, a fixed number per sample: which sub-policy, apply-or-skip per stage, sign.
-    choice = torch.randint(len(policy), (batch,), generator=generator, device=device)
-    uniform = torch.rand((batch, 2), generator=generator, device=device)
-    negative = torch.rand((batch, 2), generator=generator, device=device) < 0.5
+    choice, uniform, negative = draws
 
     # Stage j applies operation j of every sample's sub-policy. Samples sharing (op, bin) across
     # sub-policies form one group; signed groups split by sign. Code per sample and stage:

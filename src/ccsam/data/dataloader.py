@@ -18,6 +18,7 @@ pixel (measured on 224 px batches of 64: that pass costs more than a worker's de
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -26,8 +27,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ccsam.data.arrays import ImageArrays
-from ccsam.data.augment import MixedBatch, mixup, normalize
-from ccsam.data.loader import AugmentSpec, augment_images, augment_uint8
+from ccsam.data.augment import MixedBatch, mixup_draws, normalize
+from ccsam.data.loader import AugmentSpec, augment_images, augment_uint8, mix_rows, needed_rows
 from ccsam.errors import CcsamError
 
 Key = tuple[int, int]
@@ -55,17 +56,18 @@ class AugmentedImages(Dataset):
         return image[0], self.labels[index], key
 
 
-class EpochKeys(Sampler[Key]):
-    """The ``(index, seed)`` keys of the current epoch; the owner replaces ``keys`` before each pass."""
+class EpochBatches(Sampler[list[Key]]):
+    """The ``(index, seed)`` keys of the current epoch's batches; the owner replaces ``batches`` before each
+    pass (a batch sampler: the batches of one process may hold different numbers of keys under mixup)."""
 
     def __init__(self) -> None:
-        self.keys: list[Key] = []
+        self.batches: list[list[Key]] = []
 
-    def __iter__(self) -> Iterator[Key]:
-        return iter(self.keys)
+    def __iter__(self) -> Iterator[list[Key]]:
+        return iter(self.batches)
 
     def __len__(self) -> int:
-        return len(self.keys)
+        return len(self.batches)
 
 
 def epoch_keys(order: torch.Tensor, generator: torch.Generator) -> list[Key]:
@@ -90,8 +92,8 @@ def one_line(exc: CcsamError) -> CcsamError:
 
 def make_loader(
     dataset: Dataset,
-    sampler: Sampler[Key] | list[Key],
-    batch_size: int,
+    sampler: Sampler[Key] | Sampler[list[Key]] | list[Key],
+    batch_size: int | None,
     *,
     drop_last: bool,
     num_workers: int,
@@ -100,15 +102,17 @@ def make_loader(
     prefetch_factor: int = 2,
     collate_fn: Callable[[list[Any]], Any] | None = None,
 ) -> DataLoader:
-    """A DataLoader over keyed samples: pinned memory on CUDA; persistent workers, prefetch if workers run."""
+    """A DataLoader over keyed samples: pinned memory on CUDA; persistent workers, prefetch if workers run.
+    ``batch_size=None``: ``sampler`` is a batch sampler (lists of keys)."""
     extra: dict[str, Any] = {}
     if num_workers > 0:
         extra = {"persistent_workers": persistent, "prefetch_factor": prefetch_factor}
+    if batch_size is None:
+        extra["batch_sampler"] = sampler
+    else:
+        extra.update(batch_size=batch_size, sampler=sampler, drop_last=drop_last)
     return DataLoader(
         dataset,
-        batch_size=batch_size,
-        sampler=sampler,
-        drop_last=drop_last,
         num_workers=num_workers,
         pin_memory=device.type == "cuda",
         collate_fn=collate_fn,
@@ -129,7 +133,14 @@ class DataLoaderBatches:
         mean, std: per-channel normalisation applied on the device.
         to_device: turns a collated batch into ``(uint8 images, labels)`` on the device (GPU decoding
             replaces it).
+
+    Attributes:
+        keep: the rows of each (global) batch this process keeps, ``None`` for all (under torchrun rank
+            ``r`` keeps its slice). Every sample's augmentation seed and every mixup draw are those of
+            the whole batch; the workers load and augment only the kept rows and their mixup partners.
     """
+
+    keep: slice | None = None
 
     def __init__(
         self,
@@ -155,12 +166,12 @@ class DataLoaderBatches:
         self.generator = torch.Generator().manual_seed(seed)  # per-epoch seed bases, checkpointed
         self.mix_generator = torch.Generator(device=device).manual_seed(seed)
         self.beta_rng = np.random.Generator(np.random.PCG64(seed))
-        self._keys = EpochKeys()
+        self._batches = EpochBatches()
         self.normalized = normalized
         self._loader = make_loader(
             dataset,
-            self._keys,
-            batch_size,
+            self._batches,
+            None,
             drop_last=True,
             num_workers=num_workers,
             device=device,
@@ -173,14 +184,27 @@ class DataLoaderBatches:
         return len(self.sampler) // self.batch_size
 
     def epoch(self) -> Iterator[MixedBatch]:
-        """One epoch of normalised (and, if enabled, mixed) batches in the sampler's order."""
-        self._keys.keys = epoch_keys(self.sampler.sample_epoch(), self.generator)
+        """One epoch of normalised (and, if enabled, mixed) batches in the sampler's order (rows ``keep``)."""
+        keys = epoch_keys(self.sampler.sample_epoch(), self.generator)
+        size = self.batch_size
+        everything = torch.arange(size, device=self.device)
+        keep = everything if self.keep is None else everything[self.keep]
+        # every batch's mixup draws up front (the same sequence as drawn batch by batch): the partners
+        # decide which rows the workers load
+        mixes = [mixup_draws(size, self.mixup_alpha, self.mix_generator, self.beta_rng, self.device)
+                 for _ in range(len(keys) // size)]
+        rows = [needed_rows(keep, perm) for _, perm in mixes]
+        self._batches.batches = [[keys[k * size + r] for r in need.tolist()] for k, need in enumerate(rows)]
         try:
-            for batch in self._loader:
+            for (lam, perm), need, batch in zip(mixes, rows, self._loader, strict=True):
                 images, labels = self.to_device(batch, self.device)
                 inputs = images if self.normalized else normalize(images, self.mean, self.std)
-                inputs = inputs.contiguous(memory_format=self.memory_format)
-                yield mixup(inputs, labels, self.mixup_alpha, self.mix_generator, self.beta_rng)
+                full = inputs.new_empty((size, *inputs.shape[1:]))
+                full[need] = inputs  # back to batch positions, so that mixing indexes as in one process
+                all_labels = labels.new_empty(size)
+                all_labels[need] = labels
+                mixed = mix_rows(full, all_labels, keep, lam, perm)
+                yield dataclasses.replace(mixed, inputs=mixed.inputs.contiguous(memory_format=self.memory_format))
         except CcsamError as exc:
             raise one_line(exc) from None
 

@@ -28,13 +28,12 @@ from ccsam.distributed.env import (
     shutdown,
     world_size,
 )
-from ccsam.distributed.sharding import ShardedLoader, local_rows, shard_batch
+from ccsam.distributed.sharding import local_rows
 from ccsam.distributed.sync_bn import GlobalBatchNorm2d, convert_sync_batchnorm
 
 __all__ = [
     "GlobalBatchNorm2d",
     "ObjectiveModule",
-    "ShardedLoader",
     "TorchrunEnv",
     "all_gather_variable",
     "all_reduce_mean",
@@ -52,7 +51,6 @@ __all__ = [
     "local_rows",
     "rank",
     "run_objective",
-    "shard_batch",
     "shutdown",
     "unwrap_model",
     "world_size",

@@ -15,6 +15,8 @@ Parameter gradients are not averaged here: that is DDP's all-reduce (:mod:`ccsam
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
@@ -66,18 +68,34 @@ def _gather_padded(x: Tensor, sizes: list[int]) -> Tensor:
     return torch.cat([p[:n] for p, n in zip(parts, sizes, strict=True)])
 
 
+_BACKWARD_GROUPS: dict[int, Any] = {}
+
+
+def _backward_group() -> Any:
+    """A second process group (same ranks) for collectives issued *during* a backward pass: DDP's
+    bucket all-reduces run asynchronously on the default group at the same time, and on Gloo two
+    concurrent collectives of one group can pair up wrongly across ranks. Created on first use, which
+    is in a forward pass, where every rank reaches it in the same order."""
+    world = dist.group.WORLD
+    key = id(world)
+    if key not in _BACKWARD_GROUPS:
+        _BACKWARD_GROUPS.clear()
+        _BACKWARD_GROUPS[key] = dist.new_group(list(range(world_size())))
+    return _BACKWARD_GROUPS[key]
+
+
 class _GatherSummedGrad(torch.autograd.Function):
     """All-gather whose backward all-reduces (sums) the gradient and returns this rank's rows."""
 
     @staticmethod
     def forward(ctx, x: Tensor, sizes: list[int], start: int) -> Tensor:  # type: ignore[override]
-        ctx.start, ctx.rows = start, x.shape[0]
+        ctx.start, ctx.rows, ctx.group = start, x.shape[0], _backward_group()
         return _gather_padded(x, sizes)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
         grad = grad.contiguous()
-        dist.all_reduce(grad)
+        dist.all_reduce(grad, group=ctx.group)
         return grad[ctx.start : ctx.start + ctx.rows], None, None
 
 

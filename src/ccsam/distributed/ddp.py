@@ -11,7 +11,8 @@ the backward of its loss is all-reduced by DDP's bucketed hooks, overlapped with
 Choices (see README, "Multiple GPUs and machines"):
 
 * ``device_ids=[this GPU]`` on CUDA (NCCL), ``None`` on the CPU (Gloo).
-* ``broadcast_buffers=False``: with ``runtime.sync_bn`` every rank computes the BatchNorm running
+* no buffer broadcast before every forward (``broadcast_buffers=False``; ``forward_sync_buffers=False``
+  from PyTorch 2.14): with ``runtime.sync_bn`` every rank computes the BatchNorm running
   statistics of the global batch, so they agree already and a broadcast before every forward (two to
   ``M + 1`` per step for the SAM family, GP and MP) would cost a collective for nothing. Without it,
   broadcasting would throw away every rank's statistics but rank 0's; the engine instead averages the
@@ -24,6 +25,7 @@ Choices (see README, "Multiple GPUs and machines"):
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -33,6 +35,15 @@ from torch.nn.parallel import DistributedDataParallel
 from ccsam.distributed.env import is_distributed
 
 __all__ = ["ObjectiveModule", "is_wrapped", "run_objective", "unwrap_model", "wrap_model"]
+
+
+#: No buffer broadcast before each forward (the buffers are still synchronised when DDP is built). PyTorch
+#: 2.14 renamed ``broadcast_buffers`` to ``forward_sync_buffers``; ``torch>=2.4`` has only the old name.
+_NO_FORWARD_BUFFER_SYNC = (
+    {"forward_sync_buffers": False}
+    if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters
+    else {"broadcast_buffers": False}
+)
 
 
 class ObjectiveModule(nn.Module):
@@ -54,12 +65,11 @@ def wrap_model(model: nn.Module) -> nn.Module:
     if not is_distributed():
         return model
     device = next(model.parameters()).device
-    device_ids = [device.index if device.index is not None else torch.cuda.current_device()]
+    device_ids = None
+    if device.type == "cuda":  # this rank's GPU (init_process_group set it to cuda:LOCAL_RANK)
+        device_ids = [device.index if device.index is not None else torch.cuda.current_device()]
     return DistributedDataParallel(
-        ObjectiveModule(model),
-        device_ids=device_ids if device.type == "cuda" else None,
-        broadcast_buffers=False,
-        find_unused_parameters=False,
+        ObjectiveModule(model), device_ids=device_ids, find_unused_parameters=False, **_NO_FORWARD_BUFFER_SYNC
     )
 
 

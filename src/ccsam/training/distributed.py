@@ -33,7 +33,6 @@ from torch import nn
 from ccsam.config.schema import RunConfig
 from ccsam.data.augment import MixedBatch
 from ccsam.distributed import (
-    ShardedLoader,
     all_reduce_mean,
     all_reduce_sum,
     average_buffers,
@@ -58,6 +57,7 @@ from ccsam.training.objectives import (
     StepOutput,
     mixup_loss,
 )
+from ccsam.training.stages import Stage
 
 __all__ = [
     "GlobalCcsamStage1",
@@ -91,13 +91,14 @@ def prepare_model(model: nn.Module, cfg: RunConfig) -> nn.Module:
     return model
 
 
-def distribute_stage(stage: object, model: nn.Module) -> None:
-    """This rank's slice of each global batch, and ``stage.runner``: DDP around ``model`` over the
-    parameters this stage trains (built after stage 2 froze the backbone and reset the head)."""
+def distribute_stage(stage: Stage, model: nn.Module) -> None:
+    """This rank's slice of each global batch (the loader's ``keep``: it augments only those rows), and
+    ``stage.runner``: DDP around ``model`` over the parameters this stage trains (built after stage 2
+    froze the backbone and reset the head)."""
     if not is_distributed():
         return
-    stage.loader = ShardedLoader(stage.loader)  # type: ignore[attr-defined]
-    stage.runner = wrap_model(model)  # type: ignore[attr-defined]
+    stage.loader.keep = local_rows(stage.loader.batch_size)
+    stage.runner = wrap_model(model)
 
 
 def sync_bn_statistics(model: nn.Module, cfg: RunConfig) -> None:
