@@ -1,7 +1,7 @@
 """Multi-GPU throughput of one training step and the share of the CC-SAM gathers in it (issue 11).
 
 Run under torchrun (benchmarks/gpu_scaling.sh runs 1 GPU and then all visible GPUs). Random images on
-the device (no data loading), bf16 autocast, SGD with the engine's gradient averaging; the global batch
+the device (no data loading), bf16 autocast, SGD through the engine's DistributedDataParallel wrapper; the global batch
 is split over the ranks exactly as in training. Rank 0 prints one markdown row per method:
 global images/s and ms per step, and for CC-SAM the time of its gathers (features, labels, mixup
 partners) measured alone on the same tensors, as a share of the CC-SAM step.
@@ -19,13 +19,13 @@ from torch import nn
 
 from ccsam.data.augment import MixedBatch
 from ccsam.distributed import (
-    average_gradients_before_steps,
     gather_rows,
     init_process_group,
     is_main,
     local_rows,
     shutdown,
     world_size,
+    wrap_model,
 )
 from ccsam.models import build_model
 from ccsam.training.distributed import GlobalCcsamStage1
@@ -87,14 +87,15 @@ def main() -> None:
     labels = torch.randint(0, classes, (batch,), device=device)
     local = MixedBatch(images, labels[rows], labels.roll(1)[rows], 0.7)
     counts = torch.linspace(500, 5, classes, device=device)
-    optimizer = average_gradients_before_steps(torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    runner = wrap_model(model)  # DDP under torchrun (the model itself on one GPU)
     autocast = lambda: torch.autocast("cuda", dtype=torch.bfloat16)  # noqa: E731
     objectives = {
         "erm": ErmObjective(),
         "ccsam stage 1 (head)": GlobalCcsamStage1(CcsamStage1Objective(counts, 0.5, 0.5)),
     }
     results = {
-        name: _timed(lambda o=o: sgd_update(model, o, local, optimizer, autocast), args.steps, args.warmup)
+        name: _timed(lambda o=o: sgd_update(runner, o, local, optimizer, autocast), args.steps, args.warmup)
         for name, o in objectives.items()
     }
     with torch.no_grad(), autocast():

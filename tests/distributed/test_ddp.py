@@ -16,6 +16,8 @@ import torch
 import torch.multiprocessing as mp
 from _failing_worker import failing_worker
 from conftest import synthetic_overrides
+from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+from torch.nn.parallel import DistributedDataParallel
 
 from ccsam.config import resolve_config
 from ccsam.distributed import barrier, init_process_group, shutdown
@@ -51,8 +53,11 @@ def _config(extra: dict[str, Any]):
     return resolve_config(None, synthetic_overrides(**{**BASE, **extra}))
 
 
-def _steps(extra: dict[str, Any], stage_number: int, tmp: Path, *, gather: bool = True, steps: int = 2):
-    """``steps`` updates of stage ``stage_number`` from the run's initial weights; the final weights."""
+def _steps(extra: dict[str, Any], stage_number: int, tmp: Path, *, gather: bool = True, steps: int = 2,
+           syncs: list[int] | None = None):
+    """``steps`` updates of stage ``stage_number`` from the run's initial weights; the final weights.
+    Under a process group the updates drive the stage's DDP wrapper; ``syncs`` then receives the number
+    of gradient buckets DDP all-reduced (a communication hook that counts, then all-reduces)."""
     cfg = _config(extra)
     trainer = Trainer(cfg, RunDir(tmp / "unused"), progress=False)
     stage = trainer.enter_stage(1)
@@ -62,6 +67,14 @@ def _steps(extra: dict[str, Any], stage_number: int, tmp: Path, *, gather: bool 
     objective = distribute_objective(objective) if gather else objective
     stage.set_modes(trainer.model, cfg)
     model = stage.runner if stage.runner is not None else trainer.model
+    if syncs is not None and isinstance(model, DistributedDataParallel):
+        syncs.append(0)
+
+        def counting(state, bucket):  # DDP checks the hook's annotations: none, or dist.GradBucket
+            syncs[-1] += 1
+            return default_hooks.allreduce_hook(state, bucket)
+
+        model.register_comm_hook(None, counting)
     for _, batch in zip(range(steps), stage.loader.epoch(), strict=False):
         stage.update(model, objective, batch, stage.optimizer, trainer.runtime.autocast)
     return {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}, trainer
@@ -84,10 +97,13 @@ def _spawn(fn, *args: Any) -> None:
 def _step_worker(rank: int, port: int, out: str) -> None:
     _join(rank, port)
     try:
-        results = {}
+        results: dict[str, Any] = {}
         for name, (extra, stage) in STEP_CASES.items():
-            results[name] = _steps(extra, stage, Path(out))[0]
+            syncs: list[int] = []
+            results[name] = _steps(extra, stage, Path(out), syncs=syncs)[0]
+            results[f"{name}/syncs"] = syncs
         results["ccsam-ccsam/local"] = _steps(STEP_CASES["ccsam-ccsam"][0], 1, Path(out), gather=False)[0]
+        results["ccsam-all/local"] = _steps(STEP_CASES["ccsam-all"][0], 1, Path(out), gather=False)[0]
         no_sync = {"stage1.method": "erm", "runtime.sync_bn": "false"}
         results["erm/no-syncbn"] = _steps(no_sync, 1, Path(out))[0]
         # evaluation: sharded prediction gathered on every rank
@@ -124,12 +140,29 @@ def test_two_ranks_step_equals_one_process(distributed_steps, name: str, tmp_pat
     assert _max_diff(results[name], single) < 1e-6
 
 
+#: Synchronised backwards per step (DDP all-reduces): SAM / ASAM / ImbSAM / GP need the global gradient of
+#: their first pass (it defines the perturbation) and of their second; MP's first copies run under no_sync.
+SYNCS_PER_STEP = {"erm": 1, "sam": 2, "asam": 2, "imbsam": 2, "gp": 2, "mp": 1, "ccsam-ccsam": 1,
+                  "ccsam-all": 1, "ccsam-last_k": 1, "ccsam-stage2": 1}
+
+
+def test_updates_run_through_ddp_and_synchronise_the_documented_passes(distributed_steps) -> None:
+    results, _ = distributed_steps
+    buckets = results["erm/syncs"][0] / 2  # all-reduced buckets per synchronised backward (2 steps)
+    assert buckets >= 1 and buckets == int(buckets)
+    for name, per_step in SYNCS_PER_STEP.items():
+        assert results[f"{name}/syncs"] == [2 * per_step * buckets], name  # one DDP wrapper, 2 steps
+
+
 def test_per_rank_statistics_are_not_the_method(distributed_steps, tmp_path: Path) -> None:
-    """Control: CC-SAM statistics of each rank's half batch (no gather), or BatchNorm without SyncBN,
-    give a different step, so the test above can tell the global form from a naive port."""
+    """Control: CC-SAM statistics of each rank's half batch (no gather; for ``all``, no sum of the class
+    gradients over ranks), or BatchNorm without SyncBN, give a different step, so the test above can
+    tell the global form from a naive port."""
     results, _ = distributed_steps
     single, _ = _steps(STEP_CASES["ccsam-ccsam"][0], 1, tmp_path)
     assert _max_diff(results["ccsam-ccsam/local"], single) > 1e-5
+    scoped, _ = _steps(STEP_CASES["ccsam-all"][0], 1, tmp_path)  # per-rank class gradients: not the method
+    assert _max_diff(results["ccsam-all/local"], scoped) > 1e-5
     erm, _ = _steps({"stage1.method": "erm", "runtime.sync_bn": "false"}, 1, tmp_path)
     assert _max_diff(results["erm/no-syncbn"], erm) > 1e-5
 

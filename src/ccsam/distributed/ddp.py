@@ -39,7 +39,7 @@ __all__ = ["ObjectiveModule", "is_wrapped", "run_objective", "unwrap_model", "wr
 
 #: No buffer broadcast before each forward (the buffers are still synchronised when DDP is built). PyTorch
 #: 2.14 renamed ``broadcast_buffers`` to ``forward_sync_buffers``; ``torch>=2.4`` has only the old name.
-_NO_FORWARD_BUFFER_SYNC = (
+_NO_FORWARD_BUFFER_SYNC: dict[str, Any] = (
     {"forward_sync_buffers": False}
     if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters
     else {"broadcast_buffers": False}

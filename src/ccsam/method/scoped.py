@@ -215,8 +215,10 @@ def _class_gradient(
 ) -> list[Tensor]:
     """``grad_params loss`` (zeros without rows of the class here), summed over the processes in one flat
     all-reduce when ``total`` is given. ``torch.autograd.grad`` accumulates nothing into ``p.grad`` and
-    fires no DDP hook: the class gradient stays out of the step's own gradient."""
-    if has_rows:
+    fires no DDP hook: the class gradient stays out of the step's own gradient. With several processes
+    every one runs the backward, rows of the class or not: a global BatchNorm's backward is a collective
+    (and sends the other processes the gradient through this process's rows)."""
+    if has_rows or total is not None:
         grads = list(torch.autograd.grad(loss, params, retain_graph=True, materialize_grads=True))
     else:
         grads = [torch.zeros_like(p) for p in params]

@@ -95,9 +95,11 @@ class ImbSAM(SAM):
 
         fp16: backpropagate ``scaler.scale(...)`` of all three losses (one scale per step, so the kept
         head gradient and the tail gradient add up consistently) and pass ``grad_scaler`` as for SAM.
-        DDP: one forward cannot feed two synchronised backwards, so the two first-pass backwards run
-        under ``maybe_no_sync(model)``; the kept head gradient is then rank-local (all-reduce it in the
-        caller if the exact single-device update is wanted).
+        DDP: one forward cannot feed two synchronised backwards. The training engine
+        (:func:`ccsam.training.updates.imbsam_update`) takes the head gradient rank-local with
+        ``torch.autograd.grad`` instead of :meth:`store_head_grad`, lets the tail backward all-reduce
+        (the global ``g_tail`` defines ``eps``) and puts the head gradient into ``p.grad`` before the
+        second backward, whose all-reduce then averages the sum: the exact single-device update.
     """
 
     def __init__(

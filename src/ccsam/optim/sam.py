@@ -18,8 +18,11 @@ Mixed precision and DDP (see :class:`SAM` for the full call sequences):
   ``second_step(grad_scaler=scaler)`` unscales, checks and steps through ``scaler.step(base_optimizer)``;
   then ``scaler.update()``. Do **not** call ``scaler.unscale_`` before ``first_step``: it may run once
   per update, and the second pass's gradients would then reach the base optimizer still scaled.
-- DDP: run the first forward/backward under :func:`maybe_no_sync` (``model.no_sync()``) so that only
-  the second pass all-reduces; ``eps`` then uses each rank's local gradient (davda54/sam README).
+- DDP, exact: let both backwards all-reduce; ``eps`` then comes from the global-batch gradient, as in
+  one process (what the training engine does, :mod:`ccsam.training.updates`).
+- DDP, cheaper: run the first forward/backward under :func:`maybe_no_sync` (``model.no_sync()``) so
+  that only the second pass all-reduces; ``eps`` then uses each rank's local gradient (davda54/sam
+  README), so the perturbation depends on the number of GPUs.
 """
 
 from __future__ import annotations
@@ -51,8 +54,9 @@ def _check_hparams(rho: float, eta: float) -> None:
 def maybe_no_sync(model: nn.Module) -> contextlib.AbstractContextManager[Any]:
     """``model.no_sync()`` for DDP / FSDP-style wrappers, a ``nullcontext`` for a plain module.
 
-    Wrap SAM's *first* forward + backward in it: the perturbation is computed from the rank-local
-    gradient and only the gradient at ``w + eps`` is all-reduced (one all-reduce per step, as SGD).
+    Wrap a backward whose gradient is only accumulated in it (e.g. all but the last of several
+    accumulated passes), or SAM's *first* forward + backward for the cheaper rank-local perturbation
+    (then only the gradient at ``w + eps`` is all-reduced, one all-reduce per step as SGD).
 
     Example::
 
