@@ -1,4 +1,4 @@
-"""`ccsam probe | landscape | sharpness | report` end to end on two tiny runs."""
+"""ccsam.reporting.report (`ccsam report`): figures and tables from two tiny runs with their analyses."""
 
 from __future__ import annotations
 
@@ -6,13 +6,16 @@ import json
 
 import pytest
 
+from ccsam.analysis.runs import landscape_run, probe_run, sharpness_run
 from ccsam.cli.main import main
+from ccsam.training.run_dir import RunDir
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory):
+    """An ERM and a CC-SAM run, each with its probe, landscape (1-D and 2-D) and sharpness analyses."""
     root = tmp_path_factory.mktemp("runs")
     from conftest import synthetic_overrides
 
@@ -20,26 +23,12 @@ def two_runs(tmp_path_factory):
     for name, extra in (("erm", ["stage1.method=erm", "stage2.epochs=0"]), ("ccsam", [])):
         out = root / name
         assert main(["train", "--out", str(out), "--no-progress", *synthetic_overrides(), f"name={name}", *extra]) == 0
+        run = RunDir.open(out)
+        probe_run(run, sigmas=(0.01, 0.05), draws=2, mode="isotropic", seed=0)
+        landscape_run(run, points=5, span=1.0, seed=0, surface_points=3)
+        sharpness_run(run, iterations=5, max_per_class=8)
         paths.append(out)
     return paths
-
-
-def test_analyses_write_json_into_each_run_and_refuse_to_overwrite(two_runs, capsys):
-    args = [str(p) for p in two_runs]
-    assert main(["probe", *args, "--sigmas", "0.01", "0.05", "--draws", "2"]) == 0
-    assert main(["landscape", *args, "--points", "5", "--surface", "3"]) == 0
-    assert main(["sharpness", *args, "--iterations", "5", "--max-per-class", "8"]) == 0
-    for path in two_runs:
-        probe = json.loads((path / "analysis" / "probe.json").read_text())
-        assert {"train", "test"} <= set(probe) and [r["sigma"] for r in probe["train"]["results"]] == [0.01, 0.05]
-        landscape = json.loads((path / "analysis" / "landscape.json").read_text())
-        assert len(landscape["train"]["alphas"]) == 5 and landscape["train"]["alphas"][2] == 0.0
-        assert landscape["train"]["loss"]["overall"][2] == pytest.approx(landscape["train"]["clean"]["overall"])
-        sharpness = json.loads((path / "analysis" / "sharpness.json").read_text())
-        assert len(sharpness["head"]) == len(sharpness["class_counts"]) == 5
-    capsys.readouterr()
-    assert main(["probe", args[0]]) == 2
-    assert "--force" in capsys.readouterr().err
 
 
 def test_report_has_valid_figures_and_tables_that_match_results(two_runs, tmp_path):
