@@ -59,7 +59,8 @@ class SwaAverager:
 
     Args:
         model: The model being trained (a plain module, not a DDP wrapper: pass
-            ``ccsam.distributed.unwrap_model(ddp)``). It is deep-copied once; apply :func:`apply_spectral_norm` before creating the averager.
+            ``ccsam.distributed.unwrap_model(ddp)``). It is deep-copied once; apply
+            :func:`apply_spectral_norm` before creating the averager.
         device: Where the averaged copy lives (default: the model's device; ``"cpu"`` saves GPU memory).
 
     Example::
