@@ -152,7 +152,7 @@ def apply_overrides(tree: dict[str, Any], overrides: Iterable[str]) -> dict[str,
             path = f"{path}{part}"
             child = node.get(part, {})
             if path in UNIONS:
-                child = as_member(child, UNIONS[path].field)
+                child = _union_value(child, UNIONS[path])
             if not isinstance(child, dict):
                 raise ConfigError(f"config key '{key}': '{part}' is a value, not a section")
             node[part], node, path = child, child, f"{path}."

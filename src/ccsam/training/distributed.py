@@ -71,9 +71,9 @@ def check_config(cfg: RunConfig) -> None:
             "use perturb_scope=head or one process"
         )
     for name, stage in (("stage1", cfg.stage1), ("stage2", cfg.stage2)):
-        if stage.flattening != "none":
+        if stage.flattening.name != "none":
             raise ConfigError(
-                f"{name}.flattening={stage.flattening} (GP / MP) is not supported on several ranks"
+                f"{name}.flattening={stage.flattening.name} (GP / MP) is not supported on several ranks"
             )
     local_rows(cfg.data.batch_size, 0, world_size())
 
