@@ -10,12 +10,12 @@ import yaml
 
 from ccsam.cli.main import main
 from ccsam.config import load_config_file, resolve_config
-from ccsam.config.choices import CcsamStage2, DirOnlyRadius, GradientPenalty
-from ccsam.config.migration import MOVED_KEYS, migrate_tree, moved_key_message
+from ccsam.config.choices import CcsamStage2, DirOnlyRadius, GradientPenalty, SamOptimizer
+from ccsam.config.migration import MOVED_KEYS, migrate_key, migrate_tree, moved_key_message
 from ccsam.errors import ConfigError
 from ccsam.training.run_dir import RunDir
 from ccsam.training.trainer import Trainer
-from ccsam.tuning.space import load_study_spec
+from ccsam.tuning import load_study_spec, run_final, run_search, study_summary
 
 #: Every old key and the line it must give (written out here, not computed by the code under test).
 EXPECTED_LINES = {
@@ -166,3 +166,36 @@ def test_old_and_new_run_configs_get_the_same_report_hash():
                      "radius_mode": "ccsam", "ablation_rho": 1.0, "optimizer": "sgd", "rho": 0.05,
                      "asam_eta": 0.01, "imbsam_tail_threshold": 20}
     assert config_hash(migrate_tree(old)) == config_hash(new)
+
+
+def test_migrate_key_renames_recorded_keys_only_where_they_moved():
+    assert migrate_key("stage1.rho") == "stage1.optimizer.rho"
+    assert migrate_key("stage1.radius_mode") == "stage1.radius"
+    assert migrate_key("stage2.step") == "stage2.method.feature_step"
+    assert migrate_key("stage2.loss.options.eps_head") == "stage2.method.loss.options.eps_head"
+    assert migrate_key("stage1.loss.options.tau") == "stage1.loss.options.tau"
+    assert migrate_key("stage1.lr") == "stage1.lr"
+
+
+def test_a_study_folder_of_the_flat_config_version_keeps_its_search_and_choice(tmp_path, tiny_overrides):
+    pytest.importorskip("optuna")
+    common = tiny_overrides(**{"stage1.epochs": 1, "stage2.epochs": 0, "stage1.milestones": "[1]"})
+    spec = load_study_spec({
+        "trials": 1, "seeds": [0], "startup_trials": 1, "common_overrides": common,
+        "methods": {"sam": {"preset": "fmnist-lt-sam",
+                            "space": {"stage1.optimizer.rho": {"type": "float", "low": 0.05, "high": 0.2}}}},
+    })
+    run_search(spec, tmp_path, "sam")
+    for name, old_key in (("space", "stage1.rho"), ("choice", "stage1.rho")):  # as the old version wrote them
+        path = tmp_path / "sam" / f"{name}.json"
+        record = json.loads(path.read_text())
+        field = "space" if name == "space" else "params"
+        record[field] = {old_key: record[field]["stage1.optimizer.rho"]}
+        path.write_text(json.dumps(record))
+    rho = json.loads((tmp_path / "sam" / "choice.json").read_text())["params"]["stage1.rho"]
+    run_search(spec, tmp_path, "sam")  # the recorded search is the same search: no refusal
+    assert study_summary(tmp_path)["sam"]["choice"]["params"] == {"stage1.optimizer.rho": rho}
+    (tmp_path / "sam" / "choice.json").write_text(json.dumps({"params": {"stage1.rho": rho}}))
+    run_final(spec, tmp_path, "sam")
+    run = RunDir.open(tmp_path / "sam" / "final" / "seed-0")
+    assert run.load_config().stage1.optimizer == SamOptimizer(rho=rho)

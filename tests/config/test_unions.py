@@ -33,7 +33,8 @@ MEMBERS = [
     ("stage1.optimizer", {"name": "sgd"}, SgdOptimizer()),
     ("stage1.optimizer", {"name": "sam", "rho": 0.1}, SamOptimizer(rho=0.1)),
     ("stage1.optimizer", {"name": "asam", "rho": 0.5, "eta": 0.02}, AsamOptimizer(rho=0.5, eta=0.02)),
-    ("stage1.optimizer", {"name": "imbsam", "rho": 0.1, "tail_threshold": 7}, ImbsamOptimizer(rho=0.1, tail_threshold=7)),
+    ("stage1.optimizer", {"name": "imbsam", "rho": 0.1, "tail_threshold": 7},
+     ImbsamOptimizer(rho=0.1, tail_threshold=7)),
     ("stage1.radius", {"mode": "ccsam"}, CcsamRadius()),
     ("stage1.radius", {"mode": "dir_only", "rho": 0.05}, DirOnlyRadius(rho=0.05)),
     ("stage1.radius", {"mode": "mag_only"}, MagOnlyRadius()),
@@ -102,6 +103,14 @@ def test_nested_override_keeps_the_preset_member_and_another_member_replaces_it(
     assert resolve_config("cifar10-lt-sam", ["stage1.optimizer=asam"]).stage1.optimizer == AsamOptimizer()
     crt = resolve_config("cifar10-lt-crt", ["stage2.method.loss.name=focal"]).stage2.method
     assert isinstance(crt, RetrainStage2) and crt.reinit_head and crt.loss.name == "focal"
+
+
+def test_a_mapping_override_replaces_the_member_a_name_alone_merges():
+    tuned = ["stage2.method.up_limit=0.4"]  # e.g. a tuned CC-SAM value, then an ablation to cRT
+    replaced = resolve_config("digits-lt", [*tuned, "stage2.method={name: retrain, reinit_head: true}"])
+    assert replaced.stage2.method == RetrainStage2(reinit_head=True)
+    with pytest.raises(ConfigError, match="'stage2.method.up_limit' is not a field of stage2.method=retrain"):
+        resolve_config("digits-lt", [*tuned, "stage2.method=retrain"])
 
 
 def test_a_preset_may_refine_or_replace_its_base_member(tmp_path):

@@ -15,7 +15,16 @@ from typing import Any
 
 from ccsam.config.unions import UNIONS
 
-__all__ = ["MOVED_KEYS", "REMOVED_CHOICES", "MovedKey", "migrate_tree", "moved_key_message", "removed_choice_message"]
+__all__ = [
+    "MOVED_KEYS",
+    "REMOVED_CHOICES",
+    "MovedKey",
+    "migrate_key",
+    "migrate_override",
+    "migrate_tree",
+    "moved_key_message",
+    "removed_choice_message",
+]
 
 
 @dataclass(frozen=True)
@@ -35,6 +44,11 @@ class MovedKey:
     def moves_choice(self) -> bool:
         """Whether the old key was the choice itself (it maps to the union's tag)."""
         return self.field == UNIONS[self.union].discriminator
+
+    @property
+    def new(self) -> str:
+        """The dotted key that replaces ``old`` (the union itself for a moved choice)."""
+        return self.union if self.moves_choice else f"{self.union}.{self.field}"
 
 
 def _flattening(stage: str) -> tuple[MovedKey, ...]:
@@ -82,6 +96,24 @@ def removed_choice_message(union: str, tag: str) -> str:
     """One line naming the choice that replaced ``union=tag`` (a key of :data:`REMOVED_CHOICES`)."""
     kept = REMOVED_CHOICES[(union, tag)]
     return f"{union}={tag} was removed (the same formula as {kept}): write {union}={kept}"
+
+
+def migrate_key(dotted: str) -> str:
+    """The new name of a dotted key recorded by the flat-config version (``stage2.up_limit`` ->
+    ``stage2.method.up_limit``, ``stage2.loss.options.eps_head`` -> ``stage2.method.loss.options.eps_head``);
+    other keys are returned unchanged. For records such as a study's searched keys, not for user input."""
+    parts = dotted.split(".")
+    for end in range(len(parts), 0, -1):
+        moved = MOVED_KEYS.get(".".join(parts[:end]))
+        if moved is not None:
+            return ".".join([moved.new, *parts[end:]])
+    return dotted
+
+
+def migrate_override(text: str) -> str:
+    """``KEY=VALUE`` with :func:`migrate_key` applied to ``KEY``."""
+    key, sep, value = text.partition("=")
+    return f"{migrate_key(key.strip())}{sep}{value}" if sep else text
 
 
 def _section(tree: dict[str, Any], dotted: str) -> dict[str, Any] | None:
