@@ -25,7 +25,7 @@ sections: {sections}
 choices with their own fields: {unions}
   a name alone takes the choice's defaults; its fields follow in either order, e.g.
   stage1.optimizer=sam stage1.optimizer.rho=0.1 or stage2.method=retrain stage2.method.reinit_head=true;
-  a mapping replaces the choice, e.g. 'stage2.method={{name: retrain, reinit_head: true}}'.
+  a mapping sets the choice and its fields at once: 'stage2.method={{name: retrain, reinit_head: true}}'.
 `ccsam presets --show NAME` prints every key of a preset with its value.
 A NaN / infinite loss stops the run (exit 3) unless runtime.on_nonfinite=skip."""
 
