@@ -23,10 +23,12 @@ TINY = ["data.dataset=synthetic", "data.synthetic.num_classes=5", "data.syntheti
         "data.synthetic.per_class_test=10", "data.n_max=40", "data.imbalance_ratio=10", "data.val_per_class=5",
         "data.batch_size=16", "data.crop_padding=1", "model.arch=small_cnn", "model.width=8", "device=cpu",
         "stage1.epochs=2", "stage1.warmup_epochs=1", "stage1.milestones=[1]", "eval.many_threshold=30",
-        "eval.few_threshold=10", "stage1.optimizer.tail_threshold=10"]
+        "eval.few_threshold=10"]
 
 
 def _tiny(preset: str, *extra: str):
+    if resolve_config(preset).stage1.optimizer.name == "imbsam":  # tail classes at this size
+        extra = ("stage1.optimizer.tail_threshold=10", *extra)
     config = resolve_config(preset, TINY + list(extra))
     if config.stage2.epochs:
         config = resolve_config(preset, TINY + ["stage2.epochs=2", *extra])
