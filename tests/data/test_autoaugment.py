@@ -13,6 +13,7 @@ from ccsam.data.autoaugment import (
     SIGNED_OPERATIONS,
     autoaugment,
     autoaugment_cifar10,
+    autoaugment_single,
     magnitude_value,
 )
 
@@ -234,6 +235,35 @@ def test_grayscale_runs_every_operation():
         y = autoaugment(x, _gen(0), _only(op, 1.0, magnitude_bin))
         assert y.shape == x.shape
         assert torch.equal(y, x) == (op == "Color"), op  # Color (saturation) is a no-op on one channel
+
+
+# ----------------------------------------------------------------------------- one image (DataLoader path)
+
+
+@pytest.mark.parametrize(("channels", "fill"), [(3, 128), (1, 0), (3, (10, 20, 30))])
+def test_single_image_path_equals_the_batched_path_on_a_batch_of_one(channels, fill):
+    # every sub-policy, both signs and skip/apply are hit over 400 seeds (25 sub-policies, p >= 0.1)
+    images = _images(400, c=channels, low=20, high=220, seed=channels)
+    changed = 0
+    for seed in range(400):
+        x = images[seed : seed + 1]
+        batched_gen, single_gen = _gen(seed), _gen(seed)
+        expected = autoaugment_cifar10(x, batched_gen, fill=fill)
+        got = autoaugment_single(x, single_gen, fill=fill)
+        assert torch.equal(got, expected), seed
+        assert torch.equal(single_gen.get_state(), batched_gen.get_state()), seed  # same number of draws
+        changed += not torch.equal(got, x)
+    assert changed > 200  # most samples change (74% here): the comparison is not between unchanged copies
+
+
+def test_single_image_path_refuses_batches_and_keeps_empty_images():
+    with pytest.raises(ValueError, match="one image"):
+        autoaugment_single(_images(2), _gen(0))
+    empty = torch.zeros(1, 3, 0, 5, dtype=torch.uint8)
+    g = _gen(0)
+    before = g.get_state()
+    assert autoaugment_single(empty, g).shape == empty.shape
+    assert torch.equal(g.get_state(), before)  # as the batched path: no draws for an empty image
 
 
 # ----------------------------------------------------------------------------- the policy table

@@ -19,6 +19,7 @@ from ccsam import __version__
 from ccsam.cli.main import build_parser, main, parse
 from ccsam.config import resolve_config
 from ccsam.reporting.collect import collect_runs
+from ccsam.training.checkpoint import load_checkpoint, save_checkpoint
 from ccsam.training.run_dir import RunDir
 from ccsam.training.trainer import Trainer
 from tests.reliability.faults import Base, tiny
@@ -231,3 +232,30 @@ def test_overwrite_of_a_new_folder_and_of_a_half_made_one(tmp_path):
     code, _, err = _main(["train", "--out", str(half), "--no-progress", *one_epoch])
     assert code == 0, err
     assert not list(half.glob(".config.yaml.*"))
+
+
+def test_resume_relocates_a_data_cache_and_checks_it_against_the_manifest(tmp_path):
+    cache = tmp_path / "tiny.cache"
+    assert main(["data", "export", "--out", str(cache), *tiny()]) == 0
+    run = tmp_path / "run"
+    code, _, err = _main(["train", "--out", str(run), "--data-cache", str(cache), "--no-progress",
+                          *tiny(stage1__epochs=2)])
+    assert code == 0, err
+    (run / "results.json").unlink()  # turn it back into an interrupted run: one epoch to go
+    state = load_checkpoint(run / "checkpoints" / "last.pt")
+    state["epoch"] = 1
+    save_checkpoint(run / "checkpoints" / "last.pt", state)
+    moved = tmp_path / "moved.cache"
+    cache.rename(moved)
+    code, _, err = _main(["train", "--resume", str(run), "--no-progress"])
+    assert code == 2 and str(cache) in err[-1]  # the old place is named
+    other = tmp_path / "other.cache"  # another split of the same data: refused by the manifest check
+    assert main(["data", "export", "--out", str(other), *tiny(data__subset_seed=7)]) == 0
+    code, _, err = _main(["train", "--resume", str(run), "--data-cache", str(other), "--no-progress"])
+    assert code == 2 and len(err) == 1 and "subset_seed=7" in err[0], err
+    code, _, err = _main(["train", "--resume", str(run), "--data-cache", str(moved), "--data-root", str(tmp_path),
+                          "--no-progress"])
+    assert code == 2 and "not both" in err[-1]
+    code, _, err = _main(["train", "--resume", str(run), "--data-cache", str(moved), "--no-progress"])
+    assert code == 0, err
+    assert (run / "results.json").is_file()

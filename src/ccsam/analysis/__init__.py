@@ -1,8 +1,9 @@
 """Motivation analyses of ccsam-spec §5: random weight perturbation, loss landscapes, Hessian sharpness.
 
-Pure library functions that take a trained model and an :class:`ccsam.data.arrays.ImageArrays` and
-return JSON-ready dicts / lists; they write no files and leave the model's weights and train/eval flags
-as they found them.
+Pure library functions that take a trained model and a data split (in-memory
+:class:`ccsam.data.arrays.ImageArrays`, or :class:`ccsam.data.image_files.ImageFiles` decoded batch by
+batch with the test transform) and return JSON-ready dicts / lists; they write no files and leave the
+model's weights and train/eval flags as they found them.
 
 - :mod:`ccsam.analysis.directions`: filter-normalised random directions (Li et al., NeurIPS 2018) and
   the bit-exactly restored in-place perturbation :func:`perturbed`.

@@ -13,7 +13,9 @@ from torch import Tensor, nn
 
 from ccsam.checks import check_int
 from ccsam.data.arrays import ImageArrays
-from ccsam.data.loader import eval_batches
+from ccsam.data.augment import normalize
+from ccsam.data.batches import split_batches
+from ccsam.data.long_tail import Split
 from ccsam.evaluation import shot_groups
 
 __all__ = [
@@ -56,33 +58,54 @@ def json_float(x: Tensor | float) -> float | None:
     return v if math.isfinite(v) else None
 
 
+def split_device(split: Split) -> torch.device:
+    """Where a split's images are: the device of in-memory arrays, the CPU for image files."""
+    return split.images.device if isinstance(split, ImageArrays) else torch.device("cpu")
+
+
+def normalized_images(
+    split: Split, index: Tensor, mean: Sequence[float], std: Sequence[float], device: torch.device
+) -> Tensor:
+    """The un-augmented images ``split[index]`` normalised with ``mean`` / ``std``, float32 on ``device``:
+    gathered from memory, or decoded from their files with the test transform (as in evaluation)."""
+    if isinstance(split, ImageArrays):
+        return normalize(split.images[index], tuple(mean), tuple(std)).to(device)
+    chosen = split.subset(index)
+    batches = split_batches(chosen, max(len(chosen), 1), tuple(mean), tuple(std), device=device)
+    return torch.cat([inputs.to(device) for inputs, _ in batches])
+
+
 def class_loss_sums(
     model: nn.Module,
-    arrays: ImageArrays,
+    arrays: Split,
     mean: tuple[float, ...],
     std: tuple[float, ...],
     batch_size: int,
 ) -> tuple[Tensor, Tensor]:
     """Per-class sum of the cross-entropy ``sum_{i: y_i = c} -log softmax(f(x_i))_c`` and class counts.
 
-    Eval mode, no autograd; inputs go to the model's device and dtype. Returns float64 sums ``[C]`` and
-    int64 counts ``[C]`` on the model's device (``C = arrays.num_classes``).
+    Eval mode, no autograd; inputs go to the model's device and dtype. ``arrays`` is an in-memory split or
+    image files (decoded batch by batch with the test transform, :func:`ccsam.data.batches.split_batches`);
+    open-set images (label -1) are left out. Returns float64 sums ``[C]`` and int64 counts ``[C]`` on the
+    model's device (``C = arrays.num_classes``).
     """
     check_int("batch_size", batch_size, low=1)
     if len(arrays) == 0:
         raise ValueError("arrays holds no images; pass a non-empty data set")
-    device, dtype = model_device_dtype(model, arrays.images.device)
+    device, dtype = model_device_dtype(model, split_device(arrays))
     num_classes = arrays.num_classes
     sums = torch.zeros(num_classes, dtype=torch.float64, device=device)
     with eval_mode(model), torch.no_grad():
-        for inputs, labels in eval_batches(arrays, batch_size, tuple(mean), tuple(std)):
-            inputs = inputs.to(device=device, dtype=dtype)
-            labels = labels.to(device)
+        for inputs, labels in split_batches(arrays, batch_size, tuple(mean), tuple(std), device=device):
+            known = labels >= 0
+            inputs = inputs[known].to(device=device, dtype=dtype)
+            labels = labels[known].to(device)
             logits = model(inputs)
             logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
             ce = F.cross_entropy(logits, labels, reduction="none")
             sums.index_add_(0, labels, ce.to(torch.float64))
-    counts = torch.bincount(arrays.labels.to(device), minlength=num_classes)
+    labels = arrays.labels.to(device)
+    counts = torch.bincount(labels[labels >= 0], minlength=num_classes)
     return sums, counts
 
 

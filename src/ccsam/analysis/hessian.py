@@ -25,10 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ccsam.analysis.class_losses import eval_mode, model_device_dtype
+from ccsam.analysis.class_losses import eval_mode, model_device_dtype, normalized_images, split_device
 from ccsam.checks import check_int
-from ccsam.data.arrays import ImageArrays
-from ccsam.data.augment import normalize
+from ccsam.data.long_tail import Split
 
 __all__ = ["SCOPES", "hessian_vector_product", "per_class_sharpness", "top_hessian_eigenvalue"]
 
@@ -160,7 +159,7 @@ def _mean_cross_entropy(forward: Callable[[Tensor], Tensor], inputs: Tensor, lab
 
 def per_class_sharpness(
     model: nn.Module,
-    arrays: ImageArrays,
+    arrays: Split,
     mean: tuple[float, ...],
     std: tuple[float, ...],
     num_classes: int,
@@ -208,7 +207,7 @@ def per_class_sharpness(
         raise ValueError(f"labels reach {int(arrays.labels.max())} but num_classes is {num_classes}")
     if scope == "head" and not (hasattr(model, "head") and hasattr(model, "features")):
         raise ValueError("scope='head' needs a model with .features(x) and .head (a ccsam Classifier)")
-    device, dtype = model_device_dtype(model, arrays.images.device)
+    device, dtype = model_device_dtype(model, split_device(arrays))
     # nn.Module.__getattr__ is typed Tensor | Module; for scope 'head' the check above found a Classifier's
     # .head (a module) and .features (a method)
     head = cast(nn.Module, model.head) if scope == "head" else None
@@ -227,8 +226,7 @@ def per_class_sharpness(
                 if index.numel() == 0:
                     result.append(None)
                     continue
-                inputs = normalize(arrays.images[index], tuple(mean), tuple(std))
-                inputs = inputs.to(device=device, dtype=dtype)
+                inputs = normalized_images(arrays, index, mean, std, device).to(dtype=dtype)
                 labels = torch.full((index.numel(),), c, dtype=torch.int64, device=device)
                 if head is not None:
                     with torch.no_grad():

@@ -30,7 +30,7 @@ from ccsam.analysis.class_losses import (
 )
 from ccsam.analysis.directions import IGNORE_MODES, perturbed, random_direction
 from ccsam.checks import check_int
-from ccsam.data.arrays import ImageArrays
+from ccsam.data.long_tail import Split
 
 __all__ = ["grid", "loss_curve_1d", "loss_surface_2d"]
 
@@ -57,7 +57,7 @@ def _check_direction_args(seed: int, ignore: str) -> None:
 
 def loss_curve_1d(
     model: nn.Module,
-    arrays: ImageArrays,
+    arrays: Split,
     mean: tuple[float, ...],
     std: tuple[float, ...],
     class_counts: Tensor | Sequence[int],
@@ -136,7 +136,7 @@ def loss_curve_1d(
 
 def loss_surface_2d(
     model: nn.Module,
-    arrays: ImageArrays,
+    arrays: Split,
     mean: tuple[float, ...],
     std: tuple[float, ...],
     *,

@@ -42,7 +42,7 @@ from ccsam.analysis.class_losses import (
 )
 from ccsam.analysis.directions import gaussian_like, perturbed
 from ccsam.checks import check_int
-from ccsam.data.arrays import ImageArrays
+from ccsam.data.long_tail import Split
 
 __all__ = [
     "GROUPS",
@@ -61,7 +61,7 @@ _KEYS = ("overall", *GROUPS)
 
 def loss_per_class(
     model: nn.Module,
-    arrays: ImageArrays,
+    arrays: Split,
     mean: tuple[float, ...],
     std: tuple[float, ...],
     batch_size: int = 512,
@@ -211,7 +211,7 @@ def _summarise(
 
 def weight_perturbation_probe(
     model: nn.Module,
-    arrays: ImageArrays,
+    arrays: Split,
     mean: tuple[float, ...],
     std: tuple[float, ...],
     class_counts: Tensor | Sequence[int],

@@ -1,17 +1,22 @@
 """Flatness analyses of trained runs (``ccsam probe | landscape | sharpness``), written into the run folder.
 
-Each writes ``RUN_DIR/analysis/<kind>.json``; an existing file is kept unless ``force`` is set.
+Each writes ``RUN_DIR/analysis/<kind>.json``; an existing file is kept unless ``force`` is set. Runs on
+in-memory data sets and on image-file data sets (ImageNet-LT, Places-LT, iNat 2018, list files, image
+folders) alike: file splits are decoded batch by batch with the test transform.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
+
+from torch import Tensor
 
 from ccsam import strict_json
 from ccsam.analysis import loss_curve_1d, loss_surface_2d, per_class_sharpness, weight_perturbation_probe
 from ccsam.atomic_io import atomic_write_text, check_writable
+from ccsam.data.long_tail import Split
 from ccsam.errors import RunDirError
 from ccsam.models.heads import CosineHead
 from ccsam.training.evaluate_run import TrainedRun, load_trained
@@ -37,13 +42,28 @@ def _target(run: RunDir, kind: str, force: bool) -> Path:
     return path
 
 
-def _splits(trained: TrainedRun, names: Sequence[str]) -> dict[str, Any]:
-    return {name: getattr(trained.data, name) for name in names}
+class _Common(TypedDict):
+    """The keyword arguments every analysis of a run takes from its data and its config."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    class_counts: Tensor
+    many_threshold: int
+    few_threshold: int
 
 
-def _common(trained: TrainedRun) -> dict[str, Any]:
+def _splits(trained: TrainedRun, names: Sequence[str]) -> dict[str, Split]:
+    """The named splits (``train``, ``val``, ``test``) of the run's data."""
     data = trained.data
-    return {"mean": data.mean, "std": data.std, "class_counts": data.class_counts}
+    known: dict[str, Split] = {"train": data.train, "val": data.val, "test": data.test}
+    return {name: known[name] for name in names}
+
+
+def _common(trained: TrainedRun) -> _Common:
+    """Normalisation, training class counts and shot-group thresholds of the run."""
+    data, evaluation = trained.data, trained.cfg.eval
+    return {"mean": data.mean, "std": data.std, "class_counts": data.class_counts,
+            "many_threshold": evaluation.many_threshold, "few_threshold": evaluation.few_threshold}
 
 
 def probe_run(run: RunDir, *, sigmas: Sequence[float], draws: int, mode: str, seed: int,
@@ -52,10 +72,8 @@ def probe_run(run: RunDir, *, sigmas: Sequence[float], draws: int, mode: str, se
     """Loss change under random weight noise (same draws for every run with the same ``seed``)."""
     path = _target(run, "probe", force)
     trained = _load(run, data_root, logit_scale)
-    thresholds = {"many_threshold": trained.cfg.eval.many_threshold,
-                  "few_threshold": trained.cfg.eval.few_threshold}
     out = {split: weight_perturbation_probe(trained.model, arrays, **_common(trained), sigmas=tuple(sigmas),
-                                            draws=draws, mode=mode, eps=eps, seed=seed, **thresholds)
+                                            draws=draws, mode=mode, eps=eps, seed=seed)
            for split, arrays in _splits(trained, splits).items()}
     atomic_write_text(path, strict_json.dumps(out) + "\n")
     return path
@@ -68,10 +86,7 @@ def landscape_run(run: RunDir, *, points: int, span: float, seed: int, splits: S
     optionally the 2-D surface over two such directions (``surface_points`` x ``surface_points``)."""
     path = _target(run, "landscape", force)
     trained = _load(run, data_root, logit_scale)
-    thresholds = {"many_threshold": trained.cfg.eval.many_threshold,
-                  "few_threshold": trained.cfg.eval.few_threshold}
-    out = {split: loss_curve_1d(trained.model, arrays, **_common(trained), points=points, span=span, seed=seed,
-                                **thresholds)
+    out = {split: loss_curve_1d(trained.model, arrays, **_common(trained), points=points, span=span, seed=seed)
            for split, arrays in _splits(trained, splits).items()}
     if surface_points:
         for split, arrays in _splits(trained, splits).items():

@@ -7,15 +7,24 @@
 * Anything else: a runtime failure (1), named by its type, with a pointer to ``--debug``.
 
 ``--debug`` (or ``CCSAM_DEBUG=1``) prints the traceback before the line.
+
+SIGTERM (a scheduler's time limit, ``kill``, ``timeout``) is handled like Ctrl-C in a single process:
+it interrupts the command where it is, so a run ends with the same "interrupted; continue with
+--resume" line and status 130, and its atomic checkpoint writes finish or are discarded whole. Under
+torchrun the launcher owns SIGTERM (it stops the other ranks after a failure) and it is left alone.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import signal
 import sys
+import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from types import FrameType
 
 from ccsam.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_RUNTIME, CcsamError
 
@@ -62,10 +71,32 @@ def describe_os_error(exc: OSError) -> tuple[str, int]:
     return f"{where + ': ' if where else ''}{text}", code
 
 
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM raises ``KeyboardInterrupt`` (as Ctrl-C does) in the main thread.
+
+    Not installed under torchrun (``WORLD_SIZE`` > 1), whose agent sends SIGTERM to stop the ranks,
+    nor outside the main thread (where Python cannot install handlers); the previous handler is restored.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_guarded(action: Callable[[], int], *, debug: bool) -> int:
     """Call ``action`` and turn any exception into one stderr line and an exit status."""
     try:
-        return int(action() or 0)
+        with sigterm_as_interrupt():
+            return int(action() or 0)
     except BaseException as exc:  # noqa: BLE001 - the boundary: every failure ends in one line
         if isinstance(exc, (SystemExit, GeneratorExit)):
             raise

@@ -47,7 +47,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="folder that holds the data set (sets data.root, stored as an absolute path); with "
                    "--resume: where the data set lives now, checked against the run's split manifest")
     p.add_argument("--data-cache", default=None, metavar="FILE",
-                   help="train from a `ccsam data export` file instead of the data set (sets data.cache)")
+                   help="train from a `ccsam data export` file instead of the data set (sets data.cache); "
+                   "with --resume: where the run's cache file is now, checked against its split manifest")
     p.add_argument("--compile", action="store_true", help="torch.compile the backbone (sets runtime.compile)")
     p.add_argument("--out", default=None, help="run folder to create (default: <out_dir>/<name>-<time>)")
     p.add_argument("--overwrite", action="store_true",
@@ -76,9 +77,17 @@ def with_absolute_paths(config: RunConfig) -> RunConfig:
     return config
 
 
-def _relocated(config: RunConfig, data_root: str) -> RunConfig:
-    data = config.data.model_copy(update={"root": str(Path(data_root).expanduser().resolve()), "cache": None})
-    return config.model_copy(update={"data": data})
+def _relocated(config: RunConfig, data_root: str | None, data_cache: str | None) -> RunConfig:
+    """The run's config reading its data from where it lives now: a data-set folder or a cache file."""
+    if data_root and data_cache:
+        raise ConfigError("--resume reads its data from one place: pass --data-root or --data-cache, not both")
+    if data_root:
+        update = {"root": str(Path(data_root).expanduser().resolve()), "cache": None}
+    elif data_cache:
+        update = {"cache": str(Path(data_cache).expanduser().resolve())}
+    else:
+        return config
+    return config.model_copy(update={"data": config.data.model_copy(update=update)})
 
 
 def _until_done(run_dir: RunDir, fit: Callable[[], dict[str, Any] | None]) -> dict[str, Any]:
@@ -94,13 +103,11 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     """Train (or resume) one run; under torchrun every rank runs this and rank 0 writes and prints."""
     progress = not args.no_progress
     if args.resume:
-        if args.preset or args.overrides or args.out or args.data_cache or args.compile or args.overwrite:
-            raise ConfigError("--resume takes the run folder's own config; drop --preset/--out/--data-cache/"
-                              "--overwrite/overrides (only --data-root may say where the data lives now)")
+        if args.preset or args.overrides or args.out or args.compile or args.overwrite:
+            raise ConfigError("--resume takes the run folder's own config; drop --preset/--out/--overwrite/"
+                              "overrides (only --data-root or --data-cache may say where the data lives now)")
         run_dir = RunDir.open(args.resume)
-        config = run_dir.load_config()
-        if args.data_root:
-            config = _relocated(config, args.data_root)
+        config = _relocated(run_dir.load_config(), args.data_root, args.data_cache)
         with torchrun_session(config.device):
             check_writable(run_dir.path)
             trainer = Trainer(config, run_dir, progress=progress,

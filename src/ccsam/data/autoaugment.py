@@ -17,6 +17,14 @@ sign are gathered (``images[idx]``), transformed together with one ``torchvision
 call and written back. All random numbers come from the generator passed in, so the same seed gives the
 same output, and the code runs unchanged on CPU and CUDA.
 
+One image (the DataLoader path, where each worker augments one sample with its own generator):
+:func:`autoaugment_single` makes exactly the draws of :func:`autoaugment` on a batch of one, in the same
+order, and applies the two operations directly, without the grouping; its output is bit-identical and it
+is 1.7x faster per sample, and 1.13x faster than ``torchvision.transforms.v2.AutoAugment``
+(``benchmarks/autoaugment_per_sample.py``). torchvision's transform is not used because it draws from the
+global RNG (a data-dependent number of draws), so a sample's augmentation would not follow from its
+own seed (resume relies on that), and it computes the magnitude bins in float32 (see Solarize below).
+
 Magnitude convention (torchvision's 10 bins, ``bin`` in 0..9, value = low + (high - low) * bin / 9):
 
 =================  ===========================  ============================================
@@ -64,6 +72,7 @@ __all__ = [
     "SubPolicy",
     "autoaugment",
     "autoaugment_cifar10",
+    "autoaugment_single",
     "magnitude_value",
 ]
 
@@ -154,6 +163,8 @@ def magnitude_value(op: str, magnitude_bin: int | None, height: int, width: int)
 def _apply_op(images: torch.Tensor, op: str, value: float | None, fill: list[float]) -> torch.Tensor:
     """Apply one operation with the signed ``value`` (from :func:`magnitude_value`) to every image of
     the uint8 batch ``images`` [N, C, H, W]; the same parameters for all N images."""
+    if value is None:
+        return _apply_free_op(images, op)
     nearest = InterpolationMode.NEAREST
     if op == "ShearX":
         shear = [math.degrees(math.atan(value)), 0.0]
@@ -183,13 +194,20 @@ def _apply_op(images: torch.Tensor, op: str, value: float | None, fill: list[flo
         return TF.posterize(images, bits=int(value))
     if op == "Solarize":
         return TF.solarize(images, threshold=value)
+    raise ValueError(f"AutoAugment operation {op!r} takes no magnitude" if op in _MAGNITUDE_FREE
+                     else f"unknown AutoAugment operation {op!r}")
+
+
+def _apply_free_op(images: torch.Tensor, op: str) -> torch.Tensor:
+    """Apply one of the operations without a magnitude (AutoContrast, Equalize, Invert) to every image."""
     if op == "AutoContrast":
         return TF.autocontrast(images)
     if op == "Equalize":
         return TF.equalize(images)
     if op == "Invert":
         return TF.invert(images)
-    raise ValueError(f"unknown AutoAugment operation {op!r}")
+    raise ValueError(f"AutoAugment operation {op!r} needs a magnitude" if op in OPERATIONS
+                     else f"unknown AutoAugment operation {op!r}")
 
 
 def _same_device(a: torch.device, b: torch.device) -> bool:
@@ -315,3 +333,44 @@ def autoaugment_cifar10(
             ``torch.Generator`` on the images' device, or a bad ``fill``.
     """
     return autoaugment(images, generator, CIFAR10_POLICY, fill=fill)
+
+
+def autoaugment_single(
+    images: torch.Tensor,
+    generator: torch.Generator,
+    policy: Sequence[SubPolicy] = CIFAR10_POLICY,
+    *,
+    fill: int | Sequence[int] = 0,
+) -> torch.Tensor:
+    """:func:`autoaugment` of a batch of one image, without the per-group gathering.
+
+    Draws the same random numbers as :func:`autoaugment` does for ``images`` of shape [1, C, H, W], in the
+    same order (sub-policy, two apply-or-skip uniforms, two signs), so the output and the generator's
+    state afterwards are identical; only the work per sample is smaller. Arguments as :func:`autoaugment`.
+
+    Raises:
+        ValueError: as :func:`autoaugment`, or ``images`` not a batch of exactly one image.
+    """
+    fill_values = _check_inputs(images, generator, fill)
+    if images.shape[0] != 1:
+        raise ValueError(f"autoaugment_single takes one image [1, C, H, W], got {tuple(images.shape)}; "
+                         "use autoaugment for batches")
+    _check_policy(policy)
+    _, _, height, width = images.shape
+    out = images.clone()
+    if height == 0 or width == 0:
+        return out
+    device = images.device
+    choice = torch.randint(len(policy), (1,), generator=generator, device=device)
+    uniform = torch.rand((1, 2), generator=generator, device=device)
+    negative = (torch.rand((1, 2), generator=generator, device=device) < 0.5)[0].tolist()
+    sub = policy[int(choice)]
+    # compared in the uniforms' dtype (float32), as the batched path does
+    applied = (uniform[0] < torch.tensor([sub[0][1], sub[1][1]], dtype=uniform.dtype, device=device)).tolist()
+    for (op, _, magnitude_bin), apply, flip_sign in zip(sub, applied, negative, strict=True):
+        if apply:
+            value = magnitude_value(op, magnitude_bin, height, width)
+            if value is not None and flip_sign and op in SIGNED_OPERATIONS:
+                value = -value
+            out = _apply_op(out, op, value, fill_values)
+    return out

@@ -80,15 +80,16 @@ def _members_by_class(array: np.ndarray, num_classes: int) -> list[np.ndarray]:
 
 def _check_count(cls: int, count: object, available: int) -> int:
     """``count`` as an int; one error line if it is not a non-negative integer or exceeds ``available``."""
-    valid = isinstance(count, (int, float, np.integer)) and not isinstance(count, bool)
-    if not valid or count < 0 or int(count) != count:  # type: ignore[operator,arg-type]
+    # bool is an int subclass but not a count; an integral float (e.g. 40.0 from a JSON file) is accepted
+    if isinstance(count, bool) or not isinstance(count, (int, float, np.integer)) or count < 0 \
+            or int(count) != count:
         raise ValueError(f"counts[{cls}] must be a non-negative int, got {count!r}")
-    if available < int(count):  # type: ignore[arg-type]
+    if available < int(count):
         raise ValueError(
             f"class {cls} has {available} images but the profile asks for {count}; "
             "lower n_max or use the full training split"
         )
-    return int(count)  # type: ignore[arg-type]
+    return int(count)
 
 
 def ldam_drw_subset(labels: torch.Tensor, counts: Sequence[int], seed: int = 0) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 from ccsam.models.cifar_resnet import cifar_resnet_backbone
 from ccsam.models.classifier import Classifier
+from ccsam.models.heads import ClassifierHead
 from ccsam.models.registry import MODELS, ModelEntry, build_model, list_models
 from ccsam.models.small_cnn import small_cnn_backbone
 from ccsam.models.torchvision_resnet import TORCHVISION_RESNETS, torchvision_resnet_backbone
@@ -10,6 +11,7 @@ __all__ = [
     "MODELS",
     "TORCHVISION_RESNETS",
     "Classifier",
+    "ClassifierHead",
     "ModelEntry",
     "build_model",
     "cifar_resnet_backbone",

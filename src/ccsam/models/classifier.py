@@ -12,12 +12,14 @@ from collections.abc import Iterator
 from torch import Tensor, nn
 
 from ccsam.checks import check_int
+from ccsam.models.heads import ClassifierHead
 
 __all__ = ["Classifier"]
 
 
 class Classifier(nn.Module):
-    """``logits = head(backbone(x))`` with ``head = nn.Linear(feature_dim, num_classes)``.
+    """``logits = head(backbone(x))`` with ``head = nn.Linear(feature_dim, num_classes)`` (or another
+    :data:`~ccsam.models.heads.ClassifierHead` installed later: cosine, LWS, tau-norm).
 
     The head gets PyTorch's default ``nn.Linear`` initialisation (as in the official CC-SAM code; LDAM-DRW's
     ``resnet32`` re-initialises it Kaiming-normal: ``model.head_init=kaiming_normal`` in the training engine).
@@ -43,7 +45,8 @@ class Classifier(nn.Module):
         check_int("feature_dim", feature_dim, low=1)
         check_int("num_classes", num_classes, low=1)
         self.backbone = backbone
-        self.head = nn.Linear(feature_dim, num_classes, bias=bias)
+        # a linear head here; the engine may install a cosine head (LDAM / GCL), an LWS or a tau-norm head
+        self.head: ClassifierHead = nn.Linear(feature_dim, num_classes, bias=bias)
 
     @property
     def feature_dim(self) -> int:
@@ -65,7 +68,7 @@ class Classifier(nn.Module):
         return z
 
     def forward(self, x: Tensor) -> Tensor:
-        """Logits ``W z + b`` with ``z = features(x)``, shape ``[B, num_classes]``."""
+        """Logits ``head(z)`` with ``z = features(x)`` (``W z + b`` for a linear head), ``[B, num_classes]``."""
         return self.head(self.features(x))
 
     def freeze_backbone(self) -> None:

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from ccsam.checks import check_int
 
-__all__ = ["CosineHead", "LWSHead", "TauNormHead", "build_head", "tau_normalized_weight"]
+__all__ = ["ClassifierHead", "CosineHead", "LWSHead", "TauNormHead", "build_head", "tau_normalized_weight"]
 
 
 def _finite(name: str, value: object, positive: bool = False) -> float:
@@ -52,6 +52,8 @@ class CosineHead(nn.Module):
         >>> bool(head(torch.randn(4, 8)).abs().max() <= 1.0 + 1e-6)
         True
     """
+
+    bias: Tensor | None  # always None: registered as a parameter slot so the head reads like nn.Linear
 
     def __init__(
         self,
@@ -122,8 +124,9 @@ class TauNormHead(nn.Module):
         self.register_buffer("bias", None if bias is None else bias.detach().clone())
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, tau: float, keep_bias: bool = True) -> TauNormHead:
-        """Tau-normalise a trained ``nn.Linear`` head (a copy; ``linear`` is left unchanged)."""
+    def from_linear(cls, linear: nn.Module, tau: float, keep_bias: bool = True) -> TauNormHead:
+        """Tau-normalise a trained ``nn.Linear`` head (a copy; ``linear`` is left unchanged); any other head
+        is refused with a ``ValueError``."""
         linear = _check_linear(linear)
         return cls(linear.weight, linear.bias if keep_bias else None, tau)
 
@@ -151,7 +154,8 @@ class LWSHead(nn.Module):
     linear_weight: Tensor
     linear_bias: Tensor | None
 
-    def __init__(self, linear: nn.Linear) -> None:
+    def __init__(self, linear: nn.Module) -> None:
+        """Wrap a trained ``nn.Linear`` head; any other head is refused with a ``ValueError``."""
         super().__init__()
         linear = _check_linear(linear)
         self.in_features, self.out_features = linear.in_features, linear.out_features
@@ -176,6 +180,12 @@ class LWSHead(nn.Module):
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}"
 
+
+#: The heads a :class:`ccsam.models.Classifier` carries: the trained ``nn.Linear`` / :class:`CosineHead`, and
+#: the stage-2 / post-hoc :class:`LWSHead` / :class:`TauNormHead` installed over a linear one. Each has
+#: ``in_features``, ``out_features``, a ``[C, d]`` ``weight`` and a ``bias`` (``[C]`` or None) and maps
+#: ``[B, d]`` features to ``[B, C]`` logits.
+ClassifierHead = nn.Linear | CosineHead | TauNormHead | LWSHead
 
 _HEAD_OPTIONS = {"linear": ("bias", "device", "dtype"), "cosine": ("scale", "device", "dtype")}
 

@@ -291,8 +291,9 @@ class Trainer:
         state = load_checkpoint(self.run.last_checkpoint, required=_RESUME_KEYS)
         if state["manifest_sha256"] != self.data.manifest.sha256():
             raise RunDirError(
-                f"'{self.run.path}': the data split rebuilt from data.root differs from the checkpoint's "
-                "(sha256 mismatch); pass --data-root with the data set this run was trained on"
+                f"'{self.run.path}': the data split rebuilt from "
+                f"{'data.cache' if self.cfg.data.cache else 'data.root'} differs from the checkpoint's (sha256 "
+                "mismatch); pass --data-root (or --data-cache) with the data this run was trained on"
             )
         if refuse_finished and state["epoch"] >= self.cfg.total_epochs and self.run.results_path.is_file():
             raise RunDirError(
