@@ -3,7 +3,7 @@
 1. Motivation: random weight perturbation, 1-D landscapes and per-class sharpness of CE, LDAM-DRW and
    CC-SAM (the seed-0 runs of benchmarks/compare.py; test metrics over all its seeds).
 2. Naive flattening: SWA, SN, GP and MP applied in stage 1 of CE and of LDAM-DRW.
-3. Ablation: CC-SAM's class-conditional perturbation with radius_mode none / dir_only / mag_only / ccsam
+3. Ablation: CC-SAM's class-conditional perturbation with stage1.radius none / dir_only / mag_only / ccsam
    (noise_scale 1e-2, the first release's value, so that the perturbation is not negligible).
 
 Usage:
@@ -73,7 +73,7 @@ def main() -> None:
         runs = []
         for mode in ABLATION:
             for seed in args.seeds:
-                extra = ["stage1.noise_scale=1e-2", f"stage1.radius_mode={mode}", f"seed={seed}"]
+                extra = ["stage1.noise_scale=1e-2", f"stage1.radius={mode}", f"seed={seed}"]
                 runs.append(_train("fmnist-lt-ccsam", f"ccsam-{mode}", out / "ablation" / f"seed{seed}", extra, args))
         ccsam(["report", *map(str, runs), "--out", str(reports / "ablation"),
                "--title", "CC-SAM ablation: magnitude and direction of the class-conditional perturbation"])

@@ -35,8 +35,7 @@ HERE = Path(__file__).resolve().parent
 SPEC = HERE / "fmnist_tuned_study.yaml"
 REPORT = HERE / "results" / "fmnist-lt-tuned.md"
 CRT_STAGE2 = [
-    "stage2.method=retrain",
-    "stage2.reinit_head=true",
+    "stage2.method={name: retrain, reinit_head: true}",  # a mapping replaces the tuned CC-SAM stage 2 member
     "stage2.sampler=class_balanced",
     "stage2.schedule=cosine",
     "stage2.bn_mode=eval",
@@ -44,9 +43,9 @@ CRT_STAGE2 = [
     "stage2.warmup_epochs=0",
 ]
 ABLATIONS: dict[str, list[str]] = {
-    "radius-none": ["stage1.radius_mode=none"],
-    "radius-dir_only": ["stage1.radius_mode=dir_only"],
-    "radius-mag_only": ["stage1.radius_mode=mag_only"],
+    "radius-none": ["stage1.radius=none"],
+    "radius-dir_only": ["stage1.radius=dir_only"],
+    "radius-mag_only": ["stage1.radius=mag_only"],
     "s1-erm+s2-ccsam": ["stage1.method=erm"],
     "s1-ccsam+s2-crt": CRT_STAGE2,
     "s1-erm+s2-crt": ["stage1.method=erm", *CRT_STAGE2],

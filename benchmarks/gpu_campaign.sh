@@ -11,7 +11,7 @@
 #   OUT=$OUT bash benchmarks/gpu_campaign.sh            # every row
 #   ROWS="ce ccsam-official" bash benchmarks/gpu_campaign.sh
 # CC-SAM tuned takes its values from CCSAM_TUNED_OVERRIDES (e.g. the FMNIST study's choice for
-# stage1.flat_ratio / stage1.noise_scale / stage2.up_limit, written as KEY=VALUE words); without it the row
+# stage1.flat_ratio / stage1.noise_scale / stage2.method.up_limit, written as KEY=VALUE words); without it the row
 # is skipped. Re-running skips finished seeds (results.json) and resumes interrupted ones.
 # Writes $OUT/gpu-campaign.md (the table so far, rewritten after every row) and the run folders.
 set -euo pipefail

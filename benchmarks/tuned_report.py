@@ -172,7 +172,7 @@ def _ablations(spec: StudySpec, summary: dict[str, Any], names: list[str]) -> li
         lines.append("| " + " | ".join([name, *_cells(entry.get("variants", {}).get(name), seeds)]) + " |")
     return lines + [
         "",
-        "`radius-*`: `stage1.radius_mode` (none: no class-conditional perturbation; dir_only: the "
+        "`radius-*`: `stage1.radius` (none: no class-conditional perturbation; dir_only: the "
         "class direction at a fixed length; mag_only: the class radius along a random direction). "
         "`s1-*+s2-*`: CC-SAM or ERM stage 1 (tuned values otherwise), then CC-SAM's tuned stage 2 or "
         "cRT (fresh head, class-balanced batches, cosine LR, 20 epochs).",

@@ -39,10 +39,11 @@ def test_official_cifar10_recipe_matches_the_released_code():
     assert (c.data.batch_size, c.stage1.epochs, c.stage2.epochs) == (64, 200, 30)
     assert (c.stage1.lr, c.stage1.weight_decay, c.stage1.warmup_epochs) == (0.1, 2e-4, 5)
     assert (c.stage1.mixup_alpha, c.stage1.flat_ratio, c.stage1.noise_scale) == (1.0, 0.3, 1e-6)
-    assert (c.stage2.lr, c.stage2.schedule, c.stage2.up_limit, c.stage2.div) == (0.01, "constant", 1.0, 2.0)
+    method = c.stage2.method
+    assert (c.stage2.lr, c.stage2.schedule, method.up_limit, method.div) == (0.01, "constant", 1.0, 2.0)
     assert c.model.arch == "resnet32" and c.stage2.sampler == "class_aware"
     c100 = resolve_config("cifar100-lt-ccsam-official")
-    assert (c100.data.dataset, c100.stage1.flat_ratio, c100.stage2.up_limit) == ("cifar100", 0.5, 0.3)
+    assert (c100.data.dataset, c100.stage1.flat_ratio, c100.stage2.method.up_limit) == ("cifar100", 0.5, 0.3)
 
 
 def test_overrides_are_typed_and_nested():

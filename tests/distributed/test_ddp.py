@@ -31,21 +31,22 @@ from ccsam.training.trainer import Trainer
 
 WORLD = 2
 BASE = {"runtime.sync_bn": "true", "data.batch_size": 16, "stage1.lr": 0.2, "stage2.lr": 0.2}
+RADIUS_RHO = {"dir_only": {"stage1.radius.rho": 0.3}}  # the radius ablation with a constant |eps|
 HEAD = {"stage1.method": "ccsam", "stage1.flat_ratio": 0.5, "stage1.noise_scale": 0.5}
 STEP_CASES: dict[str, tuple[dict[str, Any], int]] = {
     "erm": ({"stage1.method": "erm"}, 1),
-    **{f"ccsam-{mode}": ({**HEAD, "stage1.radius_mode": mode, "stage1.ablation_rho": 0.3}, 1)
-       for mode in ("ccsam", "dir_only", "fixed_rho", "mag_only", "none")},
-    "ccsam-stage2": ({**HEAD, "stage2.method": "ccsam", "stage2.up_limit": 0.5}, 2),
-    "sam": ({"stage1.method": "erm", "stage1.optimizer": "sam", "stage1.rho": 0.1}, 1),
-    "asam": ({"stage1.method": "erm", "stage1.optimizer": "asam", "stage1.rho": 0.5}, 1),
-    "imbsam": ({"stage1.method": "erm", "stage1.optimizer": "imbsam", "stage1.rho": 0.1,
-                "stage1.imbsam_tail_threshold": 20}, 1),
+    **{f"ccsam-{mode}": ({**HEAD, "stage1.radius": mode, **RADIUS_RHO.get(mode, {})}, 1)
+       for mode in ("ccsam", "dir_only", "mag_only", "none")},
+    "ccsam-stage2": ({**HEAD, "stage2.method": "ccsam", "stage2.method.up_limit": 0.5}, 2),
+    "sam": ({"stage1.method": "erm", "stage1.optimizer": "sam", "stage1.optimizer.rho": 0.1}, 1),
+    "asam": ({"stage1.method": "erm", "stage1.optimizer": "asam", "stage1.optimizer.rho": 0.5}, 1),
+    "imbsam": ({"stage1.method": "erm", "stage1.optimizer": "imbsam", "stage1.optimizer.rho": 0.1,
+                "stage1.optimizer.tail_threshold": 20}, 1),
     "ccsam-last_k": ({**HEAD, "stage1.perturb_scope": "last_k", "stage1.perturb_last_k": 1}, 1),
     "ccsam-all": ({**HEAD, "stage1.perturb_scope": "all"}, 1),
-    "gp": ({"stage1.method": "erm", "stage1.flattening": "gp", "stage1.gp_radius": 0.1}, 1),
-    "mp": ({"stage1.method": "erm", "stage1.flattening": "mp", "stage1.mp_bound": 0.05,
-            "stage1.mp_copies": 3}, 1),
+    "gp": ({"stage1.method": "erm", "stage1.flattening": "gp", "stage1.flattening.radius": 0.1}, 1),
+    "mp": ({"stage1.method": "erm", "stage1.flattening": "mp", "stage1.flattening.bound": 0.05,
+            "stage1.flattening.copies": 3}, 1),
 }
 
 

@@ -20,10 +20,10 @@ def _run(tmp_path, tiny_overrides, name="run", **extra):
 
 
 @pytest.mark.parametrize("options", [
-    {"stage1.flattening": "gp"}, {"stage1.flattening": "mp", "stage1.mp_bound": 0.05},
+    {"stage1.flattening": "gp"}, {"stage1.flattening": "mp", "stage1.flattening.bound": 0.05},
     {"stage2.flattening": "gp"}, {"stage2.flattening": "mp"},
-    {"stage1.radius_mode": "dir_only"}, {"stage1.radius_mode": "fixed_rho", "stage1.ablation_rho": 0.05},
-    {"stage1.radius_mode": "mag_only"}, {"stage1.radius_mode": "none"},
+    {"stage1.radius": "dir_only"}, {"stage1.radius": "dir_only", "stage1.radius.rho": 0.05},
+    {"stage1.radius": "mag_only"}, {"stage1.radius": "none"},
     {"stage1.perturb_scope": "last_k"}, {"stage1.perturb_scope": "all"},
 ])
 def test_option_trains_end_to_end(tmp_path, tiny_overrides, options):
@@ -57,7 +57,7 @@ def test_swa_averages_the_window_and_resumes(tmp_path, tiny_overrides):
 
 
 def test_mag_only_and_mp_runs_resume_exactly(tmp_path, tiny_overrides):
-    for options in ({"stage1.radius_mode": "mag_only"}, {"stage1.flattening": "mp", "stage1.mp_bound": 0.05}):
+    for options in ({"stage1.radius": "mag_only"}, {"stage1.flattening": "mp", "stage1.flattening.bound": 0.05}):
         config = resolve_config("digits-lt", tiny_overrides(**options))
         full = train(config, RunDir.create(tmp_path / f"full{len(options)}{options}", config, []), progress=False)
         run = RunDir.create(tmp_path / f"cut{options}", config, [])

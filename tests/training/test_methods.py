@@ -23,10 +23,12 @@ TINY = ["data.dataset=synthetic", "data.synthetic.num_classes=5", "data.syntheti
         "data.synthetic.per_class_test=10", "data.n_max=40", "data.imbalance_ratio=10", "data.val_per_class=5",
         "data.batch_size=16", "data.crop_padding=1", "model.arch=small_cnn", "model.width=8", "device=cpu",
         "stage1.epochs=2", "stage1.warmup_epochs=1", "stage1.milestones=[1]", "eval.many_threshold=30",
-        "eval.few_threshold=10", "stage1.imbsam_tail_threshold=10"]
+        "eval.few_threshold=10"]
 
 
 def _tiny(preset: str, *extra: str):
+    if resolve_config(preset).stage1.optimizer.name == "imbsam":  # tail classes at this size
+        extra = ("stage1.optimizer.tail_threshold=10", *extra)
     config = resolve_config(preset, TINY + list(extra))
     if config.stage2.epochs:
         config = resolve_config(preset, TINY + ["stage2.epochs=2", *extra])
@@ -60,7 +62,7 @@ def test_crt_starts_stage2_from_a_fresh_head_and_keeps_the_backbone(tmp_path):
 
 
 def test_lws_trains_only_the_per_class_scales(tmp_path):
-    config = _tiny("fmnist-lt-crt", "stage2.method=lws", "stage2.reinit_head=false")
+    config = _tiny("fmnist-lt-crt", "stage2.method=lws")
     trainer = Trainer(config, RunDir.create(tmp_path / "run", config, []), progress=False)
     trainer.fit(stop_at=config.stage1.epochs)
     weight = trainer.model.head.weight.detach().clone()

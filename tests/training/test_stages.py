@@ -11,6 +11,7 @@ from torch.func import functional_call
 
 import ccsam.method.scoped as scoped
 from ccsam.config import resolve_config
+from ccsam.config.choices import CcsamRadius
 from ccsam.functional import class_conditional_logits
 from ccsam.models.bn import bn_stats_frozen
 from ccsam.training.objectives import ErmObjective
@@ -33,7 +34,7 @@ def test_radius_mode_none_gives_exactly_the_erm_loss(tmp_path, tiny_overrides):
         tmp_path,
         tiny_overrides,
         stage1__method="ccsam",
-        stage1__radius_mode="none",
+        stage1__radius="none",
         stage1__flat_ratio=0.5,
         stage1__noise_scale=10.0,
     )
@@ -42,7 +43,7 @@ def test_radius_mode_none_gives_exactly_the_erm_loss(tmp_path, tiny_overrides):
     assert torch.equal(objective(trainer.model, batch).loss, erm)
     # the same run with the CC-SAM radius is visibly another objective: the option reached it
     ccsam = trainer.cfg.model_copy(
-        update={"stage1": trainer.cfg.stage1.model_copy(update={"radius_mode": "ccsam"})}
+        update={"stage1": trainer.cfg.stage1.model_copy(update={"radius": CcsamRadius()})}
     )
     assert not torch.allclose(
         build_objective(ccsam, stage, 0, trainer.counts)(trainer.model, batch).loss, erm
@@ -85,8 +86,8 @@ def test_imbsam_through_the_engine_equals_its_written_out_update(tmp_path, tiny_
         tiny_overrides,
         stage1__method="erm",
         stage1__optimizer="imbsam",
-        stage1__imbsam_tail_threshold=10,
-        stage1__rho=0.5,
+        stage1__optimizer__tail_threshold=10,
+        stage1__optimizer__rho=0.5,
     )
     counts, cfg = trainer.counts, trainer.cfg.stage1
     tail_of = counts < 10
@@ -109,7 +110,7 @@ def test_imbsam_through_the_engine_equals_its_written_out_update(tmp_path, tiny_
     g_tail = torch.autograd.grad(tail_loss, params)
     norm = torch.sqrt(sum(g.square().sum() for g in g_tail))
     moved = {
-        n: p + cfg.rho * g / norm for n, p, g in zip(names, params, g_tail, strict=True)
+        n: p + 0.5 * g / norm for n, p, g in zip(names, params, g_tail, strict=True)
     }  # eps: a constant
     with bn_stats_frozen(twin):
         g_perturbed = torch.autograd.grad(parts(functional_call(twin, moved, (x,)))[1], params)
@@ -126,11 +127,13 @@ def test_imbsam_through_the_engine_equals_its_written_out_update(tmp_path, tiny_
 
 def test_flattening_options_reach_the_update(tmp_path, tiny_overrides):
     _, stage, _ = _stage1(
-        tmp_path / "gp", tiny_overrides, stage1__flattening="gp", stage1__gp_radius=0.07, stage1__gp_alpha=0.6
+        tmp_path / "gp", tiny_overrides, stage1__flattening="gp", stage1__flattening__radius=0.07,
+        stage1__flattening__alpha=0.6,
     )
     assert isinstance(stage.update, GradientPenaltyUpdate) and (stage.update.r, stage.update.a) == (0.07, 0.6)
     _, stage, _ = _stage1(
-        tmp_path / "mp", tiny_overrides, stage1__flattening="mp", stage1__mp_bound=0.02, stage1__mp_copies=3
+        tmp_path / "mp", tiny_overrides, stage1__flattening="mp", stage1__flattening__bound=0.02,
+        stage1__flattening__copies=3,
     )
     update = stage.update
     assert isinstance(update, ModelPerturbationUpdate) and (update.bound, update.copies) == (0.02, 3)
@@ -142,8 +145,8 @@ def test_radius_ablations_reach_the_objective(tmp_path, tiny_overrides):
         tmp_path,
         tiny_overrides,
         stage1__method="ccsam",
-        stage1__radius_mode="fixed_rho",
-        stage1__ablation_rho=0.3,
+        stage1__radius="dir_only",
+        stage1__radius__rho=0.3,
         stage1__flat_ratio=0.5,
     )
     model = trainer.model

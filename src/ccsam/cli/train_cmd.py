@@ -10,6 +10,7 @@ from typing import Any
 from ccsam.atomic_io import check_writable
 from ccsam.config import DEFAULT_PRESET, known_keys, resolve_config
 from ccsam.config.schema import RunConfig
+from ccsam.config.unions import UNIONS
 from ccsam.data.build import resolve_data_root
 from ccsam.distributed import is_main
 from ccsam.distributed.launch import shared_path, torchrun_session
@@ -21,6 +22,10 @@ from ccsam.training.trainer import Trainer
 _EPILOG = """overrides: KEY=VALUE with dotted keys, checked against the config schema, anywhere, e.g.
   ccsam train --preset fmnist-lt-ccsam stage1.epochs=5 --no-progress stage1.flat_ratio=0.5 seed=1
 sections: {sections}
+choices with their own fields: {unions}
+  a name alone takes the choice's defaults; its fields follow in either order, e.g.
+  stage1.optimizer=sam stage1.optimizer.rho=0.1 or stage2.method=retrain stage2.method.reinit_head=true;
+  a mapping sets the choice and its fields at once: 'stage2.method={{name: retrain, reinit_head: true}}'.
 `ccsam presets --show NAME` prints every key of a preset with its value.
 A NaN / infinite loss stops the run (exit 3) unless runtime.on_nonfinite=skip."""
 
@@ -34,7 +39,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="train a preset (default: digits-lt, CPU, about a minute)",
         description="Train one run: stage 1 (ERM or CC-SAM), then the optional CC-SAM stage 2. "
         "Prints the last-epoch test many/medium/few table.",
-        epilog=_EPILOG.format(sections=sections),
+        epilog=_EPILOG.format(sections=sections, unions=", ".join(UNIONS)),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--preset", default=None, help=f"preset name or YAML file (default: {DEFAULT_PRESET})")

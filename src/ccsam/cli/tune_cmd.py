@@ -17,6 +17,10 @@ _EPILOG = """The study file (YAML) declares the budget (`trials`, the same for e
       preset: fmnist-lt-ce
       space:
         stage1.lr: {type: float, low: 0.02, high: 0.3, log: true}
+    sam:
+      preset: fmnist-lt-sam
+      space:
+        stage1.optimizer.rho: {type: float, low: 0.02, high: 1.0, log: true}
 Run it again to continue a killed study (SQLite storage in STUDY_DIR/study.db)."""
 
 

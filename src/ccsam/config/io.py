@@ -15,7 +15,16 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from ccsam.config.base import as_member
+from ccsam.config.migration import (
+    MOVED_KEYS,
+    REMOVED_CHOICES,
+    migrate_tree,
+    moved_key_message,
+    removed_choice_message,
+)
 from ccsam.config.schema import RunConfig
+from ccsam.config.unions import UNIONS, UnionField, section_model
 from ccsam.errors import ConfigError
 
 PRESET_PACKAGE = "ccsam.presets"
@@ -23,18 +32,23 @@ DEFAULT_PRESET = "digits-lt"
 
 
 def known_keys(model: type[BaseModel] = RunConfig, prefix: str = "") -> list[str]:
-    """All dotted keys of a config model, sections and leaves (``stage1``, ``stage1.lr``, ...)."""
+    """All dotted keys of a config model, sections and leaves (``stage1``, ``stage1.lr``, ...); a union
+    lists the fields of all its members (``stage1.optimizer.rho``, ``stage1.optimizer.eta``, ...)."""
     keys: list[str] = []
     for name, field in model.model_fields.items():
         dotted = f"{prefix}{name}"
         keys.append(dotted)
-        annotation = field.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            keys.extend(known_keys(annotation, prefix=f"{dotted}."))
+        union = UNIONS.get(dotted)
+        members = list(union.members.values()) if union is not None else [section_model(field)]
+        for member in members:
+            if member is not None:
+                keys.extend(k for k in known_keys(member, prefix=f"{dotted}.") if k not in keys)
     return keys
 
 
 def _unknown_key_message(key: str) -> str:
+    if key in MOVED_KEYS:
+        return moved_key_message(key)
     candidates = known_keys()
     close = difflib.get_close_matches(key, candidates, n=3, cutoff=0.6)
     leaf = key.rsplit(".", 1)[-1]
@@ -43,17 +57,52 @@ def _unknown_key_message(key: str) -> str:
     return f"unknown config key '{key}'{hint}"
 
 
+def _check_member(value: Any, union: UnionField) -> None:
+    """The union's value names a member (or removed choice: its replacement) and holds only its fields."""
+    dotted = union.path
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"config key '{dotted}' takes one of {'|'.join(union.tags)} (or a mapping with "
+                          f"'{union.discriminator}'), got {value!r}")
+    tag = value.get(union.discriminator)
+    if (dotted, tag) in REMOVED_CHOICES:
+        raise ConfigError(removed_choice_message(dotted, str(tag)))
+    if tag not in union.members:
+        raise ConfigError(f"unknown {dotted} {tag!r}; choose one of {', '.join(union.tags)}")
+    member = union.members[str(tag)]
+    for key in value:
+        if key not in member.model_fields and key in union.fields():
+            raise ConfigError(f"'{dotted}.{key}' is not a field of {dotted}={tag} (it belongs to "
+                              f"{dotted}={'|'.join(union.tags_with(str(key)))})")
+    _check_keys(value, member, prefix=f"{dotted}.")
+
+
 def _check_keys(tree: Mapping[str, Any], model: type[BaseModel] = RunConfig, prefix: str = "") -> None:
     for key, value in tree.items():
         dotted = f"{prefix}{key}"
         field = model.model_fields.get(key)
         if field is None:
             raise ConfigError(_unknown_key_message(dotted))
-        annotation = field.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        union = UNIONS.get(dotted)
+        if union is not None:
+            _check_member(as_member(value, field), union)
+            continue
+        section = section_model(field)
+        if section is not None:
             if not isinstance(value, Mapping):
                 raise ConfigError(f"config key '{dotted}' is a section; set one of its keys, e.g. {dotted}.<key>=...")
-            _check_keys(value, annotation, prefix=f"{dotted}.")
+            _check_keys(value, section, prefix=f"{dotted}.")
+
+
+def _error_key(loc: tuple[int | str, ...]) -> str:
+    """The dotted key of a pydantic error location, without the member tags pydantic inserts after a union
+    (``stage1.optimizer.sam.rho`` -> ``stage1.optimizer.rho``)."""
+    parts: list[str] = []
+    skip = False
+    for part in loc:
+        if not skip:
+            parts.append(str(part))
+        skip = not skip and ".".join(parts) in UNIONS
+    return ".".join(parts)
 
 
 def _format_validation_error(error: ValidationError) -> str:
@@ -63,7 +112,7 @@ def _format_validation_error(error: ValidationError) -> str:
     got_text = "" if isinstance(got, Mapping) else f" (got {got!r})"
     more = len(error.errors()) - 1
     tail = f"; and {more} more problem(s)" if more else ""
-    where = ".".join(str(part) for part in first["loc"])
+    where = _error_key(first["loc"])
     if not where:
         return f"invalid config: {message}{tail}"
     return f"invalid value for '{where}': {message}{got_text}{tail}"
@@ -89,19 +138,30 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 def apply_overrides(tree: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
-    """Return a copy of ``tree`` with each ``key.sub=value`` override set (keys checked later)."""
-    result = _deep_copy(tree)
+    """Return a copy of ``tree`` with each ``key.sub=value`` override set (keys checked later).
+
+    The overrides are collected in order, then merged onto ``tree`` by :func:`merge_trees`, so a union's
+    name and its fields may come in either order (``stage1.optimizer=sam stage1.optimizer.rho=0.1``).
+    """
+    overlay: dict[str, Any] = {}
     for text in overrides:
         key, value = parse_override(text)
-        node = result
+        node, path = overlay, ""
         parts = key.split(".")
         for part in parts[:-1]:
-            child = node.setdefault(part, {})
+            path = f"{path}{part}"
+            child = node.get(part, {})
+            if path in UNIONS:
+                child = _union_value(child, UNIONS[path])
             if not isinstance(child, dict):
                 raise ConfigError(f"config key '{key}': '{part}' is a value, not a section")
-            node = child
-        node[parts[-1]] = value
-    return result
+            node[part], node, path = child, child, f"{path}."
+        last, path = parts[-1], f"{path}{parts[-1]}"
+        if path in UNIONS and isinstance(value, str) and isinstance(node.get(last), dict):
+            node[last] = {**node[last], UNIONS[path].discriminator: value}  # the name after its fields
+        else:
+            node[last] = value
+    return merge_trees(tree, overlay)
 
 
 def _deep_copy(tree: Mapping[str, Any]) -> dict[str, Any]:
@@ -129,15 +189,33 @@ def list_presets() -> list[tuple[str, str]]:
     return sorted(out)
 
 
-def merge_trees(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
-    """Deep merge: sections merge key by key, values (lists included) in ``update`` replace ``base``'s."""
+def merge_trees(base: Mapping[str, Any], update: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Deep merge: sections merge key by key, values (lists included) in ``update`` replace ``base``'s.
+
+    A union (``stage1.optimizer``) merges like a section while ``update`` keeps its member (or names
+    none: ``{rho: 0.1}``); naming another member (``sgd`` or ``{name: sgd}``) replaces it, so the old
+    member's fields do not carry over.
+    """
     merged = _deep_copy(base)
     for key, value in update.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
-            merged[key] = merge_trees(merged[key], value)
+        dotted = f"{prefix}{key}"
+        union = UNIONS.get(dotted)
+        old = merged.get(key)
+        if union is not None and key in merged:
+            value, old = _union_value(value, union), _union_value(old, union)
+            disc = union.discriminator
+            if isinstance(value, Mapping) and isinstance(old, dict) and value.get(disc, old.get(disc)) != old.get(disc):
+                old = {}
+        if isinstance(value, Mapping) and isinstance(old, dict):
+            merged[key] = merge_trees(old, value, prefix=f"{dotted}.")
         else:
             merged[key] = _deep_copy(value) if isinstance(value, Mapping) else value
     return merged
+
+
+def _union_value(value: Any, union: UnionField) -> Any:
+    """A name alone as ``{tag: name}`` (other values as they are)."""
+    return {union.discriminator: value} if isinstance(value, str) else value
 
 
 def load_preset_tree(name_or_path: str, _chain: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -189,7 +267,8 @@ def config_to_yaml(config: RunConfig) -> str:
 
 
 def load_config_file(path: str | Path) -> RunConfig:
-    """Read a resolved ``config.yaml`` written by :func:`config_to_yaml`; one :class:`ConfigError` line
+    """Read a resolved ``config.yaml`` written by :func:`config_to_yaml` (one written before the option
+    unions is migrated: :func:`~ccsam.config.migration.migrate_tree`); one :class:`ConfigError` line
     naming the file if it is not valid YAML or not a valid config."""
     try:
         tree = yaml.safe_load(Path(path).read_text(errors="replace")) or {}
@@ -201,6 +280,6 @@ def load_config_file(path: str | Path) -> RunConfig:
     if not isinstance(tree, Mapping):
         raise ConfigError(f"'{path}' is not a config (a YAML mapping of sections was expected); restore it")
     try:
-        return config_from_tree(tree)
+        return config_from_tree(migrate_tree(tree))  # a run folder of the flat-config version migrates
     except ConfigError as exc:
         raise ConfigError(f"'{path}': {exc}") from None

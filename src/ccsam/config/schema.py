@@ -10,9 +10,22 @@ from __future__ import annotations
 import difflib
 from typing import Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from ccsam.losses.registry import LOSSES, loss_options
+from ccsam.config.base import Section
+from ccsam.config.choices import (
+    CcsamRadius,
+    CcsamStage2,
+    Flattening,
+    ImbsamOptimizer,
+    NoFlattening,
+    OptimizerChoice,
+    RadiusChoice,
+    SgdOptimizer,
+    Stage2Method,
+)
+from ccsam.config.loss import LossConfig
+from ccsam.losses.registry import LOSSES
 from ccsam.models.registry import MODELS
 
 #: The data sets ``data.dataset`` can name, listed here once (the readers dispatch on these names).
@@ -24,19 +37,7 @@ DATASET_NAMES: tuple[str, ...] = get_args(DatasetName)
 FILE_DATASETS = ("imagenet_lt", "places_lt", "inat2018", "list_file", "image_folder")  # JPEGs read from disk
 
 
-def _registered(kind: str, name: str, registry: dict[str, object]) -> str:
-    if name not in registry:
-        raise ValueError(f"unknown {kind} {name!r}; choose one of {', '.join(sorted(registry))}")
-    return name
-
-
-class _Section(BaseModel):
-    """Base of every config section: unknown keys are errors and values are immutable once built."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
-
-
-class SyntheticConfig(_Section):
+class SyntheticConfig(Section):
     """Shape of the generated data set used by tests (``data.dataset=synthetic``)."""
 
     num_classes: int = Field(10, ge=2)
@@ -46,7 +47,7 @@ class SyntheticConfig(_Section):
     channels: int = Field(1, ge=1)
 
 
-class DataConfig(_Section):
+class DataConfig(Section):
     """Which data, which long-tailed profile of it, and how batches are made."""
 
     dataset: DatasetName = "digits"
@@ -106,39 +107,7 @@ class DataConfig(_Section):
 OPEN_SET_DATASETS = ("imagenet_lt", "places_lt")  # those with an `_open` list of unknown-class images
 
 
-class DrwConfig(_Section):
-    """Deferred re-weighting of the stage's loss (``ccsam.losses.DeferredReweighting``, Cao et al. 2019)."""
-
-    start_epoch: int | None = Field(None, ge=0, description="first 0-based stage epoch with class-balanced "
-                                    "weights; None = no DRW (LDAM-DRW CIFAR: 160)")
-    beta: float = Field(0.9999, ge=0.0, lt=1.0, description="effective-number beta of the DRW weights")
-
-
-class LossConfig(_Section):
-    """A registered loss (``ccsam.losses.LOSSES``), its constructor options (e.g. ``{max_margin: 0.5}``)
-    and an optional DRW wrapper (``drw.start_epoch``): CE-DRW is ``name=ce`` plus ``drw.start_epoch``."""
-
-    name: str = Field("ce", description="a key of ccsam.losses.LOSSES (`ccsam presets` lists them)")
-    options: dict[str, float | int | bool | None] = Field(default_factory=dict)
-    drw: DrwConfig = DrwConfig()
-
-    @field_validator("name")
-    @classmethod
-    def _registered_loss(cls, name: str) -> str:
-        return _registered("loss", name, LOSSES)  # type: ignore[arg-type]
-
-    @model_validator(mode="after")
-    def _known_options(self) -> LossConfig:
-        accepted = loss_options(self.name)
-        unknown = sorted(set(self.options) - set(accepted) - {"generator"})
-        if unknown:
-            raise ValueError(f"loss '{self.name}' has no option {', '.join(unknown)}; it takes {', '.join(accepted)}")
-        if self.drw.start_epoch is not None and self.options.get("drw_start_epoch") is not None:
-            raise ValueError("set DRW once: drop options.drw_start_epoch when drw.start_epoch is set")
-        return self
-
-
-class ModelConfig(_Section):
+class ModelConfig(Section):
     """Backbone architecture and the classifier head on top of it."""
 
     arch: str = Field("resnet32", description="a key of ccsam.models.MODELS")
@@ -171,7 +140,7 @@ class ModelConfig(_Section):
         return arch
 
 
-class ScheduleFields(_Section):
+class ScheduleFields(Section):
     """Optimiser and learning-rate schedule of one stage (SGD with momentum)."""
 
     epochs: int = Field(200, ge=0)
@@ -185,13 +154,10 @@ class ScheduleFields(_Section):
     milestones: tuple[int, ...] = (160, 180)
     gamma: float = Field(0.1, gt=0.0)
     # Naive flattening (spec 5.3), per stage: the talk's SWA / SN / GP / MP with subscript 1, 2 or 1,2.
-    flattening: Literal["none", "gp", "mp"] = Field(
-        "none", description="gp: gradient-norm penalty (finite difference); mp: model perturbation (F2M)"
+    flattening: Flattening = Field(
+        NoFlattening(), description="none | gp: gradient-norm penalty (finite difference) | mp: model "
+        "perturbation (F2M); replaces the optimiser's update"
     )
-    gp_radius: float = Field(0.05, gt=0.0, description="GP: r of the finite-difference step")
-    gp_alpha: float = Field(0.8, ge=0.0, le=1.0, description="GP: a = lambda / r")
-    mp_bound: float = Field(0.01, ge=0.0, description="MP: uniform noise U[-b, b]")
-    mp_copies: int = Field(2, ge=1, description="MP: noisy copies averaged per step")
     spectral_norm: bool = Field(False, description="SN: stage 1 all conv/linear layers, stage 2 the head")
     swa: bool = Field(False, description="SWA: average weights once per epoch over the last part of the stage")
     swa_start: float = Field(0.75, ge=0.0, lt=1.0, description="SWA: fraction of the stage before averaging")
@@ -216,29 +182,26 @@ class Stage1Config(ScheduleFields):
     mixup_alpha: float = Field(0.0, ge=0.0, description="Beta(alpha, alpha) mixup; 0 turns mixup off")
     flat_ratio: float = Field(0.3, ge=0.0, le=1.0, description="beta: weight of the class-conditional loss")
     noise_scale: float = Field(1e-6, ge=0.0, description="s: multiplier of the closed-form radius")
-    radius_mode: Literal["ccsam", "dir_only", "mag_only", "fixed_rho", "none"] = Field(
-        "ccsam", description="ablation: class radius + class direction (ccsam), direction only (|eps| = "
-        "ablation_rho), radius along a random direction (mag_only), per-class SAM (fixed_rho), none"
+    radius: RadiusChoice = Field(
+        CcsamRadius(), description="ablation: ccsam (class radius + class direction) | dir_only (constant "
+        "|eps| = rho along the class direction) | mag_only (class radius, random direction) | none"
     )
-    ablation_rho: float = Field(1.0, ge=0.0, description="|eps| of dir_only / fixed_rho")
     perturb_scope: Literal["head", "last_k", "all"] = Field(
         "head", description="parameters perturbed per class: head (closed form), last_k blocks + head, all"
     )
     perturb_last_k: int = Field(1, ge=1, description="last_k: number of backbone blocks")
-    optimizer: Literal["sgd", "sam", "asam", "imbsam"] = Field("sgd", description="SGD, or a two-pass SAM variant")
-    rho: float = Field(0.05, ge=0.0, description="SAM / ASAM / ImbSAM radius")
-    asam_eta: float = Field(0.01, ge=0.0, description="ASAM: T_w = |w| + eta")
-    imbsam_tail_threshold: int = Field(20, ge=1, description="ImbSAM: classes with n_c below it are tail")
+    optimizer: OptimizerChoice = Field(
+        SgdOptimizer(), description="sgd | sam {rho} | asam {rho, eta} | imbsam {rho, tail_threshold}"
+    )
 
 
 class Stage2Config(ScheduleFields):
     """Stage 2: head-only re-training on class-balanced batches against adversarial features."""
 
-    method: Literal["ccsam", "retrain", "lws"] = Field(
-        "ccsam", description="ccsam: adversarial features; retrain: head (cRT, MiSLAS, GCL); lws: per-class scales"
+    method: Stage2Method = Field(
+        CcsamStage2(), description="ccsam {up_limit, div, feature_step}: adversarial features | retrain "
+        "{loss, reinit_head}: head (cRT, MiSLAS, GCL) | lws {loss}: per-class scales"
     )
-    loss: LossConfig = Field(LossConfig(), description="loss of retrain / lws (ccsam uses its own)")
-    reinit_head: bool = Field(False, description="retrain: start from a fresh head (cRT)")
     train_bn: bool = Field(False, description="also train BatchNorm affine parameters (MiSLAS shift learning)")
     epochs: int = Field(0, ge=0, description="0 turns stage 2 off")
     lr: float = Field(0.01, gt=0.0)
@@ -247,13 +210,16 @@ class Stage2Config(ScheduleFields):
     milestones: tuple[int, ...] = ()
     sampler: Literal["instance", "class_aware", "class_balanced", "sqrt", "progressive"] = "class_aware"
     bn_mode: Literal["train", "eval"] = Field("train", description="train = official (BN stats drift)")
-    up_limit: float = Field(1.0, ge=0.0, le=1.0, description="cap of the adversarial weight alpha")
-    div: float = Field(2.0, gt=0.0, description="w_c = ln(n_max / n_c + 0.01) / div")
-    step: float = Field(1.0, ge=0.0, description="feature step length (official adver_reg)")
     init_from: Literal["last", "best_val"] = Field("last", description="stage-1 weights stage 2 starts from")
 
+    @property
+    def loss(self) -> LossConfig | None:
+        """The loss of ``retrain`` / ``lws`` (``stage2.method.loss``); ``None`` for ``ccsam``, whose
+        adversarial objective computes its own."""
+        return None if isinstance(self.method, CcsamStage2) else self.method.loss
 
-class EvalConfig(_Section):
+
+class EvalConfig(Section):
     """Class groups by training-set size, and calibration bins."""
 
     many_threshold: int = Field(100, ge=0, description="many-shot: n_c > many_threshold")
@@ -286,7 +252,7 @@ class EvalConfig(_Section):
         return self
 
 
-class RuntimeConfig(_Section):
+class RuntimeConfig(Section):
     """How the run uses the hardware; none of these change the method, only speed and numerics."""
 
     precision: Literal["auto", "fp32", "bf16"] = Field(
@@ -305,13 +271,13 @@ class RuntimeConfig(_Section):
     )
 
 
-class LoggingConfig(_Section):
+class LoggingConfig(Section):
     """What a run records besides ``metrics.jsonl`` and the console line."""
 
     tensorboard: bool = Field(False, description="TensorBoard scalars in RUN_DIR/tensorboard (extra [tb])")
 
 
-class RunConfig(_Section):
+class RunConfig(Section):
     """Everything one training run needs; written resolved into the run folder as ``config.yaml``."""
 
     name: str = "run"
@@ -330,13 +296,13 @@ class RunConfig(_Section):
     @model_validator(mode="after")
     def _compatible(self) -> RunConfig:
         cosine = self.model.head == "cosine"
-        for stage, loss in (("stage1", self.stage1.loss), ("stage2", self.stage2.loss)):
-            if LOSSES[loss.name].needs_cosine_head and not cosine:
+        for stage, loss in (("stage1", self.stage1.loss), ("stage2.method", self.stage2.loss)):
+            if loss is not None and LOSSES[loss.name].needs_cosine_head and not cosine:
                 raise ValueError(f"{stage}.loss.name={loss.name} needs model.head=cosine (with model.head_scale=1)")
         if cosine and self.stage1.method == "ccsam":
             raise ValueError("stage1.method=ccsam needs model.head=linear (its closed form is for a linear head)")
-        if self.stage2.epochs and cosine and self.stage2.method in ("ccsam", "lws"):
-            raise ValueError(f"stage2.method={self.stage2.method} needs model.head=linear")
+        if self.stage2.epochs and cosine and self.stage2.method.name in ("ccsam", "lws"):
+            raise ValueError(f"stage2.method={self.stage2.method.name} needs model.head=linear")
         if self.eval.open_set and self.data.dataset not in OPEN_SET_DATASETS:
             raise ValueError(f"eval.open_set=true needs a data set with an `_open` list "
                              f"({', '.join(OPEN_SET_DATASETS)}), not data.dataset={self.data.dataset}")
@@ -346,10 +312,10 @@ class RunConfig(_Section):
             raise ValueError("model.pretrained_head=true loads the head; model.head_init would re-draw it")
         if cosine and self.eval.tau_norm is not None:
             raise ValueError("eval.tau_norm needs model.head=linear")
-        if self.stage1.optimizer == "imbsam" and self.stage1.method == "ccsam":
+        if isinstance(self.stage1.optimizer, ImbsamOptimizer) and self.stage1.method == "ccsam":
             raise ValueError("stage1.optimizer=imbsam works with stage1.method=erm")
-        if self.stage1.perturb_scope != "head" and self.stage1.radius_mode != "ccsam":
-            raise ValueError("stage1.radius_mode ablations are implemented for stage1.perturb_scope=head")
+        if self.stage1.perturb_scope != "head" and not isinstance(self.stage1.radius, CcsamRadius):
+            raise ValueError("stage1.radius ablations are implemented for stage1.perturb_scope=head")
         data = self.data
         no_val_list = data.dataset == "inat2018" or (data.dataset == "list_file" and not data.val_list)
         if self.stage2.init_from == "best_val" and no_val_list and data.selection_per_class == 0:
@@ -358,7 +324,8 @@ class RunConfig(_Section):
         if self.total_epochs == 0:
             raise ValueError("stage1.epochs + stage2.epochs is 0, so nothing would be trained; "
                              "set stage1.epochs >= 1")
-        if self.stage1.flattening != "none" and self.stage1.optimizer != "sgd":
+        s1 = self.stage1
+        if not isinstance(s1.flattening, NoFlattening) and not isinstance(s1.optimizer, SgdOptimizer):
             raise ValueError("stage1.flattening (gp / mp) replaces the update; use it with stage1.optimizer=sgd")
         return self
 

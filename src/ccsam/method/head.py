@@ -63,9 +63,7 @@ def class_conditional_logits(
     * ``"ccsam"`` (default): ``||eps_{c,t}|| = rho_c(||g_{c,t}||)`` along ``g_{c,t}`` (as above).
     * ``"dir_only"``: "Stage 1 + dir", direction only: ``eps_{c,t} = rho * g_{c,t} / ||g_{c,t}||``
       with the constant ``rho`` (default 1, the slide's "fixed magnitude 1"); ``noise_scale`` and the
-      class counts are not used.
-    * ``"fixed_rho"``: plain per-class SAM, the same formula with ``rho`` set to SAM's radius (e.g.
-      0.05). Identical math to ``"dir_only"``; the two names keep ablation and baseline apart in configs.
+      class counts are not used. With ``rho`` set to SAM's radius (e.g. 0.05) it is plain per-class SAM.
     * ``"mag_only"``: "Stage 1 + mag", magnitude only: ``eps_{c,t} = rho_c(||g_{c,t}||) * u_{c,t}``
       with the CC-SAM radius of ``"ccsam"`` (still from the class gradient norm) along a random unit
       direction ``u_{c,t}`` (a standard Gaussian normalised per tensor) drawn from ``generator``
@@ -90,7 +88,7 @@ def class_conditional_logits(
         validate: check label range and counts (reads values back to the host); training loops that
             built their inputs themselves pass ``False`` to avoid a device synchronisation per step.
         radius_mode: one of :data:`RADIUS_MODES` (see above).
-        rho: ``||eps_{c,t}||`` for ``"dir_only"`` / ``"fixed_rho"``, finite and ``>= 0``.
+        rho: ``||eps_{c,t}||`` for ``"dir_only"``, finite and ``>= 0``.
         generator: random source of ``"mag_only"`` (on the device of ``features``); ignored otherwise.
 
     Returns:
@@ -133,7 +131,7 @@ def class_conditional_logits(
             n_i = counts[labels]
 
             def radius(grad_norm: Tensor) -> Tensor:  # ||eps_{y_i,t}|| per sample
-                if radius_mode in ("dir_only", "fixed_rho"):
+                if radius_mode == "dir_only":
                     return torch.full_like(grad_norm, rho)
                 return ccsam_radius(theta_norm, grad_norm, n_i, num_params, noise_scale)
 
@@ -238,6 +236,9 @@ def _check_radius_mode(
     radius_mode: str, rho: float, generator: torch.Generator | None, device: torch.device
 ) -> None:
     """Validate ``radius_mode`` and the arguments it needs (``rho``, ``generator``)."""
+    if radius_mode == "fixed_rho":
+        raise ValueError("radius_mode 'fixed_rho' was removed (the same formula as 'dir_only'): "
+                         "use radius_mode='dir_only' with rho set to SAM's radius")
     if radius_mode not in RADIUS_MODES:
         raise ValueError(f"radius_mode must be one of {', '.join(RADIUS_MODES)}, got {radius_mode!r}")
     check_number("rho", rho, low=0)

@@ -24,8 +24,9 @@ __all__ = [
     "norm_dtype",
 ]
 
-#: Ablations of the stage-1 perturbation (ccsam-spec §4.4, §8 ``stage1.radius_mode``).
-RadiusMode = Literal["ccsam", "dir_only", "fixed_rho", "mag_only", "none"]
+#: Ablations of the stage-1 perturbation (ccsam-spec §4.4 "Stage 1 + dir / + mag"; config ``stage1.radius``).
+#: Plain per-class SAM is ``dir_only`` with ``rho`` set to SAM's radius (one formula, one name).
+RadiusMode = Literal["ccsam", "dir_only", "mag_only", "none"]
 RADIUS_MODES: tuple[str, ...] = get_args(RadiusMode)
 
 #: Added to ``||theta||`` (the official code's ``grad_norm`` adds 1e-12).

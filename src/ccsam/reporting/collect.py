@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from ccsam.config.migration import migrate_tree
+
 # Keys that differ between seeds or machines but not between methods.
 _NOT_HASHED = {
     ("seed",),
@@ -78,7 +80,7 @@ def _read_run(folder: Path) -> dict[str, Any]:
     return {
         **results,
         "run_dir": str(folder),
-        "config_hash": config_hash(tree),
+        "config_hash": config_hash(migrate_tree(tree)),  # a run of the flat-config version hashes the same
         "dataset": data.get("dataset", "?"),
     }
 

@@ -15,6 +15,15 @@ import torch
 from torch import nn
 from torch.optim import SGD, Optimizer
 
+from ccsam.config.choices import (
+    AsamOptimizer,
+    ImbsamOptimizer,
+    LwsStage2,
+    OptimizerChoice,
+    RetrainStage2,
+    SamOptimizer,
+    SgdOptimizer,
+)
 from ccsam.config.schema import LossConfig, ModelConfig, RunConfig, Stage1Config, Stage2Config
 from ccsam.errors import RunDirError
 from ccsam.losses import DeferredReweighting, build_loss
@@ -108,37 +117,45 @@ def _base_kwargs(stage: Stage1Config | Stage2Config) -> dict[str, Any]:
             "nesterov": stage.nesterov}
 
 
-def _sgd(stage: Stage1Config | Stage2Config, params: list[nn.Parameter], counts: torch.Tensor) -> Optimizer:
-    return SGD(params, **_base_kwargs(stage))
+def _sgd(choice: SgdOptimizer, base: dict[str, Any], params: list[nn.Parameter], counts: torch.Tensor) -> Optimizer:
+    return SGD(params, **base)
 
 
-def _sam(stage: Stage1Config, params: list[nn.Parameter], counts: torch.Tensor) -> Optimizer:
-    return SAM(params, SGD, rho=stage.rho, eta=stage.asam_eta, **_base_kwargs(stage))
+def _sam(choice: SamOptimizer, base: dict[str, Any], params: list[nn.Parameter], counts: torch.Tensor) -> Optimizer:
+    return SAM(params, SGD, rho=choice.rho, **base)
 
 
-def _asam(stage: Stage1Config, params: list[nn.Parameter], counts: torch.Tensor) -> Optimizer:
-    return SAM(params, SGD, rho=stage.rho, adaptive=True, eta=stage.asam_eta, **_base_kwargs(stage))
+def _asam(choice: AsamOptimizer, base: dict[str, Any], params: list[nn.Parameter], counts: torch.Tensor) -> Optimizer:
+    return SAM(params, SGD, rho=choice.rho, adaptive=True, eta=choice.eta, **base)
 
 
-def _imbsam(stage: Stage1Config, params: list[nn.Parameter], counts: torch.Tensor) -> Optimizer:
-    return ImbSAM(params, SGD, counts.cpu(), rho=stage.rho, tail_threshold=stage.imbsam_tail_threshold,
-                  **_base_kwargs(stage))
+def _imbsam(
+    choice: ImbsamOptimizer, base: dict[str, Any], params: list[nn.Parameter], counts: torch.Tensor
+) -> Optimizer:
+    return ImbSAM(params, SGD, counts.cpu(), rho=choice.rho, tail_threshold=choice.tail_threshold, **base)
 
 
-#: The optimiser of each ``stage1.optimizer`` choice (stage 2 uses ``"sgd"``): SGD with momentum, or
-#: SAM / ASAM / ImbSAM wrapped around it. ``(stage config, parameters, class counts) -> optimiser``.
+#: The optimiser of each ``stage1.optimizer`` member (stage 2 uses ``sgd``): SGD with momentum, or
+#: SAM / ASAM / ImbSAM wrapped around it. ``(member, SGD settings, parameters, class counts) -> optimiser``.
 OPTIMIZERS: dict[str, Callable[..., Optimizer]] = {"sgd": _sgd, "sam": _sam, "asam": _asam, "imbsam": _imbsam}
 
 
-def optimizer_name(stage: Stage1Config | Stage2Config) -> str:
-    """The stage's optimiser choice: ``stage1.optimizer``; stage 2 always trains with SGD."""
-    return stage.optimizer if isinstance(stage, Stage1Config) else "sgd"
+def optimizer_choice(stage: Stage1Config | Stage2Config) -> OptimizerChoice:
+    """The stage's optimiser: ``stage1.optimizer``; stage 2 always trains with SGD."""
+    return stage.optimizer if isinstance(stage, Stage1Config) else SgdOptimizer()
 
 
 def build_optimizer(stage: Stage1Config | Stage2Config, params: Iterable[nn.Parameter],
                     class_counts: torch.Tensor) -> Optimizer:
-    """``OPTIMIZERS[optimizer_name(stage)]`` over ``params``."""
-    return OPTIMIZERS[optimizer_name(stage)](stage, list(params), class_counts)
+    """``OPTIMIZERS[optimizer_choice(stage).name]`` over ``params`` with the stage's SGD settings."""
+    choice = optimizer_choice(stage)
+    return OPTIMIZERS[choice.name](choice, _base_kwargs(stage), list(params), class_counts)
+
+
+def stage_loss(stage: Stage1Config | Stage2Config) -> LossConfig:
+    """The loss the stage's criterion is built from: ``stage1.loss`` or ``stage2.method.loss``; CC-SAM's
+    stage 2 computes its own adversarial loss, so its criterion is plain CE (unused)."""
+    return stage.loss if stage.loss is not None else LossConfig()
 
 
 def _batch_norm_parameters(module: nn.Module) -> list[nn.Parameter]:
@@ -155,14 +172,14 @@ def prepare_stage2(model: Classifier, cfg: RunConfig) -> list[nn.Parameter]:
     """
     stage2 = cfg.stage2
     model.freeze_backbone()
-    if stage2.method == "retrain" and stage2.reinit_head:
+    if isinstance(stage2.method, RetrainStage2) and stage2.method.reinit_head:
         old = model.head
         if isinstance(old, CosineHead):
             model.head = CosineHead(old.in_features, old.out_features, scale=old.scale,
                                     device=old.weight.device, dtype=old.weight.dtype)
         else:
             model.reset_head()
-    if stage2.method == "lws" and not isinstance(model.head, LWSHead):
+    if isinstance(stage2.method, LwsStage2) and not isinstance(model.head, LWSHead):
         model.head = LWSHead(model.head)
     if stage2.spectral_norm:
         apply_spectral_norm(model.head)

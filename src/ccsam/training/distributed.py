@@ -132,7 +132,7 @@ def reduce_train_stats(stats: dict[str, float | int]) -> dict[str, float | int]:
 @dataclass(frozen=True)
 class GlobalCcsamStage1:
     """:class:`~ccsam.training.objectives.CcsamStage1Objective` with global-batch class statistics
-    (every ``radius_mode``): ``(1 - beta) * clean + beta * criterion(own rows of the global perturbed
+    (every ``stage1.radius``): ``(1 - beta) * clean + beta * criterion(own rows of the global perturbed
     logits)``."""
 
     inner: CcsamStage1Objective

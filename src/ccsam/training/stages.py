@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
+from ccsam.config.choices import CcsamStage2, DirOnlyRadius, MagOnlyRadius, ModelPerturbation
 from ccsam.config.schema import RunConfig, Stage1Config, Stage2Config
 from ccsam.data.batches import train_batches
 from ccsam.data.build import LongTailData
@@ -26,7 +27,7 @@ from ccsam.losses import LOSSES
 from ccsam.models import Classifier
 from ccsam.optim.schedules import adversarial_weight
 from ccsam.optim.swa import SwaAverager, swa_window
-from ccsam.training.assembly import build_criterion, build_optimizer, optimizer_name
+from ccsam.training.assembly import build_criterion, build_optimizer, optimizer_choice, stage_loss
 from ccsam.training.objectives import (
     CcsamStage1Objective,
     CcsamStage2Objective,
@@ -142,16 +143,16 @@ def build_stage(
     seed = cfg.seed + 1000 * (number - 1)  # independent streams per stage, fixed by the run seed
     loader = _loader(cfg, number, data, runtime, seed)
     first_epoch = 0 if number == 1 else cfg.stage1.epochs
-    criterion = build_criterion(stage_cfg.loss, counts)
+    criterion = build_criterion(stage_loss(stage_cfg), counts)
     optimizer = build_optimizer(stage_cfg, params, counts)
     noise = (
         torch.Generator(device=runtime.device).manual_seed(seed + 17)
-        if stage_cfg.flattening == "mp"
+        if isinstance(stage_cfg.flattening, ModelPerturbation)
         else None
     )
-    update = build_update(stage_cfg, optimizer_name(stage_cfg), noise)
+    update = build_update(stage_cfg.flattening, optimizer_choice(stage_cfg).name, noise)
     swa = SwaAverager(model) if stage_cfg.swa else None
-    mag_only = number == 1 and cfg.stage1.radius_mode == "mag_only"
+    mag_only = number == 1 and isinstance(cfg.stage1.radius, MagOnlyRadius)
     directions = torch.Generator(device=runtime.device).manual_seed(seed + 29) if mag_only else None
     return Stage(number, stage_cfg, first_epoch, optimizer, loader, criterion, update, swa, noise, directions)
 
@@ -171,8 +172,8 @@ def _ccsam_head(cfg: RunConfig, stage: Stage, stage_epoch: int, counts: torch.Te
         s1.flat_ratio,
         s1.noise_scale,
         stage.criterion,
-        radius_mode=s1.radius_mode,
-        rho=s1.ablation_rho,
+        radius_mode=s1.radius.mode,
+        rho=s1.radius.rho if isinstance(s1.radius, DirOnlyRadius) else 1.0,  # only dir_only reads rho
         generator=stage.directions,
     )
 
@@ -199,8 +200,11 @@ STAGE1_OBJECTIVES: dict[str, ObjectiveBuilder] = {
 
 
 def _adversarial(cfg: RunConfig, stage: Stage, stage_epoch: int, counts: torch.Tensor) -> Objective:
-    alpha = adversarial_weight(stage_epoch, cfg.stage2.epochs, cfg.stage2.up_limit)
-    return CcsamStage2Objective(counts, alpha, cfg.stage2.div, cfg.stage2.step)
+    method = cfg.stage2.method
+    if not isinstance(method, CcsamStage2):
+        raise TypeError(f"the adversarial stage-2 objective needs stage2.method=ccsam, got {method.name}")
+    alpha = adversarial_weight(stage_epoch, cfg.stage2.epochs, method.up_limit)
+    return CcsamStage2Objective(counts, alpha, method.div, method.feature_step)
 
 
 def _retrain(cfg: RunConfig, stage: Stage, stage_epoch: int, counts: torch.Tensor) -> Objective:
@@ -214,8 +218,9 @@ STAGE2_OBJECTIVES: dict[str, ObjectiveBuilder] = {"ccsam": _adversarial, "retrai
 def build_objective(cfg: RunConfig, stage: Stage, stage_epoch: int, counts: torch.Tensor) -> Objective:
     """The stage's objective at ``stage_epoch``: the epoch sets the DRW switch of losses that use it
     (``LossEntry.uses_epoch``) and stage 2's adversarial weight alpha."""
-    if LOSSES[stage.config.loss.name].uses_epoch or stage.config.loss.drw.start_epoch is not None:
+    loss = stage_loss(stage.config)
+    if LOSSES[loss.name].uses_epoch or loss.drw.start_epoch is not None:
         stage.criterion.set_epoch(stage_epoch)  # type: ignore[operator]
     registry = STAGE1_OBJECTIVES if stage.number == 1 else STAGE2_OBJECTIVES
-    method = cfg.stage1.method if stage.number == 1 else cfg.stage2.method
+    method = cfg.stage1.method if stage.number == 1 else cfg.stage2.method.name
     return registry[method](cfg, stage, stage_epoch, counts)

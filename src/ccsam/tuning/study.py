@@ -28,6 +28,7 @@ from typing import Any
 
 from ccsam.atomic_io import atomic_write_text
 from ccsam.config import resolve_config
+from ccsam.config.migration import migrate_key, migrate_override
 from ccsam.errors import CcsamError, ConfigError
 from ccsam.training.run_dir import RunDir
 from ccsam.training.trainer import Trainer, train
@@ -61,6 +62,22 @@ def _method_part(value: Any) -> Any:
     return value
 
 
+def _migrated_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Chosen values recorded by a study of the flat-config version, under today's keys."""
+    return {migrate_key(k): v for k, v in params.items()}
+
+
+def _migrated_record(record: dict[str, Any]) -> dict[str, Any]:
+    """A ``space.json`` of the flat-config version under today's keys (searched keys and overrides)."""
+    out = dict(record)
+    if isinstance(out.get("space"), dict):
+        out["space"] = _migrated_params(out["space"])
+    for name in ("overrides", "search_overrides"):
+        if isinstance(out.get(name), list):
+            out[name] = [migrate_override(v) if isinstance(v, str) else v for v in out[name]]
+    return out
+
+
 def _check_spec(spec: StudySpec, study_dir: Path, method: str) -> None:
     """Record the spec; refuse a study folder whose record of ``method``'s search differs."""
     study_dir.mkdir(parents=True, exist_ok=True)
@@ -78,7 +95,7 @@ def _check_spec(spec: StudySpec, study_dir: Path, method: str) -> None:
     }
     path = study_dir / method / "space.json"
     if path.is_file():
-        stored = json.loads(path.read_text())
+        stored = _migrated_record(json.loads(path.read_text()))
         changed = sorted(
             k for k in record if k != "trials" and _method_part(stored.get(k)) != _method_part(record[k])
         )
@@ -243,7 +260,7 @@ def run_final(
     choice_path = study_dir / method / "choice.json"
     if not choice_path.is_file():
         raise ConfigError(f"'{method}' has no choice yet ({choice_path}); run the search phase first")
-    params = json.loads(choice_path.read_text())["params"]
+    params = _migrated_params(json.loads(choice_path.read_text())["params"])
     folder = study_dir / method / ("final" if variant is None else f"variants/{variant}")
     label = "final" if variant is None else variant
     summary_path = study_dir / method / ("final.json" if variant is None else f"variants/{variant}.json")
@@ -294,10 +311,12 @@ def study_summary(study_dir: str | Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for space_path in sorted(study_dir.glob("*/space.json")):
         folder = space_path.parent
-        entry: dict[str, Any] = {"space": json.loads(space_path.read_text())}
+        entry: dict[str, Any] = {"space": _migrated_record(json.loads(space_path.read_text()))}
         for name in ("trials", "choice", "final"):
             path = folder / f"{name}.json"
             entry[name] = json.loads(path.read_text()) if path.is_file() else None
+        if entry["choice"] is not None:  # a study of the flat-config version: its values under today's keys
+            entry["choice"]["params"] = _migrated_params(entry["choice"].get("params", {}))
         variants = sorted(folder.glob("variants/*.json"))
         entry["variants"] = {p.stem: json.loads(p.read_text()) for p in variants}
         out[folder.name] = entry

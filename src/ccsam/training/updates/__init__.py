@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import torch
 
-from ccsam.config.schema import ScheduleFields
+from ccsam.config.choices import Flattening, GradientPenalty, ModelPerturbation
 from ccsam.training.updates.flattening import (
     GradientPenaltyUpdate,
     ModelPerturbationUpdate,
@@ -43,18 +43,21 @@ OPTIMIZER_UPDATES: dict[str, Update] = {
     "imbsam": imbsam_update,
 }
 
-#: Naive-flattening updates (``stage*.flattening``), built from the stage config and a noise generator.
-FLATTENING_UPDATES: dict[str, Callable[[ScheduleFields, torch.Generator | None], Update]] = {
-    "gp": lambda stage, _: make_gradient_penalty_update(r=stage.gp_radius, a=stage.gp_alpha),
-    "mp": lambda stage, noise: make_model_perturbation_update(
-        bound=stage.mp_bound, copies=stage.mp_copies, generator=noise
-    ),
-}
+def _gradient_penalty(choice: GradientPenalty, noise: torch.Generator | None) -> Update:
+    return make_gradient_penalty_update(r=choice.radius, a=choice.alpha)
 
 
-def build_update(stage: ScheduleFields, optimizer: str, noise: torch.Generator | None = None) -> Update:
-    """The update of a stage: ``FLATTENING_UPDATES[stage.flattening]`` unless it is ``"none"``, else
+def _model_perturbation(choice: ModelPerturbation, noise: torch.Generator | None) -> Update:
+    return make_model_perturbation_update(bound=choice.bound, copies=choice.copies, generator=noise)
+
+
+#: Naive-flattening updates by ``stage*.flattening`` member, built from the member and a noise generator.
+FLATTENING_UPDATES: dict[str, Callable[..., Update]] = {"gp": _gradient_penalty, "mp": _model_perturbation}
+
+
+def build_update(flattening: Flattening, optimizer: str, noise: torch.Generator | None = None) -> Update:
+    """The update of a stage: ``FLATTENING_UPDATES[flattening.name]`` unless it is ``none``, else
     ``OPTIMIZER_UPDATES[optimizer]``. ``noise`` is the generator MP draws from."""
-    if stage.flattening in FLATTENING_UPDATES:
-        return FLATTENING_UPDATES[stage.flattening](stage, noise)
+    if flattening.name in FLATTENING_UPDATES:
+        return FLATTENING_UPDATES[flattening.name](flattening, noise)
     return OPTIMIZER_UPDATES[optimizer]

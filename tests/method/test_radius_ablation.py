@@ -90,7 +90,7 @@ def ref_mode_logits(f, w, b, y, counts, mode, *, noise_scale=0.0, rho=1.0, direc
         eps = []
         for t, g in enumerate(grads):
             gn = torch.clamp(g.norm(), min=1e-12)
-            if mode in ("dir_only", "fixed_rho"):
+            if mode == "dir_only":
                 eps.append(rho * g.detach() / gn)
             elif mode == "ccsam":
                 eps.append((spec_radius(theta, gn, float(counts[c]), k, noise_scale) * g / gn).detach())
@@ -127,7 +127,7 @@ def single_class_batch(seed: int):
 
 @pytest.mark.parametrize("mixup", [False, True], ids=["hard", "mixup"])
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
-@pytest.mark.parametrize(("mode", "rho"), [("dir_only", 1.0), ("fixed_rho", 0.05), ("ccsam", 1.0)])
+@pytest.mark.parametrize(("mode", "rho"), [("dir_only", 1.0), ("dir_only", 0.05), ("ccsam", 1.0)])
 def test_direction_modes_match_loop(mode, rho, bias, mixup):
     f, w, b, y, counts = make_batch(9, seed=5, bias=bias)
     q = mixup_targets(y, 9, seed=5) if mixup else None
@@ -144,14 +144,14 @@ def test_direction_modes_match_loop(mode, rho, bias, mixup):
 def test_dir_only_has_norm_rho_along_class_gradient():
     f, w, b, y, counts = single_class_batch(1)
     (g_w, g_b) = torch.autograd.grad(F.cross_entropy(F.linear(f, w, b), y), [w, b])
-    for mode, rho in (("dir_only", 1.0), ("fixed_rho", 0.05), ("dir_only", 2.5)):
-        out = class_conditional_logits(f, w, b, y, counts, noise_scale=0.0, radius_mode=mode, rho=rho)
+    for rho in (1.0, 0.05, 2.5):  # 0.05: plain per-class SAM is dir_only with SAM's radius
+        out = class_conditional_logits(f, w, b, y, counts, noise_scale=0.0, radius_mode="dir_only", rho=rho)
         eps_w, eps_b = recover_single_class_eps(f, w, b, out)
         torch.testing.assert_close(eps_w, rho * g_w / g_w.norm(), **TOL)
         torch.testing.assert_close(eps_b, rho * g_b / g_b.norm(), **TOL)
-    # Same math under both names; noise_scale and counts do not enter.
+    # noise_scale and counts do not enter.
     a = class_conditional_logits(f, w, b, y, counts, noise_scale=0.0, radius_mode="dir_only", rho=0.05)
-    c = class_conditional_logits(f, w, b, y, counts * 7, noise_scale=3.0, radius_mode="fixed_rho", rho=0.05)
+    c = class_conditional_logits(f, w, b, y, counts * 7, noise_scale=3.0, radius_mode="dir_only", rho=0.05)
     assert torch.equal(a, c)
 
 
@@ -230,7 +230,7 @@ def test_ccsam_mode_is_the_default_and_ignores_ablation_arguments():
         f, w, b, y, counts, noise_scale=0.5, radius_mode="ccsam", rho=9.0, generator=torch.Generator()
     )
     assert torch.equal(default, named)
-    assert set(RADIUS_MODES) == {"ccsam", "dir_only", "fixed_rho", "mag_only", "none"}
+    assert set(RADIUS_MODES) == {"ccsam", "dir_only", "mag_only", "none"}  # fixed_rho was dir_only renamed
 
 
 @pytest.mark.parametrize(
@@ -240,7 +240,8 @@ def test_ccsam_mode_is_the_default_and_ignores_ablation_arguments():
         ({"radius_mode": "mag_only"}, "generator"),
         ({"radius_mode": "mag_only", "generator": 3}, "generator"),
         ({"radius_mode": "dir_only", "rho": -1.0}, "rho"),
-        ({"radius_mode": "fixed_rho", "rho": float("nan")}, "rho"),
+        ({"radius_mode": "dir_only", "rho": float("nan")}, "rho"),
+        ({"radius_mode": "fixed_rho", "rho": 0.05}, "removed.*'dir_only'"),
     ],
 )
 def test_bad_radius_arguments_raise(kwargs, word):

@@ -1,0 +1,162 @@
+"""The option unions of the stage configs: each choice is a member that holds only its own fields.
+
+``stage1.optimizer`` (sgd | sam | asam | imbsam), ``stage1.radius`` (the CC-SAM radius ablation:
+ccsam | dir_only | mag_only | none), ``stage*.flattening`` (none | gp | mp) and ``stage2.method``
+(ccsam | retrain | lws) are pydantic discriminated unions, tagged by ``name`` (``mode`` for the
+radius), so a field of another member (``stage1.optimizer.rho`` with ``name: sgd``) cannot be written.
+Each union also accepts the member's name alone (``stage1.optimizer=sam``: :class:`~ccsam.config.base.Section`).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from ccsam.config.base import Section
+from ccsam.config.loss import LossConfig
+
+__all__ = [
+    "AsamOptimizer",
+    "CcsamRadius",
+    "CcsamStage2",
+    "DirOnlyRadius",
+    "Flattening",
+    "GradientPenalty",
+    "ImbsamOptimizer",
+    "LwsStage2",
+    "MagOnlyRadius",
+    "ModelPerturbation",
+    "NoFlattening",
+    "NoRadius",
+    "OptimizerChoice",
+    "RadiusChoice",
+    "RetrainStage2",
+    "SamOptimizer",
+    "SgdOptimizer",
+    "Stage2Method",
+]
+
+_RHO = "SAM radius |eps| = rho"
+
+
+# -- stage1.optimizer -------------------------------------------------------------------------------------
+class SgdOptimizer(Section):
+    """SGD with momentum (the stage's schedule fields): one pass per step."""
+
+    name: Literal["sgd"] = "sgd"
+
+
+class SamOptimizer(Section):
+    """SAM (Foret et al.): ``eps = rho g / ||g||``, then the SGD step with the gradient at ``w + eps``."""
+
+    name: Literal["sam"] = "sam"
+    rho: float = Field(0.05, ge=0.0, description=_RHO)
+
+
+class AsamOptimizer(Section):
+    """ASAM (Kwon et al.): SAM with the elementwise scaling ``T_w = |w| + eta``."""
+
+    name: Literal["asam"] = "asam"
+    rho: float = Field(0.05, ge=0.0, description=_RHO)
+    eta: float = Field(0.01, ge=0.0, description="T_w = |w| + eta")
+
+
+class ImbsamOptimizer(Section):
+    """ImbSAM (Zhou et al.): SAM on the tail-class loss only; classes with ``n_c < tail_threshold`` are tail."""
+
+    name: Literal["imbsam"] = "imbsam"
+    rho: float = Field(0.05, ge=0.0, description=_RHO)
+    tail_threshold: int = Field(20, ge=1, description="classes with n_c below it are tail")
+
+
+OptimizerChoice = Annotated[
+    SgdOptimizer | SamOptimizer | AsamOptimizer | ImbsamOptimizer, Field(discriminator="name")
+]
+
+
+# -- stage1.radius (ccsam-spec §4.4 "Stage 1 + dir / + mag") ----------------------------------------------
+class CcsamRadius(Section):
+    """The CC-SAM radius rho_c* along the class gradient direction (the method)."""
+
+    mode: Literal["ccsam"] = "ccsam"
+
+
+class DirOnlyRadius(Section):
+    """"Stage 1 + dir": the class gradient direction with a constant ``|eps| = rho`` (with ``rho`` = SAM's
+    radius it is plain per-class SAM)."""
+
+    mode: Literal["dir_only"] = "dir_only"
+    rho: float = Field(1.0, ge=0.0, description="|eps| per class and tensor (the slides' fixed magnitude 1)")
+
+
+class MagOnlyRadius(Section):
+    """"Stage 1 + mag": the CC-SAM radius along a random unit direction per class and tensor."""
+
+    mode: Literal["mag_only"] = "mag_only"
+
+
+class NoRadius(Section):
+    """No perturbation: the class-conditional term is the clean loss (ERM with weight ``flat_ratio``)."""
+
+    mode: Literal["none"] = "none"
+
+
+RadiusChoice = Annotated[
+    CcsamRadius | DirOnlyRadius | MagOnlyRadius | NoRadius, Field(discriminator="mode")
+]
+
+
+# -- stage*.flattening (naive flattening, spec 5.3) -------------------------------------------------------
+class NoFlattening(Section):
+    """The stage optimiser's own update."""
+
+    name: Literal["none"] = "none"
+
+
+class GradientPenalty(Section):
+    """GP: gradient-norm penalty through a finite-difference step of length ``radius``."""
+
+    name: Literal["gp"] = "gp"
+    radius: float = Field(0.05, gt=0.0, description="r of the finite-difference step")
+    alpha: float = Field(0.8, ge=0.0, le=1.0, description="a = lambda / r")
+
+
+class ModelPerturbation(Section):
+    """MP (F2M): the gradient averaged over ``copies`` copies of the weights with uniform noise U[-bound, bound]."""
+
+    name: Literal["mp"] = "mp"
+    bound: float = Field(0.01, ge=0.0, description="uniform noise U[-b, b]")
+    copies: int = Field(2, ge=1, description="noisy copies averaged per step")
+
+
+Flattening = Annotated[NoFlattening | GradientPenalty | ModelPerturbation, Field(discriminator="name")]
+
+
+# -- stage2.method ----------------------------------------------------------------------------------------
+class CcsamStage2(Section):
+    """CC-SAM stage 2 (spec 2.2): the head against adversarially displaced features, weight alpha ramped
+    to ``up_limit``, class weights ``w_c = ln(n_max / n_c + 0.01) / div``."""
+
+    name: Literal["ccsam"] = "ccsam"
+    up_limit: float = Field(1.0, ge=0.0, le=1.0, description="cap of the adversarial weight alpha")
+    div: float = Field(2.0, gt=0.0, description="w_c = ln(n_max / n_c + 0.01) / div")
+    feature_step: float = Field(1.0, ge=0.0, description="feature step length (the official code's adver_reg)")
+
+
+class RetrainStage2(Section):
+    """Head re-training with ``loss`` (cRT, MiSLAS, GCL); ``reinit_head`` starts from a fresh head (cRT)."""
+
+    name: Literal["retrain"] = "retrain"
+    loss: LossConfig = LossConfig()
+    reinit_head: bool = Field(False, description="start from a fresh head (cRT)")
+
+
+class LwsStage2(Section):
+    """Learnable weight scaling: per-class scales of the stage-1 head, trained with ``loss``."""
+
+    name: Literal["lws"] = "lws"
+    loss: LossConfig = LossConfig()
+
+
+Stage2Method = Annotated[CcsamStage2 | RetrainStage2 | LwsStage2, Field(discriminator="name")]
