@@ -148,8 +148,8 @@ def evaluate_split(
 
 def open_set_results(
     model: Classifier,
-    test: ImageArrays,
-    open_images: ImageArrays,
+    test: ImageArrays | ImageFiles,
+    open_images: ImageArrays | ImageFiles,
     data: LongTailData,
     cfg: RunConfig,
     runtime: _Runtime | None = None,

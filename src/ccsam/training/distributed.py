@@ -79,14 +79,15 @@ def check_config(cfg: RunConfig) -> None:
     local_rows(cfg.data.batch_size, 0, world_size())
 
 
-def prepare_model(model: nn.Module, cfg: RunConfig) -> nn.Module:
-    """``runtime.sync_bn`` -> global-batch BatchNorm; then every rank starts from rank 0's weights and
-    buffers (DDP itself broadcasts only the parameters)."""
+def prepare_model(model: Classifier, cfg: RunConfig) -> Classifier:
+    """``runtime.sync_bn`` -> global-batch BatchNorm (the layers inside ``model`` are replaced; the model
+    object stays); then every rank starts from rank 0's weights and buffers (DDP itself broadcasts only the
+    parameters)."""
     if not is_distributed():
         return model
     if cfg.runtime.sync_bn:
         device = next(model.parameters()).device
-        model = convert_sync_batchnorm(model, device)
+        convert_sync_batchnorm(model, device)
     broadcast_module(model)
     return model
 
