@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from ccsam.data.arrays import ImageArrays
 from ccsam.data.augment import cutout, mixup, normalize, random_crop, random_horizontal_flip
-from ccsam.data.loader import AugmentSpec, InMemoryLoader
+from ccsam.data.memory_loader import AugmentSpec, InMemoryLoader
 from ccsam.data.samplers import ClassAwareSampler
 
 

@@ -8,7 +8,7 @@ import torch
 from ccsam.config import resolve_config
 from ccsam.data.arrays import ImageArrays
 from ccsam.data.dataloader import AugmentedImages, DataLoaderBatches
-from ccsam.data.loader import AugmentSpec
+from ccsam.data.memory_loader import AugmentSpec
 from ccsam.data.samplers import ClassAwareSampler
 from ccsam.training.checkpoint import load_checkpoint
 from ccsam.training.run_dir import RunDir

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 import torch
 
-import ccsam.data.loader as loader_module
+import ccsam.data.memory_loader as loader_module
 from ccsam.data.arrays import ImageArrays
 from ccsam.data.dataloader import AugmentedImages, DataLoaderBatches
-from ccsam.data.loader import AugmentSpec, InMemoryLoader
+from ccsam.data.memory_loader import AugmentSpec, InMemoryLoader
 from ccsam.data.samplers import InstanceSampler
 from ccsam.distributed import local_rows
 

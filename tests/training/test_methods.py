@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ccsam.config import list_presets, resolve_config
-from ccsam.data.loader import eval_batches
+from ccsam.data.memory_loader import eval_batches
 from ccsam.evaluation import classification_report
 from ccsam.evaluation.predict import predict
 from ccsam.losses.logit_adjustment import posthoc_logit_adjustment

@@ -69,7 +69,7 @@ def loss_per_class(
     """Mean cross-entropy of each class, ``L_c = (1/n_c) sum_{i: y_i = c} -log softmax(f(x_i))_c``.
 
     Eval-mode BatchNorm (each module's train/eval flag is restored afterwards), no autograd, un-augmented
-    inputs normalised with ``mean`` / ``std`` (:func:`ccsam.data.loader.eval_batches`).
+    inputs normalised with ``mean`` / ``std`` (:func:`ccsam.data.memory_loader.eval_batches`).
 
     Args:
         model: Maps ``[B, C, H, W]`` inputs to ``[B, num_classes]`` logits.

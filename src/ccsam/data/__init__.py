@@ -2,7 +2,7 @@
 
 from ccsam.data.arrays import ImageArrays
 from ccsam.data.build import LongTailData, build_data
-from ccsam.data.loader import AugmentSpec, InMemoryLoader
+from ccsam.data.memory_loader import AugmentSpec, InMemoryLoader
 from ccsam.data.profiles import long_tail_counts
 from ccsam.data.readers import DatasetNotFoundError, read_dataset
 from ccsam.data.samplers import ClassAwareSampler, InstanceSampler, build_sampler

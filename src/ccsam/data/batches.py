@@ -19,8 +19,8 @@ from ccsam.data.augment import normalize
 from ccsam.data.dataloader import AugmentedImages, DataLoaderBatches, batches_to, make_loader, one_line
 from ccsam.data.image_files import ImageFiles
 from ccsam.data.jpeg import EvalTransform, ImageFileDataset, Normalization, TrainTransform
-from ccsam.data.loader import AugmentSpec, InMemoryLoader, eval_batches
 from ccsam.data.long_tail import LongTailData
+from ccsam.data.memory_loader import AugmentSpec, InMemoryLoader, eval_batches
 from ccsam.errors import CcsamError
 
 __all__ = ["split_batches", "train_batches"]

@@ -2,7 +2,7 @@
 
 For data that does not fit in (device) memory: images held on the host (:class:`AugmentedImages`) or
 JPEG files on disk (:class:`~ccsam.data.jpeg.ImageFileDataset`). It yields the same
-:class:`MixedBatch` objects as :class:`~ccsam.data.loader.InMemoryLoader` and keeps the same sampler
+:class:`MixedBatch` objects as :class:`~ccsam.data.memory_loader.InMemoryLoader` and keeps the same sampler
 and mixup semantics, so the engine does not know which path it is fed by.
 
 Randomness: every sample is fetched by a key ``(index, seed)``; ``seed`` seeds that sample's own
@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ccsam.data.arrays import ImageArrays
 from ccsam.data.augment import MixedBatch, mixup_draws, normalize
-from ccsam.data.loader import AugmentSpec, augment_images, augment_uint8, mix_rows, needed_rows
+from ccsam.data.memory_loader import AugmentSpec, augment_images, augment_uint8, mix_rows, needed_rows
 from ccsam.errors import CcsamError
 
 Key = tuple[int, int]
@@ -123,7 +123,7 @@ def make_loader(
 class DataLoaderBatches:
     """Training batches from a persistent DataLoader over a keyed data set, normalised on ``device``.
 
-    Same interface as :class:`~ccsam.data.loader.InMemoryLoader`: ``epoch()``, ``len()``,
+    Same interface as :class:`~ccsam.data.memory_loader.InMemoryLoader`: ``epoch()``, ``len()``,
     ``state_dict()`` / ``load_state_dict()``.
 
     Args:

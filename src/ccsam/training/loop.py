@@ -13,7 +13,7 @@ from torch.optim import Optimizer
 from tqdm.auto import tqdm
 
 from ccsam.data.dataloader import DataLoaderBatches
-from ccsam.data.loader import InMemoryLoader
+from ccsam.data.memory_loader import InMemoryLoader
 from ccsam.optim.schedules import set_learning_rate
 from ccsam.training.nonfinite import NonFiniteWatch, skip_nonfinite_steps
 from ccsam.training.objectives import Objective

@@ -21,7 +21,7 @@ from ccsam.config.schema import RunConfig, Stage1Config, Stage2Config
 from ccsam.data.batches import train_batches
 from ccsam.data.build import LongTailData
 from ccsam.data.dataloader import DataLoaderBatches
-from ccsam.data.loader import InMemoryLoader
+from ccsam.data.memory_loader import InMemoryLoader
 from ccsam.data.samplers import build_sampler
 from ccsam.losses import LOSSES
 from ccsam.models import Classifier
