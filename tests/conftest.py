@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -61,3 +63,26 @@ def tiny_overrides():
         return synthetic_overrides(**{k.replace("__", "."): v for k, v in extra.items()})
 
     return make
+
+
+
+@pytest.fixture(scope="session")
+def copy_erm_and_ccsam_runs(tmp_path_factory) -> Callable[[], list[Path]]:
+    """A function returning fresh copies of two tiny finished runs (ERM; CC-SAM stage 1 + 2) that are
+    trained once per session, so that each user may write into its copies (analyses) undisturbed."""
+    from ccsam.cli.main import main
+
+    trained: list[Path] = []
+
+    def copies() -> list[Path]:
+        if not trained:
+            root = tmp_path_factory.mktemp("erm-and-ccsam")
+            for name, extra in (("erm", ["stage1.method=erm", "stage2.epochs=0"]), ("ccsam", [])):
+                out = root / name
+                argv = ["train", "--out", str(out), "--no-progress", *synthetic_overrides(), f"name={name}", *extra]
+                assert main(argv) == 0
+                trained.append(out)
+        root = tmp_path_factory.mktemp("runs")
+        return [Path(shutil.copytree(path, root / path.name)) for path in trained]
+
+    return copies

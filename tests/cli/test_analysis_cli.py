@@ -10,16 +10,8 @@ from ccsam.cli.main import main
 
 
 @pytest.fixture(scope="module")
-def two_runs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("runs")
-    from conftest import synthetic_overrides
-
-    paths = []
-    for name, extra in (("erm", ["stage1.method=erm", "stage2.epochs=0"]), ("ccsam", [])):
-        out = root / name
-        assert main(["train", "--out", str(out), "--no-progress", *synthetic_overrides(), f"name={name}", *extra]) == 0
-        paths.append(out)
-    return paths
+def two_runs(copy_erm_and_ccsam_runs):
+    return copy_erm_and_ccsam_runs()
 
 
 def test_analyses_write_json_into_each_run_and_refuse_to_overwrite(two_runs, capsys):

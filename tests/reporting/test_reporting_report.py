@@ -14,20 +14,14 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
-def two_runs(tmp_path_factory):
+def two_runs(copy_erm_and_ccsam_runs):
     """An ERM and a CC-SAM run, each with its probe, landscape (1-D and 2-D) and sharpness analyses."""
-    root = tmp_path_factory.mktemp("runs")
-    from conftest import synthetic_overrides
-
-    paths = []
-    for name, extra in (("erm", ["stage1.method=erm", "stage2.epochs=0"]), ("ccsam", [])):
-        out = root / name
-        assert main(["train", "--out", str(out), "--no-progress", *synthetic_overrides(), f"name={name}", *extra]) == 0
+    paths = copy_erm_and_ccsam_runs()
+    for out in paths:
         run = RunDir.open(out)
         probe_run(run, sigmas=(0.01, 0.05), draws=2, mode="isotropic", seed=0)
         landscape_run(run, points=5, span=1.0, seed=0, surface_points=3)
         sharpness_run(run, iterations=5, max_per_class=8)
-        paths.append(out)
     return paths
 
 
