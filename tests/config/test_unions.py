@@ -105,6 +105,13 @@ def test_nested_override_keeps_the_preset_member_and_another_member_replaces_it(
     assert isinstance(crt, RetrainStage2) and crt.reinit_head and crt.loss.name == "focal"
 
 
+def test_a_mapping_override_of_the_same_choice_keeps_the_fields_set_before_it():
+    kept = resolve_config("cifar10-lt-sam", ["stage1.optimizer.rho=0.3", "stage1.optimizer={name: sam}"])
+    assert kept.stage1.optimizer == SamOptimizer(rho=0.3)  # not the preset's 0.1
+    both = ["stage1.optimizer={name: asam, eta: 0.2}", "stage1.optimizer={rho: 0.4}"]
+    assert resolve_config("cifar10-lt-sam", both).stage1.optimizer == AsamOptimizer(rho=0.4, eta=0.2)
+
+
 def test_a_mapping_override_replaces_the_member_a_name_alone_merges():
     tuned = ["stage2.method.up_limit=0.4"]  # e.g. a tuned CC-SAM value, then an ablation to cRT
     replaced = resolve_config("digits-lt", [*tuned, "stage2.method={name: retrain, reinit_head: true}"])
@@ -147,6 +154,9 @@ def test_a_preset_may_refine_or_replace_its_base_member(tmp_path):
      "stage1.flattening (gp / mp) replaces the update; use it with stage1.optimizer=sgd"),
     (["stage1.perturb_scope=all", "stage1.radius=none"],
      "stage1.radius ablations are implemented for stage1.perturb_scope=head"),
+    (["stage2.train_bn=true"], "stage2.train_bn=true needs stage2.method=retrain|lws (MiSLAS)"),
+    (["stage1.optimizer.name={a: 1}"], "unknown stage1.optimizer"),
+    (["stage1.optimizer={name: [1]}"], "unknown stage1.optimizer"),
 ])
 def test_invalid_combinations_give_one_line(overrides, line):
     with pytest.raises(ConfigError) as info:

@@ -64,6 +64,8 @@ def _check_member(value: Any, union: UnionField) -> None:
         raise ConfigError(f"config key '{dotted}' takes one of {'|'.join(union.tags)} (or a mapping with "
                           f"'{union.discriminator}'), got {value!r}")
     tag = value.get(union.discriminator)
+    if not isinstance(tag, str):
+        raise ConfigError(f"unknown {dotted} {tag!r}; choose one of {', '.join(union.tags)}")
     if (dotted, tag) in REMOVED_CHOICES:
         raise ConfigError(removed_choice_message(dotted, str(tag)))
     if tag not in union.members:
@@ -157,11 +159,27 @@ def apply_overrides(tree: dict[str, Any], overrides: Iterable[str]) -> dict[str,
                 raise ConfigError(f"config key '{key}': '{part}' is a value, not a section")
             node[part], node, path = child, child, f"{path}."
         last, path = parts[-1], f"{path}{parts[-1]}"
-        if path in UNIONS and isinstance(value, str) and isinstance(node.get(last), dict):
-            node[last] = {**node[last], UNIONS[path].discriminator: value}  # the name after its fields
-        else:
-            node[last] = value
+        earlier = node.get(last)
+        if path in UNIONS and isinstance(earlier, dict):
+            tag = UNIONS[path].discriminator
+            if isinstance(value, str):
+                value = {**earlier, tag: value}  # the name after its fields
+            elif isinstance(value, Mapping):
+                chosen = earlier.get(tag) or _tag_in(tree, parts, UNIONS[path])  # fields alone: the preset's
+                if value.get(tag, chosen) == chosen:
+                    value = {**earlier, **value}  # more fields of the same choice
+        node[last] = value
     return merge_trees(tree, overlay)
+
+
+def _tag_in(tree: Mapping[str, Any], parts: list[str], union: UnionField) -> Any:
+    """The choice the union at ``parts`` has in ``tree`` (a name, a mapping's tag, or the default)."""
+    node: Any = tree
+    for part in parts:
+        node = node.get(part) if isinstance(node, Mapping) else None
+    if isinstance(node, Mapping):
+        node = node.get(union.discriminator)
+    return node if node is not None else union.default_tag
 
 
 def _deep_copy(tree: Mapping[str, Any]) -> dict[str, Any]:

@@ -212,6 +212,13 @@ class Stage2Config(ScheduleFields):
     bn_mode: Literal["train", "eval"] = Field("train", description="train = official (BN stats drift)")
     init_from: Literal["last", "best_val"] = Field("last", description="stage-1 weights stage 2 starts from")
 
+    @model_validator(mode="after")
+    def _train_bn_needs_feature_gradients(self) -> Stage2Config:
+        if self.train_bn and isinstance(self.method, CcsamStage2):
+            raise ValueError("stage2.train_bn=true needs stage2.method=retrain|lws (MiSLAS): CC-SAM's stage 2 "
+                             "computes the features without gradients, so BatchNorm would never train")
+        return self
+
     @property
     def loss(self) -> LossConfig | None:
         """The loss of ``retrain`` / ``lws`` (``stage2.method.loss``); ``None`` for ``ccsam``, whose
