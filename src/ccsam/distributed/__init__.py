@@ -11,6 +11,7 @@ GPUs and machines".
 from ccsam.distributed.collectives import (
     all_gather_variable,
     all_reduce_mean,
+    all_reduce_min,
     all_reduce_sum,
     average_buffers,
     broadcast_module,
@@ -37,6 +38,7 @@ __all__ = [
     "TorchrunEnv",
     "all_gather_variable",
     "all_reduce_mean",
+    "all_reduce_min",
     "all_reduce_sum",
     "average_buffers",
     "barrier",

@@ -119,6 +119,15 @@ def all_reduce_sum(x: Tensor) -> Tensor:
     return out
 
 
+def all_reduce_min(x: Tensor) -> Tensor:
+    """The element-wise minimum over ranks of ``x`` (a new tensor; ``x`` itself in one process)."""
+    if not is_distributed():
+        return x
+    out = x.detach().clone().contiguous()
+    dist.all_reduce(out, op=dist.ReduceOp.MIN)
+    return out
+
+
 def all_reduce_mean(x: Tensor) -> Tensor:
     """The mean over ranks of ``x`` (a new tensor; ``x`` itself in one process)."""
     if not is_distributed():

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch.optim import Optimizer
 
-from ccsam.distributed import all_reduce_mean, comm_device, is_distributed
+from ccsam.distributed import all_reduce_mean, all_reduce_min, all_reduce_sum, comm_device, is_distributed
 
 CHECK_EVERY = 32
 
@@ -37,13 +37,22 @@ class NonFiniteWatch:
         return len(self._flags) >= CHECK_EVERY and self.check()
 
     def check(self) -> bool:
-        """Read the pending flags once; True if any step so far had a non-finite loss."""
+        """Read the pending flags once; True if any step so far had a non-finite loss.
+
+        Under torchrun the ranks decide together (one all-reduce per check): the first step at which the
+        loss of any rank was non-finite, so every rank ends the epoch at the same check and reports the
+        same step (a rank stopping alone would leave the others waiting in their next collective)."""
         if self.first_step is None and self._flags:
             losses = torch.stack(self._flags).float()
             bad = (~torch.isfinite(losses)).nonzero()
-            if bad.numel():
-                index = int(bad[0, 0])
-                self.first_step, self.first_value = self._offset + index, float(losses[index])
+            index = int(bad[0, 0]) if bad.numel() else len(self._flags)  # len: none in this block
+            if is_distributed():
+                index = int(all_reduce_min(torch.tensor(float(index), device=comm_device())))
+            if index < len(self._flags):
+                value = losses[index] if not torch.isfinite(losses[index]) else torch.tensor(0.0)
+                if is_distributed():  # a non-finite loss of a rank at that step (nan + x = nan, inf + x = inf)
+                    value = all_reduce_sum(value.to(comm_device()))
+                self.first_step, self.first_value = self._offset + index, float(value)
             self._offset += len(self._flags)
             self._flags = []
         return self.first_step is not None
