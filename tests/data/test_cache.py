@@ -27,6 +27,15 @@ def test_png_codec_round_trips_random_and_extreme_images_of_any_channel_count(ch
     assert torch.equal(png_decode(*png_encode(empty), tuple(empty.shape)), empty)
 
 
+def test_png_codec_keeps_tall_images_under_libpng_row_limit():
+    # 1,100 two-column images of 977 rows: 1,024 stacked would pass libpng's 1,000,000 rows (it crashed)
+    images = torch.randint(0, 256, (1100, 1, 977, 2), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    streams, sizes = png_encode(images, level=1)
+    assert len(sizes) == 2 and torch.equal(png_decode(streams, sizes, tuple(images.shape)), images)
+    with pytest.raises(ValueError, match="exceed PNG"):
+        png_encode(torch.zeros(1, 2, 600_000, 1, dtype=torch.uint8))
+
+
 def test_png_decode_refuses_wrong_sizes_garbage_and_wrong_shapes():
     images = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     streams, sizes = png_encode(images)

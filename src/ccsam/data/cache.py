@@ -35,6 +35,7 @@ from ccsam.safe_load import load_torch_file
 # 3: PNG-coded pixels; 2: MED residuals + zlib (a Python decode loop, 5x-9x slower); 1: no label checksums
 CACHE_FORMAT = 3
 PNG_CHUNK = 1024  # images per PNG: large enough that the per-PNG overhead vanishes, small enough to stream
+PNG_MAX_ROWS = 1_000_000  # libpng's default limit on an image's height (and width): fewer images per PNG above it
 # The data-config fields that decide the content of the three splits; a run may only use a cache whose
 # fields equal its own.
 SPLIT_FIELDS = ("dataset", "profile", "imbalance_ratio", "n_max", "subset_seed", "subset_protocol",
@@ -65,13 +66,18 @@ def _unsprite(sprite: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor
 
 
 def png_encode(images: torch.Tensor, level: int = 9) -> tuple[torch.Tensor, list[int]]:
-    """uint8 [N, C, H, W] -> (the PNG streams of every :data:`PNG_CHUNK` images, concatenated, uint8 [M];
-    the byte length of each stream), at zlib ``level`` 0..9."""
+    """uint8 [N, C, H, W] -> (the PNG streams of every :data:`PNG_CHUNK` images, or fewer where their stacked
+    rows would pass :data:`PNG_MAX_ROWS`, concatenated, uint8 [M]; the byte length of each stream), at zlib
+    ``level`` 0..9."""
     if images.dtype != torch.uint8 or images.dim() != 4:
         raise ValueError(f"images must be uint8 [N, C, H, W], got {images.dtype} {tuple(images.shape)}")
     images = images.cpu().contiguous()
-    streams = [encode_png(_sprite(images[i:i + PNG_CHUNK]), compression_level=level)
-               for i in range(0, len(images), PNG_CHUNK)] if images.numel() else []
+    rows = images.shape[2] * (1 if images.shape[1] == 3 else images.shape[1])  # sprite rows per image
+    if rows > PNG_MAX_ROWS or images.shape[3] > PNG_MAX_ROWS:
+        raise ValueError(f"images of shape {tuple(images.shape[1:])} exceed PNG's {PNG_MAX_ROWS} rows / columns")
+    chunk = max(1, min(PNG_CHUNK, PNG_MAX_ROWS // rows))
+    streams = [encode_png(_sprite(images[i:i + chunk]), compression_level=level)
+               for i in range(0, len(images), chunk)] if images.numel() else []
     sizes = [int(s.numel()) for s in streams]
     return (torch.cat(streams) if streams else torch.zeros(0, dtype=torch.uint8)), sizes
 
