@@ -7,12 +7,17 @@ One place decides them from :class:`RuntimeConfig` and the device; the loop only
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
+import sys
 from dataclasses import dataclass
 
 import torch
 
 from ccsam.config.schema import RuntimeConfig
 from ccsam.models import Classifier
+
+_logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -49,4 +54,22 @@ def prepare_model(model: Classifier, cfg: RuntimeConfig, runtime: Runtime) -> Cl
         model.backbone.compile()
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
+    elif runtime.device.type == "cpu" and sys.stderr.isatty():  # a person is watching (not logs, not tests)
+        hint = busy_cpu_hint(torch.get_num_threads())
+        if hint:
+            _logger.info(hint)
     return model
+
+
+def busy_cpu_hint(threads: int, load: float | None = None) -> str | None:
+    """A note when other work occupies cores that ``threads`` torch threads would use: torch's threads then
+    wait on each other and a CPU run can slow down ten-fold. ``load`` defaults to the 1-minute load average."""
+    if load is None:
+        if not hasattr(os, "getloadavg"):
+            return None
+        load = os.getloadavg()[0]
+    free = max(1, int((os.cpu_count() or threads) - load + 0.5))
+    if free >= threads:
+        return None
+    return (f"note: the CPU is busy (load average {load:.1f} on {os.cpu_count()} cores) and torch uses {threads} "
+            f"threads; runtime.threads={free} may run much faster here")
