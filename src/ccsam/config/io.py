@@ -64,13 +64,11 @@ def _check_member(value: Any, union: UnionField) -> None:
         raise ConfigError(f"config key '{dotted}' takes one of {'|'.join(union.tags)} (or a mapping with "
                           f"'{union.discriminator}'), got {value!r}")
     tag = value.get(union.discriminator)
-    if not isinstance(tag, str):
+    if isinstance(tag, str) and (dotted, tag) in REMOVED_CHOICES:
+        raise ConfigError(removed_choice_message(dotted, tag))
+    if not isinstance(tag, str) or tag not in union.members:  # a mapping or list as the name: unhashable
         raise ConfigError(f"unknown {dotted} {tag!r}; choose one of {', '.join(union.tags)}")
-    if (dotted, tag) in REMOVED_CHOICES:
-        raise ConfigError(removed_choice_message(dotted, str(tag)))
-    if tag not in union.members:
-        raise ConfigError(f"unknown {dotted} {tag!r}; choose one of {', '.join(union.tags)}")
-    member = union.members[str(tag)]
+    member = union.members[tag]
     for key in value:
         if key not in member.model_fields and key in union.fields():
             raise ConfigError(f"'{dotted}.{key}' is not a field of {dotted}={tag} (it belongs to "
