@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torchvision.io import encode_jpeg, write_file
+from PIL import Image
 
 from ccsam.config.schema import DataConfig
 from ccsam.data.batches import train_batches
@@ -40,7 +40,8 @@ def write_imagenet_lt(root: Path, classes: int, images: int, unique: int) -> Non
         coarse = torch.rand(1, 3, 44, 50, generator=generator)
         field = F.interpolate(coarse, size=(350, 400), mode="bicubic", align_corners=False)[0]
         pixels = (field * 200 + torch.rand(3, 350, 400, generator=generator) * 55).clamp(0, 255)
-        write_file(str(root / "img" / f"{i:05d}.jpg"), encode_jpeg(pixels.to(torch.uint8), quality=90))
+        array = pixels.to(torch.uint8).permute(1, 2, 0).numpy()
+        Image.fromarray(array).save(root / "img" / f"{i:05d}.jpg", "JPEG", quality=90)
     weights = [256 ** (-c / max(classes - 1, 1)) for c in range(classes)]  # IR 256, as ImageNet-LT
     counts = [max(1, math.floor(images * w / sum(weights))) for w in weights]
     lines = [f"img/{(n + c) % unique:05d}.jpg {c}\n" for c, count in enumerate(counts) for n in range(count)]

@@ -28,9 +28,9 @@ from pathlib import Path
 
 import torch
 import torchvision
+from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision import transforms as T
-from torchvision.io import encode_jpeg, write_file
 
 from ccsam.config.schema import DataConfig
 from ccsam.data.batches import train_batches
@@ -56,7 +56,7 @@ def write_images(root: Path, count: int, seed: int = 0) -> None:
         image = (field * 200 + torch.rand(3, h, w, generator=generator) * 55).clamp(0, 255).to(torch.uint8)
         folder = root / "train" / f"c{i % CLASSES:03d}"
         folder.mkdir(parents=True, exist_ok=True)
-        write_file(str(folder / f"{i:05d}.jpg"), encode_jpeg(image, quality=90))
+        Image.fromarray(image.permute(1, 2, 0).numpy()).save(folder / f"{i:05d}.jpg", "JPEG", quality=90)
     for c in range(CLASSES):  # image_folder wants a test split; one image per class is enough here
         (root / "test" / f"c{c:03d}").mkdir(parents=True, exist_ok=True)
         src = next((root / "train" / f"c{c:03d}").iterdir())

@@ -1,6 +1,6 @@
 """Test helper (imported by tests/data and tests/training): small JPEG trees and list files in the exact
 layouts of ImageNet-LT, Places-LT, iNaturalist 2018, a user's own lists and an ImageFolder tree
-(12 classes, 40 x 36 images, written with encode_jpeg).
+(12 classes, 40 x 36 images, written by Pillow at JPEG quality 90).
 
 Each class has its own mean colour plus noise, so a model can learn something in one epoch.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from torchvision.io import encode_jpeg, write_file
+from PIL import Image
 
 NUM_CLASSES = 12
 TRAIN_COUNTS = (30, 22, 16, 12, 9, 7, 5, 4, 3, 3, 2, 2)  # long-tailed, as the real lists
@@ -49,7 +49,7 @@ def _write_images(
         for i in range(count):
             rel = f"{folder}/{CLASS_DIRS[label]}/{CLASS_DIRS[label]}_{i}.JPEG"
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
-            write_file(str(root / rel), encode_jpeg(_image(label, generator), quality=90))
+            Image.fromarray(_image(label, generator).permute(1, 2, 0).numpy()).save(root / rel, "JPEG", quality=90)
             entries.append((rel, label))
     return entries
 

@@ -11,6 +11,7 @@ from _jpeg_layouts import HEIGHT, LIST_NAMES, WIDTH, file_overrides, write_list_
 from torchvision.transforms.v2 import functional as F
 
 from ccsam.config import resolve_config
+from ccsam.data import codecs
 from ccsam.data.augment import normalize
 from ccsam.data.batches import split_batches, train_batches
 from ccsam.data.build import build_data
@@ -52,6 +53,19 @@ def test_decoded_images_are_rgb_uint8_of_the_file_size(root):
     data = build_data(_config(root).data)
     image = read_image(data.train, 0)
     assert image.dtype == torch.uint8 and tuple(image.shape) == (3, HEIGHT, WIDTH)
+
+
+@pytest.mark.skipif(codecs.default_backend() != "torchvision", reason="this torchvision has no image codecs")
+def test_the_pipeline_decodes_the_same_pixels_when_pillow_replaces_torchvision_io(root, monkeypatch):
+    data = build_data(_config(root).data)
+    def inputs() -> list[torch.Tensor]:
+        return [b.inputs for b in _loader(root, **{"data.num_workers": 0})[1].epoch()]
+
+    batches = inputs()
+    expected = [read_image(data.train, i) for i in range(len(data.train))]
+    monkeypatch.setattr(codecs, "default_backend", lambda: "pillow")  # as where torchvision.io is gone
+    assert all(torch.equal(read_image(data.train, i), e) for i, e in enumerate(expected))
+    assert all(torch.equal(x, y) for x, y in zip(batches, inputs(), strict=True))
 
 
 def test_resized_crop_parameters_stay_inside_the_image_and_follow_the_generator():

@@ -1,7 +1,7 @@
 """One-file, lossless data cache of a run's three splits (``ccsam data export`` / ``data.cache``).
 
 A machine without the data set (e.g. a lent GPU) trains from the cache alone. Pixels are stored as PNG
-(``torchvision.io``, libpng: per-row prediction filters + deflate), :data:`PNG_CHUNK` images per PNG
+(:mod:`ccsam.data.codecs`, libpng: per-row prediction filters + deflate), :data:`PNG_CHUNK` images per PNG
 laid out as one tall image. CIFAR-10-LT IR 100 (train + validation + test, 69.4 MB of pixels) takes
 47.9 MB, lossless, decoded in 1-4 s (``benchmarks/cache_codec.py``: 1% smaller and 5x to 9x faster to
 load than the MED + zlib codec with a Python decode loop of format 2; encoding is 1.2x-1.6x slower).
@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torchvision.io import decode_png, encode_png
 
 from ccsam import strict_json
 from ccsam.atomic_io import atomic_write_bytes, check_writable
 from ccsam.config.schema import DataConfig
 from ccsam.data.arrays import ImageArrays
+from ccsam.data.codecs import Backend, decode_png, encode_png
 from ccsam.data.long_tail import LongTailData
 from ccsam.data.splits import SplitManifest
 from ccsam.errors import CcsamError
@@ -36,6 +36,9 @@ from ccsam.safe_load import load_torch_file
 CACHE_FORMAT = 3
 PNG_CHUNK = 1024  # images per PNG: large enough that the per-PNG overhead vanishes, small enough to stream
 PNG_MAX_ROWS = 1_000_000  # libpng's default limit on an image's height (and width): fewer images per PNG above it
+# Pixels per PNG: under Pillow's decompression-bomb limits (a warning above 89.5 M pixels, refused above 179 M),
+# so the Pillow back end decodes every stream this module writes
+PNG_MAX_PIXELS = 1 << 25
 # The data-config fields that decide the content of the three splits; a run may only use a cache whose
 # fields equal its own.
 SPLIT_FIELDS = ("dataset", "profile", "imbalance_ratio", "n_max", "subset_seed", "subset_protocol",
@@ -65,24 +68,25 @@ def _unsprite(sprite: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor
     return sprite.reshape(-1, c, h, w)
 
 
-def png_encode(images: torch.Tensor, level: int = 9) -> tuple[torch.Tensor, list[int]]:
+def png_encode(images: torch.Tensor, level: int = 9, backend: Backend | None = None) -> tuple[torch.Tensor, list[int]]:
     """uint8 [N, C, H, W] -> (the PNG streams of every :data:`PNG_CHUNK` images, or fewer where their stacked
-    rows would pass :data:`PNG_MAX_ROWS`, concatenated, uint8 [M]; the byte length of each stream), at zlib
-    ``level`` 0..9."""
+    rows would pass :data:`PNG_MAX_ROWS` or their pixels :data:`PNG_MAX_PIXELS`, concatenated, uint8 [M]; the
+    byte length of each stream), at zlib ``level`` 0..9, with the codec ``backend`` (default: the installed one)."""
     if images.dtype != torch.uint8 or images.dim() != 4:
         raise ValueError(f"images must be uint8 [N, C, H, W], got {images.dtype} {tuple(images.shape)}")
     images = images.cpu().contiguous()
     rows = images.shape[2] * (1 if images.shape[1] == 3 else images.shape[1])  # sprite rows per image
     if rows > PNG_MAX_ROWS or images.shape[3] > PNG_MAX_ROWS:
         raise ValueError(f"images of shape {tuple(images.shape[1:])} exceed PNG's {PNG_MAX_ROWS} rows / columns")
-    chunk = max(1, min(PNG_CHUNK, PNG_MAX_ROWS // rows))
-    streams = [encode_png(_sprite(images[i:i + chunk]), compression_level=level)
+    chunk = max(1, min(PNG_CHUNK, PNG_MAX_ROWS // rows, PNG_MAX_PIXELS // max(1, rows * images.shape[3])))
+    streams = [encode_png(_sprite(images[i:i + chunk]), level, backend)
                for i in range(0, len(images), chunk)] if images.numel() else []
     sizes = [int(s.numel()) for s in streams]
     return (torch.cat(streams) if streams else torch.zeros(0, dtype=torch.uint8)), sizes
 
 
-def png_decode(streams: torch.Tensor, sizes: list[int], shape: tuple[int, ...]) -> torch.Tensor:
+def png_decode(streams: torch.Tensor, sizes: list[int], shape: tuple[int, ...],
+               backend: Backend | None = None) -> torch.Tensor:
     """Inverse of :func:`png_encode`: uint8 [N, C, H, W] of ``shape`` from the concatenated streams.
 
     Raises:
@@ -94,8 +98,8 @@ def png_decode(streams: torch.Tensor, sizes: list[int], shape: tuple[int, ...]) 
     parts, start = [], 0
     for size in sizes:
         try:
-            parts.append(_unsprite(decode_png(streams[start:start + size]), shape[1:]))
-        except RuntimeError as exc:
+            parts.append(_unsprite(decode_png(streams[start:start + size], backend), shape[1:]))
+        except ValueError as exc:
             raise ValueError(f"invalid PNG stream ({str(exc)[:80]})") from None
         start += size
     images = torch.cat(parts) if parts else torch.zeros(shape, dtype=torch.uint8)

@@ -1,9 +1,10 @@
 """JPEG decoding and the standard ImageNet train / test transforms on ``uint8`` tensors.
 
-Decoding is torchvision's C-backed ``decode_image`` (libjpeg for JPEG, also PNG / WEBP, always to
-RGB). The transforms work on ``uint8 [3, H, W]`` tensors. For CUDA training they return ``uint8`` and the
-batch is normalised on the device (a quarter of the bytes to pin and copy); for CPU training they
-return the normalised ``float32`` image, so the workers, not the main process, pay for it.
+Decoding is :func:`ccsam.data.codecs.decode_rgb` (torchvision's C-backed ``decode_image`` where it is
+installed, else Pillow; libjpeg-turbo for JPEG, also PNG / WEBP, always to RGB). The transforms work on
+``uint8 [3, H, W]`` tensors. For CUDA training they return ``uint8`` and the batch is normalised on the
+device (a quarter of the bytes to pin and copy); for CPU training they return the normalised ``float32``
+image, so the workers, not the main process, pay for it.
 
 Train: RandomResizedCrop(image_size, scale (0.08, 1), ratio (3/4, 4/3)), horizontal flip (p = 0.5),
 then, where the data set uses it, ColorJitter(brightness = contrast = saturation = strength, hue 0)
@@ -25,9 +26,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch.utils.data import Dataset
-from torchvision.io import ImageReadMode, decode_image, read_file
 from torchvision.transforms.v2 import functional as F
 
+from ccsam.data.codecs import decode_rgb
 from ccsam.data.image_files import ImageFileError, ImageFiles
 
 __all__ = [
@@ -61,8 +62,8 @@ def read_image(files: ImageFiles, index: int) -> torch.Tensor:
 def read_bytes(files: ImageFiles, index: int) -> torch.Tensor:
     """The raw bytes of image ``index`` as a ``uint8 [n]`` tensor."""
     try:
-        return read_file(str(files.path(index)))
-    except (OSError, RuntimeError) as exc:
+        return torch.frombuffer(bytearray(files.path(index).read_bytes()), dtype=torch.uint8)
+    except (OSError, ValueError) as exc:
         raise ImageFileError(
             f"{files.path(index)}: cannot read the image listed at {files.where(index)} "
             f"({_first_line(exc)}); restore the file or remove its line"
@@ -72,8 +73,8 @@ def read_bytes(files: ImageFiles, index: int) -> torch.Tensor:
 def decode_bytes(data: torch.Tensor, files: ImageFiles, index: int) -> torch.Tensor:
     """Decode one image's bytes (see :func:`read_image`)."""
     try:
-        return decode_image(data, mode=ImageReadMode.RGB)
-    except (RuntimeError, ValueError) as exc:
+        return decode_rgb(data)
+    except ValueError as exc:
         raise ImageFileError(
             f"{files.path(index)}: not a decodable image (listed at {files.where(index)}: "
             f"{_first_line(exc)}); replace the file or remove its line"

@@ -13,8 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torchvision.io import ImageReadMode, decode_jpeg
 
+from ccsam.data.codecs import torchvision_cuda_jpeg_decoder
 from ccsam.data.image_files import ImageFiles
 from ccsam.data.jpeg import EvalTransform, TrainTransform, decode_bytes
 from ccsam.errors import ConfigError
@@ -25,11 +25,17 @@ _JPEG_MAGIC = (0xFF, 0xD8)
 
 
 def require_cuda(device: torch.device) -> None:
-    """Refuse ``data.decode=gpu`` in one line unless the run trains on a CUDA device."""
+    """Refuse ``data.decode=gpu`` in one line unless the run trains on a CUDA device with a torchvision
+    that still has its nvJPEG decoder."""
     if device.type != "cuda" or not torch.cuda.is_available():
         raise ConfigError(
             "data.decode=gpu needs a CUDA device (torchvision.io.decode_jpeg(device='cuda')); "
             "use data.decode=cpu or run with device=cuda"
+        )
+    if torchvision_cuda_jpeg_decoder() is None:
+        raise ConfigError(
+            "data.decode=gpu needs torchvision.io.decode_jpeg, which this torchvision no longer has; "
+            "use data.decode=cpu"
         )
 
 
@@ -43,21 +49,22 @@ class GpuDecode:
 
     def __init__(self, files: ImageFiles, transform: TrainTransform | EvalTransform) -> None:
         self.files, self.transform = files, transform
+        self.decode_jpeg = torchvision_cuda_jpeg_decoder()
 
     def _decode(
         self, data: list[torch.Tensor], keys: list[tuple[int, int]], device: torch.device
     ) -> list[torch.Tensor]:
         jpeg = [i for i, d in enumerate(data) if len(d) > 1 and (int(d[0]), int(d[1])) == _JPEG_MAGIC]
         images: list[torch.Tensor | None] = [None] * len(data)
-        if jpeg:
+        if jpeg and self.decode_jpeg is not None:
             try:
-                decoded = decode_jpeg([data[i] for i in jpeg], mode=ImageReadMode.RGB, device=device)
+                decoded = self.decode_jpeg([data[i] for i in jpeg], device)
             except RuntimeError:
                 decoded = [
                     decode_bytes(data[i], self.files, keys[i][0]).to(device) for i in jpeg
                 ]  # names the bad file
-            for i, image in zip(jpeg, decoded, strict=True):
-                images[i] = image
+            for i, tensor in zip(jpeg, decoded, strict=True):
+                images[i] = tensor
         for i, image in enumerate(images):
             if image is None:  # PNG / WEBP: the CPU decoder, then the device
                 images[i] = decode_bytes(data[i], self.files, keys[i][0]).to(device, non_blocking=True)
