@@ -20,7 +20,20 @@ from torch import Tensor, nn
 
 from ccsam.checks import check_int
 
-__all__ = ["BasicBlock", "CifarResNet", "PadShortcut", "cifar_resnet_backbone"]
+__all__ = ["BasicBlock", "CifarResNet", "PadShortcut", "cifar_resnet_backbone", "kaiming_conv_bn_init_"]
+
+
+def kaiming_conv_bn_init_(module: nn.Module) -> None:
+    """Kaiming-normal (He et al. 2015) convs, ``std = sqrt(2 / fan_in)``; BN weight 1, bias 0; in place.
+
+    ``fan_in`` (not torchvision's ``fan_out``) follows the LDAM-DRW CIFAR ResNet.
+    """
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
 
 
 class PadShortcut(nn.Module):
@@ -96,16 +109,8 @@ class CifarResNet(nn.Module):
         return nn.Sequential(*blocks)
 
     def reset_parameters(self) -> None:
-        """Kaiming-normal (He et al. 2015) convs, ``std = sqrt(2 / fan_in)``; BN weight 1, bias 0.
-
-        ``fan_in`` (not torchvision's ``fan_out``) follows the LDAM-DRW CIFAR ResNet.
-        """
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        """:func:`kaiming_conv_bn_init_` (the LDAM-DRW CIFAR ResNet's initialisation)."""
+        kaiming_conv_bn_init_(self)
 
     def forward(self, x: Tensor) -> Tensor:
         """Features ``mean_{h,w} layer3(layer2(layer1(relu(bn1(conv1(x))))))``, shape ``[B, 64]``."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from ccsam.checks import check_int
+from ccsam.models.cifar_resnet import kaiming_conv_bn_init_
 
 __all__ = ["SmallCNN", "small_cnn_backbone"]
 
@@ -38,13 +39,8 @@ class SmallCNN(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Kaiming-normal convs with ``std = sqrt(2 / fan_in)``; BN weight 1, bias 0 (as the ResNets)."""
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        """Kaiming-normal convs with ``std = sqrt(2 / fan_in)``; BN weight 1, bias 0 (as the CIFAR ResNets)."""
+        kaiming_conv_bn_init_(self)
 
     def forward(self, x: Tensor) -> Tensor:
         """Features ``mean_{h,w} layers(x)``, shape ``[B, 4 * width]``."""

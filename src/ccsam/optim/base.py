@@ -17,7 +17,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from torch.optim import Optimizer
 
-__all__ = ["SharpnessOptimizer"]
+__all__ = ["BaseOptimizerWrapper", "SharpnessOptimizer"]
 
 
 @runtime_checkable
@@ -56,3 +56,26 @@ class SharpnessOptimizer(Protocol):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load a ``state_dict`` and re-link ``base_optimizer.param_groups`` to ``param_groups``."""
         ...
+
+
+class BaseOptimizerWrapper(Optimizer):
+    """An optimizer that updates through ``self.base_optimizer`` and shares its ``param_groups`` and
+    ``state`` (one list of group dicts and one state: LR schedulers, checkpoints and hooks see one truth).
+
+    Subclasses build ``self.base_optimizer``, then call :meth:`_share_with_base`.
+    """
+
+    base_optimizer: Optimizer
+
+    def _share_with_base(self) -> None:
+        self.param_groups = self.base_optimizer.param_groups
+        self.state = self.base_optimizer.state
+
+    def state_dict(self) -> dict[str, Any]:
+        """The base optimizer's ``state_dict`` (its param groups carry the wrapper's options, e.g. ``rho``)."""
+        return self.base_optimizer.state_dict()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load into the base optimizer, then share its (new) ``param_groups`` and ``state`` again."""
+        self.base_optimizer.load_state_dict(state_dict)
+        self._share_with_base()

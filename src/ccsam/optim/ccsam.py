@@ -27,9 +27,10 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from ccsam.method.stage1 import LinearHead, stage1_loss
+from ccsam.optim.base import BaseOptimizerWrapper
 
 
-class CCSAM(Optimizer):
+class CCSAM(BaseOptimizerWrapper):
     """Class-conditional SAM (Zhou et al., CVPR 2023), head-only, released-code semantics.
 
     ``loss(features, labels)`` returns
@@ -67,8 +68,7 @@ class CCSAM(Optimizer):
             raise ValueError("head must be a linear classifier with a .weight [C, d] (and .bias or None)")
         self.base_optimizer = base_optimizer_cls(params, **base_kwargs)
         super().__init__(self.base_optimizer.param_groups, self.base_optimizer.defaults)
-        self.param_groups = self.base_optimizer.param_groups
-        self.state = self.base_optimizer.state
+        self._share_with_base()
         self.head = head
         self.class_counts = torch.as_tensor(class_counts, dtype=torch.float32)
         self.noise_scale = noise_scale
@@ -90,10 +90,3 @@ class CCSAM(Optimizer):
         # torch's stub types a closure as returning float; a Tensor loss is what torch.optim documents
         return self.base_optimizer.step(closure)  # type: ignore[arg-type]
 
-    def state_dict(self) -> dict[str, Any]:
-        return self.base_optimizer.state_dict()
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.base_optimizer.load_state_dict(state_dict)
-        self.param_groups = self.base_optimizer.param_groups
-        self.state = self.base_optimizer.state

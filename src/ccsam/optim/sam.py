@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from torch.amp import GradScaler
 from torch.optim import Optimizer
 
+from ccsam.optim.base import BaseOptimizerWrapper
 from ccsam.optim.perturbation import global_grad_norm, sam_epsilon
 
 __all__ = ["SAM", "maybe_no_sync"]
@@ -67,7 +68,7 @@ def maybe_no_sync(model: nn.Module) -> contextlib.AbstractContextManager[Any]:
     return no_sync() if callable(no_sync) else contextlib.nullcontext()
 
 
-class SAM(Optimizer):
+class SAM(BaseOptimizerWrapper):
     """Sharpness-Aware Minimization; ``adaptive=True`` gives ASAM.
 
     Args:
@@ -112,9 +113,7 @@ class SAM(Optimizer):
         _check_hparams(rho, eta)
         super().__init__(params, {"rho": rho, "adaptive": adaptive, "eta": eta, **base_kwargs})
         self.base_optimizer = base_optimizer_cls(self.param_groups, **base_kwargs)
-        # One list of group dicts and one state for both: LR adapters, state_dict and hooks see one truth.
-        self.param_groups = self.base_optimizer.param_groups
-        self.state = self.base_optimizer.state
+        self._share_with_base()
         self.defaults = {**self.base_optimizer.defaults, "rho": rho, "adaptive": adaptive, "eta": eta}
         self._backup: dict[Tensor, Tensor] | None = None
 
@@ -196,12 +195,3 @@ class SAM(Optimizer):
         self.second_step(grad_scaler=grad_scaler)
         return loss
 
-    def state_dict(self) -> dict[str, Any]:
-        """The base optimizer's ``state_dict``; its param groups carry ``rho``, ``adaptive`` and ``eta``."""
-        return self.base_optimizer.state_dict()
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Load into the base optimizer, then re-link ``param_groups`` and ``state`` to it."""
-        self.base_optimizer.load_state_dict(state_dict)
-        self.param_groups = self.base_optimizer.param_groups
-        self.state = self.base_optimizer.state
