@@ -4,6 +4,8 @@ both refuse garbage with a ValueError (torchvision 0.29 deprecates its codecs; P
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -107,3 +109,26 @@ def test_cache_keeps_every_png_under_the_pixel_cap():
     streams, sizes = png_encode(images, level=1, backend="pillow")
     assert len(sizes) == 2 and 2 * 4096 * 4096 <= PNG_MAX_PIXELS
     assert torch.equal(png_decode(streams, sizes, tuple(images.shape), backend="pillow"), images)
+
+
+def test_a_torchvision_without_image_codecs_falls_back_to_pillow_in_a_fresh_process():
+    # as torchvision will be once its deprecated codecs are removed: the names are gone from torchvision.io
+    # (today's transforms.v2 imports decode_jpeg itself, so it is imported before the names go)
+    script = """
+import torch, torchvision.io as tvio, torchvision.transforms.v2
+for name in ("encode_png", "decode_png", "decode_image", "decode_jpeg"):
+    delattr(tvio, name)
+from ccsam.data import codecs
+from ccsam.data.cache import png_decode, png_encode
+assert codecs.default_backend() == "pillow"
+assert codecs.torchvision_cuda_jpeg_decoder() is None
+images = torch.randint(0, 256, (5, 3, 6, 4), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+assert torch.equal(png_decode(*png_encode(images), tuple(images.shape)), images)
+try:
+    codecs.decode_png(torch.zeros(4, dtype=torch.uint8), backend="torchvision")
+except ValueError as exc:
+    print("refused:", exc)
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "refused: this torchvision has no image codecs" in result.stdout
