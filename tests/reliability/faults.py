@@ -618,6 +618,12 @@ SCENARIOS: list[Scenario] = [
         "resume a finished run", "bad setting", _run_cmd("resume", "finished", lambda f: None), "has finished"
     ),
     Scenario(
+        "resume a finished run whose last.pt is gone",
+        "bad setting",
+        _run_cmd("resume", "finished", _checkpoint(lambda p: p.unlink())),
+        "no checkpoints/last.pt",
+    ),
+    Scenario(
         "report: corrupt results.json",
         "bad file",
         _report(_corrupt_results),

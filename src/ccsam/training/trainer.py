@@ -277,10 +277,17 @@ class Trainer:
     def resume(self, *, refuse_finished: bool = False) -> None:
         """Continue from ``checkpoints/last.pt``: model, optimiser, sampler, RNGs and counters. A run
         folder with no completed epoch restarts from epoch 0 (after checking its split manifest). With
-        ``refuse_finished``, a run that wrote its results is an error instead of being re-evaluated."""
+        ``refuse_finished``, a run that wrote its results is an error instead of being re-evaluated, and
+        so is one whose results exist without a checkpoint (starting it again would overwrite them)."""
         if is_main():
             self.run.remove_stale_temp_files()
         barrier()  # no rank looks at the folder while rank 0 tidies it
+        if refuse_finished and not self.run.last_checkpoint.exists() and self.run.results_path.is_file():
+            raise RunDirError(
+                f"'{self.run.path}' holds results.json but no checkpoints/last.pt, so it cannot be resumed "
+                "(training it again would overwrite its results); restore the checkpoint, or train a new run "
+                "with --out NEW_FOLDER"
+            )
         if not self.run.last_checkpoint.exists():
             self._check_manifest_file()
             if is_main():
