@@ -666,6 +666,12 @@ SCENARIOS: list[Scenario] = [
         "no step",
     ),
     Scenario(
+        "setting: last_k beyond the backbone's blocks",
+        "bad setting",
+        _settings("stage1.perturb_scope=last_k", "stage1.perturb_last_k=99"),
+        "perturb_last_k=99",
+    ),
+    Scenario(
         "setting: zero epochs",
         "bad setting",
         _settings("stage1.epochs=0", "stage2.epochs=0"),

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from torch import nn
+
 from ccsam.config.schema import FILE_DATASETS, RunConfig
 from ccsam.data.build import LongTailData
 from ccsam.errors import ConfigError
+from ccsam.method import select_parameters
 
 
 def check_trainable(cfg: RunConfig, data: LongTailData) -> None:
@@ -49,6 +52,20 @@ def check_trainable(cfg: RunConfig, data: LongTailData) -> None:
             f"epoch would have no step (the last incomplete batch is dropped); set data.batch_size <= "
             f"{images}"
         )
+
+
+def check_model_fits(cfg: RunConfig, model: nn.Module) -> None:
+    """Raise :class:`ConfigError` if ``cfg`` asks of the built ``model`` what it does not have: more backbone
+    blocks for CC-SAM's ``stage1.perturb_scope=last_k`` than the backbone has."""
+    s1 = cfg.stage1
+    if s1.epochs and s1.method == "ccsam" and s1.perturb_scope == "last_k":
+        try:
+            select_parameters(model, "last_k", s1.perturb_last_k)
+        except ValueError as exc:
+            raise ConfigError(
+                f"stage1.perturb_last_k={s1.perturb_last_k} does not fit model.arch={cfg.model.arch} ({exc}); "
+                "lower stage1.perturb_last_k or use stage1.perturb_scope=all"
+            ) from None
 
 
 def divergence_message(

@@ -33,7 +33,7 @@ from ccsam.training.checkpoint import (
     rng_states,
     save_checkpoint,
 )
-from ccsam.training.feasibility import check_trainable, divergence_message
+from ccsam.training.feasibility import check_model_fits, check_trainable, divergence_message
 from ccsam.training.loop import train_one_epoch
 from ccsam.training.objectives import CcsamStage2Objective
 from ccsam.training.precision import Runtime
@@ -91,6 +91,7 @@ class Trainer:
             self.runtime,
             load_pretrained_weights=load_pretrained_weights,
         )
+        check_model_fits(cfg, model)
         self.model = distributed.prepare_model(model, cfg)  # under torchrun: SyncBN, rank 0's weights
         self.scalars: TensorBoardScalars | None = None
         self.epoch, self.best_val, self.elapsed = 0, -math.inf, 0.0
