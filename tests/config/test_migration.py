@@ -112,7 +112,7 @@ def test_migrate_tree_moves_each_old_key_into_the_chosen_member():
     new = migrate_tree({"stage1": OLD_STAGE1, "stage2": OLD_STAGE2})
     s1, s2 = new["stage1"], new["stage2"]
     assert s1["optimizer"] == {"name": "sgd"}  # rho, asam_eta, tail threshold belong to other members
-    assert s1["radius"] == {"mode": "dir_only", "rho": 0.05}  # fixed_rho was dir_only under another name
+    assert s1["radius"] == {"name": "dir_only", "rho": 0.05}  # fixed_rho was dir_only under another name
     assert s1["flattening"] == {"name": "gp", "radius": 0.07, "alpha": 0.6}
     assert s2["flattening"] == {"name": "none"}
     assert s2["method"] == {"name": "ccsam", "up_limit": 0.5, "div": 3.0, "feature_step": 0.7}
@@ -124,6 +124,21 @@ def test_migrate_tree_moves_each_old_key_into_the_chosen_member():
                                        "loss": {"name": "focal"}}})
     assert retrain["stage1"]["optimizer"] == {"name": "sam", "rho": 0.2}
     assert retrain["stage2"]["method"] == {"name": "retrain", "loss": {"name": "focal"}, "reinit_head": True}
+
+
+def test_a_radius_tagged_mode_migrates_in_run_folders_and_is_one_line_in_user_input(tmp_path):
+    # run folders of the union version before the radius tag was renamed wrote `radius: {mode: ...}`
+    old = {"stage1": {"radius": {"mode": "dir_only", "rho": 0.05}}}
+    assert migrate_tree(old)["stage1"]["radius"] == {"name": "dir_only", "rho": 0.05}
+    for overrides in (["stage1.radius.mode=dir_only"], ["stage1.radius={mode: dir_only, rho: 0.1}"]):
+        with pytest.raises(ConfigError, match=r"^stage1.radius.mode was renamed: write stage1.radius.name"):
+            resolve_config("digits-lt", overrides)
+    # the documented form; a tag-less mapping naming another member's field says whose field it is
+    assert resolve_config("digits-lt", ["stage1.radius={name: dir_only, rho: 0.1}"]).stage1.radius.rho == 0.1
+    with pytest.raises(ConfigError, match="belongs to stage1.radius=dir_only"):
+        resolve_config("digits-lt", ["stage1.radius={rho: 0.1}"])
+    with pytest.raises(ConfigError, match="unknown config key 'stage1.radius.foo'"):
+        resolve_config("digits-lt", ["stage1.radius={name: dir_only, foo: 1, rho: 0.1}"])
 
 
 def _write_old_config(run: RunDir) -> None:

@@ -35,10 +35,10 @@ MEMBERS = [
     ("stage1.optimizer", {"name": "asam", "rho": 0.5, "eta": 0.02}, AsamOptimizer(rho=0.5, eta=0.02)),
     ("stage1.optimizer", {"name": "imbsam", "rho": 0.1, "tail_threshold": 7},
      ImbsamOptimizer(rho=0.1, tail_threshold=7)),
-    ("stage1.radius", {"mode": "ccsam"}, CcsamRadius()),
-    ("stage1.radius", {"mode": "dir_only", "rho": 0.05}, DirOnlyRadius(rho=0.05)),
-    ("stage1.radius", {"mode": "mag_only"}, MagOnlyRadius()),
-    ("stage1.radius", {"mode": "none"}, NoRadius()),
+    ("stage1.radius", {"name": "ccsam"}, CcsamRadius()),
+    ("stage1.radius", {"name": "dir_only", "rho": 0.05}, DirOnlyRadius(rho=0.05)),
+    ("stage1.radius", {"name": "mag_only"}, MagOnlyRadius()),
+    ("stage1.radius", {"name": "none"}, NoRadius()),
     ("stage1.flattening", {"name": "none"}, NoFlattening()),
     ("stage1.flattening", {"name": "gp", "radius": 0.07, "alpha": 0.6}, GradientPenalty(radius=0.07, alpha=0.6)),
     ("stage2.flattening", {"name": "mp", "bound": 0.02, "copies": 3}, ModelPerturbation(bound=0.02, copies=3)),
@@ -84,7 +84,7 @@ def test_a_name_alone_is_the_member_with_its_defaults(key):
 
 def test_the_python_api_takes_the_shorthand_too():
     assert Stage1Config(optimizer="sam").optimizer == SamOptimizer()
-    assert Stage1Config.model_validate({"radius": {"rho": 0.5, "mode": "dir_only"}}).radius == DirOnlyRadius(rho=0.5)
+    assert Stage1Config.model_validate({"radius": {"rho": 0.5, "name": "dir_only"}}).radius == DirOnlyRadius(rho=0.5)
     assert Stage2Config(method="retrain").method == RetrainStage2()
 
 

@@ -19,7 +19,7 @@ __all__ = ["Section", "as_member", "discriminator_of", "registered"]
 
 
 def discriminator_of(field: FieldInfo) -> str | None:
-    """The name of the tag field of a discriminated-union field (``"name"``, ``"mode"``), else ``None``."""
+    """The name of the tag field of a discriminated-union field (``"name"``), else ``None``."""
     disc = field.discriminator
     return disc if isinstance(disc, str) else None
 

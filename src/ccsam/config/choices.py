@@ -2,8 +2,8 @@
 
 ``stage1.optimizer`` (sgd | sam | asam | imbsam), ``stage1.radius`` (the CC-SAM radius ablation:
 ccsam | dir_only | mag_only | none), ``stage*.flattening`` (none | gp | mp) and ``stage2.method``
-(ccsam | retrain | lws) are pydantic discriminated unions, tagged by ``name`` (``mode`` for the
-radius), so a field of another member (``stage1.optimizer.rho`` with ``name: sgd``) cannot be written.
+(ccsam | retrain | lws) are pydantic discriminated unions, tagged by ``name``, so a field of another
+member (``stage1.optimizer.rho`` with ``name: sgd``) cannot be written.
 Each union also accepts the member's name alone (``stage1.optimizer=sam``: :class:`~ccsam.config.base.Section`).
 """
 
@@ -79,31 +79,31 @@ OptimizerChoice = Annotated[
 class CcsamRadius(Section):
     """The CC-SAM radius rho_c* along the class gradient direction (the method)."""
 
-    mode: Literal["ccsam"] = "ccsam"
+    name: Literal["ccsam"] = "ccsam"
 
 
 class DirOnlyRadius(Section):
     """"Stage 1 + dir": the class gradient direction with a constant ``|eps| = rho`` (with ``rho`` = SAM's
     radius it is plain per-class SAM)."""
 
-    mode: Literal["dir_only"] = "dir_only"
+    name: Literal["dir_only"] = "dir_only"
     rho: float = Field(1.0, ge=0.0, description="|eps| per class and tensor (the slides' fixed magnitude 1)")
 
 
 class MagOnlyRadius(Section):
     """"Stage 1 + mag": the CC-SAM radius along a random unit direction per class and tensor."""
 
-    mode: Literal["mag_only"] = "mag_only"
+    name: Literal["mag_only"] = "mag_only"
 
 
 class NoRadius(Section):
     """No perturbation: the class-conditional term is the clean loss (ERM with weight ``flat_ratio``)."""
 
-    mode: Literal["none"] = "none"
+    name: Literal["none"] = "none"
 
 
 RadiusChoice = Annotated[
-    CcsamRadius | DirOnlyRadius | MagOnlyRadius | NoRadius, Field(discriminator="mode")
+    CcsamRadius | DirOnlyRadius | MagOnlyRadius | NoRadius, Field(discriminator="name")
 ]
 
 

@@ -19,9 +19,11 @@ from ccsam.config.base import as_member
 from ccsam.config.migration import (
     MOVED_KEYS,
     REMOVED_CHOICES,
+    RENAMED_TAGS,
     migrate_tree,
     moved_key_message,
     removed_choice_message,
+    renamed_tag_message,
 )
 from ccsam.config.schema import RunConfig
 from ccsam.config.unions import UNIONS, UnionField, section_model
@@ -49,6 +51,9 @@ def known_keys(model: type[BaseModel] = RunConfig, prefix: str = "") -> list[str
 def _unknown_key_message(key: str) -> str:
     if key in MOVED_KEYS:
         return moved_key_message(key)
+    union, _, leaf = key.rpartition(".")
+    if RENAMED_TAGS.get(union) == leaf:
+        return renamed_tag_message(union)
     candidates = known_keys()
     close = difflib.get_close_matches(key, candidates, n=3, cutoff=0.6)
     leaf = key.rsplit(".", 1)[-1]
@@ -69,8 +74,11 @@ def _check_member(value: Any, union: UnionField) -> None:
     if not isinstance(tag, str) or tag not in union.members:  # a mapping or list as the name: unhashable
         raise ConfigError(f"unknown {dotted} {tag!r}; choose one of {', '.join(union.tags)}")
     member = union.members[tag]
+    unknown = [key for key in value if key not in union.fields()]
+    if unknown:  # before the other members' fields: `mode: dir_only, rho: 0.1` is about `mode`
+        raise ConfigError(_unknown_key_message(f"{dotted}.{unknown[0]}"))
     for key in value:
-        if key not in member.model_fields and key in union.fields():
+        if key not in member.model_fields:
             raise ConfigError(f"'{dotted}.{key}' is not a field of {dotted}={tag} (it belongs to "
                               f"{dotted}={'|'.join(union.tags_with(str(key)))})")
     _check_keys(value, member, prefix=f"{dotted}.")

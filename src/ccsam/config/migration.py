@@ -4,7 +4,8 @@ its new key; a run folder written before the unions is migrated on load with the
 ``MOVED_KEYS["stage1.rho"]`` says that ``stage1.rho`` is now ``stage1.optimizer.rho``; the members that
 have the field (sam, asam, imbsam) are read from the schema. An entry whose field is the union's tag
 (``stage1.radius_mode`` -> ``stage1.radius``) moved the choice itself. :data:`REMOVED_CHOICES` lists
-choices that were folded into another (``fixed_rho`` was ``dir_only`` under a second name).
+choices that were folded into another (``fixed_rho`` was ``dir_only`` under a second name), and
+:data:`RENAMED_TAGS` the unions whose tag field had another name (``stage1.radius`` was tagged ``mode``).
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ from ccsam.config.unions import UNIONS
 __all__ = [
     "MOVED_KEYS",
     "REMOVED_CHOICES",
+    "RENAMED_TAGS",
     "MovedKey",
     "migrate_key",
     "migrate_override",
     "migrate_tree",
     "moved_key_message",
     "removed_choice_message",
+    "renamed_tag_message",
 ]
 
 
@@ -68,7 +71,7 @@ MOVED_KEYS: dict[str, MovedKey] = {
         MovedKey("stage1.rho", "stage1.optimizer", "rho"),
         MovedKey("stage1.asam_eta", "stage1.optimizer", "eta"),
         MovedKey("stage1.imbsam_tail_threshold", "stage1.optimizer", "tail_threshold"),
-        MovedKey("stage1.radius_mode", "stage1.radius", "mode"),
+        MovedKey("stage1.radius_mode", "stage1.radius", "name"),
         MovedKey("stage1.ablation_rho", "stage1.radius", "rho"),
         *_flattening("stage1"),
         *_flattening("stage2"),
@@ -83,6 +86,9 @@ MOVED_KEYS: dict[str, MovedKey] = {
 #: (union key, removed choice) -> the choice that replaces it with the same numbers.
 REMOVED_CHOICES: dict[tuple[str, str], str] = {("stage1.radius", "fixed_rho"): "dir_only"}
 
+#: union key -> the old name of its tag field (now ``name``, as every union's).
+RENAMED_TAGS: dict[str, str] = {"stage1.radius": "mode"}
+
 
 def moved_key_message(old: str) -> str:
     """One line naming the new key of ``old`` (a key of :data:`MOVED_KEYS`)."""
@@ -90,6 +96,13 @@ def moved_key_message(old: str) -> str:
     if m.moves_choice:
         return f"{old} moved: write {m.union}={'|'.join(m.tags)}"
     return f"{old} moved: write {m.union}.{m.field} (with {m.union}={'|'.join(m.tags)})"
+
+
+def renamed_tag_message(union: str) -> str:
+    """One line naming the new tag field of ``union`` (a key of :data:`RENAMED_TAGS`)."""
+    tags = "|".join(UNIONS[union].tags)
+    return (f"{union}.{RENAMED_TAGS[union]} was renamed: write {union}.name (or {union}={tags}, "
+            f"or {{name: ..., ...}} in YAML)")
 
 
 def removed_choice_message(union: str, tag: str) -> str:
@@ -129,9 +142,13 @@ def migrate_tree(tree: Mapping[str, Any]) -> dict[str, Any]:
 
     Each old key moves into its union's chosen member when that member has the field and is dropped
     otherwise (old run configs hold every field, the unused ones at their defaults); a removed choice
-    becomes the one that replaced it.
+    becomes the one that replaced it, and a renamed tag field (``stage1.radius.mode``) is ``name``.
     """
     out: dict[str, Any] = _copy(tree)
+    for union_key, old_tag in RENAMED_TAGS.items():
+        member = _section(out, union_key)
+        if member is not None and old_tag in member:
+            member.setdefault(UNIONS[union_key].discriminator, member.pop(old_tag))
     for m in MOVED_KEYS.values():
         parent, _, leaf = m.old.rpartition(".")
         section = _section(out, parent)

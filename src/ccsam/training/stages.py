@@ -172,7 +172,7 @@ def _ccsam_head(cfg: RunConfig, stage: Stage, stage_epoch: int, counts: torch.Te
         s1.flat_ratio,
         s1.noise_scale,
         stage.criterion,
-        radius_mode=s1.radius.mode,
+        radius_mode=s1.radius.name,
         rho=s1.radius.rho if isinstance(s1.radius, DirOnlyRadius) else 1.0,  # only dir_only reads rho
         generator=stage.directions,
     )
