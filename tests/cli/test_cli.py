@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from ccsam.cli.main import main
 
@@ -80,5 +81,22 @@ def test_eval_accepts_only_prediction_rule_overrides(tmp_path, capsys, tiny_over
     printed = capsys.readouterr().out
     assert f"{100 * results['test']['top1']:.1f}" in printed  # a temperature never changes the argmax
     assert f"{results['test']['nll']:.3f}" not in printed  # but it changes the NLL
-    assert main(["eval", str(out_dir), "stage1.lr=0.5"]) == 2
-    assert "only eval.* settings" in capsys.readouterr().err
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert main(["eval", str(out_dir), "runtime.threads=1"]) == 0  # speed only, so allowed
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    assert f"{100 * results['test']['top1']:.1f}" in capsys.readouterr().out
+    files = {f: f.stat().st_mtime_ns for f in out_dir.rglob("*") if f.is_file()}
+    for refused in ("stage1.lr=0.5", "runtime.compile=true", "runtime.precision=fp32", "runtime.threads.x=1",
+                    "seed=1"):
+        assert main(["eval", str(out_dir), "runtime.threads=1", refused]) == 2, refused
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"ccsam: error: only eval.* settings and runtime.threads can change after training, "
+                       f"not {refused}"]
+    assert main(["eval", str(out_dir), "runtime.threads=0"]) == 2  # the schema's own range check
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "runtime.threads" in err[0] and "a bug" not in err[0]
+    assert {f: f.stat().st_mtime_ns for f in out_dir.rglob("*") if f.is_file()} == files

@@ -8,7 +8,7 @@ import pytest
 
 from ccsam.reporting.collect import config_hash
 from ccsam.reporting.summary import format_results_table
-from ccsam.reporting.tables import group_table, mean_std
+from ccsam.reporting.tables import format_duration, group_table, mean_std
 
 
 def _results(seed: int, top1: float, nll: float | None = 1.25, epochs_trained: int = 3) -> dict:
@@ -33,6 +33,23 @@ def test_group_table_rows_are_mean_and_std_in_percent_over_seeds():
     # seeds sorted; 10 % and 30 % -> 20.00 ± 14.14; few is None in every run -> "-"; (1.5 + 2.5) / 2 minutes
     assert lines[2] == "| erm | 0,1 | 20.00 ± 14.14 | 90.00 ± 0.00 | 50.00 ± 0.00 | - | 5.00 ± 0.00 | 2.0 min |"
     assert "many (> 100) = 1 classes, medium = 1, few (< 20) = 1; training counts [500, 50, 5]" in text
+
+
+def test_group_table_shows_a_single_seed_without_a_spread_and_short_runs_in_seconds():
+    one = _results(0, 0.48)
+    one["train_time_s"] = 42.0
+    assert group_table({"erm": [one]}).splitlines()[2] == "| erm | 0 | 48.00 | 90.00 | 50.00 | - | 5.00 | 42 s |"
+    # two seeds, but ECE measured in one of them only: that cell has one value, so no spread either
+    other = _results(1, 0.52)
+    other["test"]["ece"] = None
+    row = group_table({"erm": [one, other]}).splitlines()[2]
+    assert row.startswith("| erm | 0,1 | 50.00 ± 2.83 | 90.00 ± 0.00 | 50.00 ± 0.00 | - | 5.00 |"), row
+
+
+@pytest.mark.parametrize(("seconds", "text"), [(0.04, "0.0 s"), (3.46, "3.5 s"), (42.0, "42 s"), (59.4, "59 s"),
+                                               (59.6, "1.0 min"), (90.0, "1.5 min"), (3600.0, "60.0 min")])
+def test_format_duration_uses_seconds_below_a_minute(seconds, text):
+    assert format_duration(seconds) == text
 
 
 def test_results_table_of_a_finished_and_of_an_interrupted_run():

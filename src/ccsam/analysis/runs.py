@@ -1,6 +1,7 @@
 """Flatness analyses of trained runs (``ccsam probe | landscape | sharpness``), written into the run folder.
 
-Each writes ``RUN_DIR/analysis/<kind>.json``; an existing file is kept unless ``force`` is set. Runs on
+Each writes ``RUN_DIR/analysis/<kind>.json``; an existing file is kept unless ``force`` is set.
+``threads`` sets the run's ``runtime.threads`` for the analysis (speed only). Runs on
 in-memory data sets and on image-file data sets (ImageNet-LT, Places-LT, iNat 2018, list files, image
 folders) alike: file splits are decoded batch by batch with the test transform.
 """
@@ -23,11 +24,11 @@ from ccsam.training.evaluate_run import TrainedRun, load_trained
 from ccsam.training.run_dir import RunDir
 
 
-def _load(run: RunDir, data_root: str | None, logit_scale: float | None) -> TrainedRun:
-    """The trained run, with a cosine head predicting at the run's ``eval.logit_scale`` (or the one
-    given): LDAM / GCL train cosine heads whose losses scale the logits, so their raw cosines would make
-    every loss near ln(C) and every landscape flat."""
-    trained = load_trained(run, data_root=data_root)
+def _load(run: RunDir, data_root: str | None, logit_scale: float | None, threads: int | None) -> TrainedRun:
+    """The trained run (on ``threads`` torch CPU threads if given), with a cosine head predicting at the
+    run's ``eval.logit_scale`` (or the one given): LDAM / GCL train cosine heads whose losses scale the
+    logits, so their raw cosines would make every loss near ln(C) and every landscape flat."""
+    trained = load_trained(run, data_root=data_root, threads=threads)
     scale = logit_scale if logit_scale is not None else trained.cfg.eval.logit_scale
     if isinstance(trained.model.head, CosineHead) and scale != 1.0:
         trained.model.head.scale = float(scale)
@@ -68,10 +69,10 @@ def _common(trained: TrainedRun) -> _Common:
 
 def probe_run(run: RunDir, *, sigmas: Sequence[float], draws: int, mode: str, seed: int,
               splits: Sequence[str] = ("train", "test"), eps: float = 0.0, force: bool = False,
-              data_root: str | None = None, logit_scale: float | None = None) -> Path:
+              data_root: str | None = None, logit_scale: float | None = None, threads: int | None = None) -> Path:
     """Loss change under random weight noise (same draws for every run with the same ``seed``)."""
     path = _target(run, "probe", force)
-    trained = _load(run, data_root, logit_scale)
+    trained = _load(run, data_root, logit_scale, threads)
     out = {split: weight_perturbation_probe(trained.model, arrays, **_common(trained), sigmas=tuple(sigmas),
                                             draws=draws, mode=mode, eps=eps, seed=seed)
            for split, arrays in _splits(trained, splits).items()}
@@ -81,11 +82,11 @@ def probe_run(run: RunDir, *, sigmas: Sequence[float], draws: int, mode: str, se
 
 def landscape_run(run: RunDir, *, points: int, span: float, seed: int, splits: Sequence[str] = ("train",),
                   surface_points: int | None = None, force: bool = False, data_root: str | None = None,
-                  logit_scale: float | None = None) -> Path:
+                  logit_scale: float | None = None, threads: int | None = None) -> Path:
     """1-D loss curve along a filter-normalised random direction (same direction seed for every run), and
     optionally the 2-D surface over two such directions (``surface_points`` x ``surface_points``)."""
     path = _target(run, "landscape", force)
-    trained = _load(run, data_root, logit_scale)
+    trained = _load(run, data_root, logit_scale, threads)
     out = {split: loss_curve_1d(trained.model, arrays, **_common(trained), points=points, span=span, seed=seed)
            for split, arrays in _splits(trained, splits).items()}
     if surface_points:
@@ -98,10 +99,10 @@ def landscape_run(run: RunDir, *, points: int, span: float, seed: int, splits: S
 
 def sharpness_run(run: RunDir, *, scopes: Sequence[str] = ("head", "all"), iterations: int = 20,
                   max_per_class: int = 128, force: bool = False, data_root: str | None = None,
-                  logit_scale: float | None = None) -> Path:
+                  logit_scale: float | None = None, threads: int | None = None) -> Path:
     """Top Hessian eigenvalue of each class's training loss, for the head alone and the whole model."""
     path = _target(run, "sharpness", force)
-    trained = _load(run, data_root, logit_scale)
+    trained = _load(run, data_root, logit_scale, threads)
     data = trained.data
     out: dict[str, Any] = {"class_counts": data.class_counts.tolist()}
     for scope in scopes:

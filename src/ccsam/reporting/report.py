@@ -42,53 +42,72 @@ def _mean_per_class(runs: list[dict[str, Any]]) -> list[float | None]:
             for col in columns]
 
 
+def _coverage(found: int, runs: list[dict[str, Any]]) -> str:
+    """``"k of N"``: how many of a method's runs (seeds) a row uses."""
+    return f"{found} of {len(runs)}"
+
+
 def _probe_section(groups: dict[str, list[dict[str, Any]]], figures: Path, split: str = "train") -> list[str]:
-    """Loss increase under weight noise at the largest sigma probed, per group (mean over seeds)."""
-    spreads: dict[str, dict[str, tuple[float, float] | None]] = {}
-    sigma = None
+    """Loss increase under weight noise at the largest sigma every probe has, per group: mean over the
+    runs with a probe, and how many of the method's runs that is."""
+    probed: dict[str, list[dict[str, Any]]] = {}
     for name, runs in groups.items():
         probes = [p[split] for p in (_analysis(r, "probe") for r in runs) if p is not None and split in p]
-        if not probes:
-            continue
-        sigma = max(entry["sigma"] for entry in probes[0]["results"])
+        if probes:
+            probed[name] = probes
+    if not probed:
+        return []
+    common = set.intersection(*({e["sigma"] for e in p["results"]} for ps in probed.values() for p in ps))
+    if not common:
+        return ["## Random weight perturbation", "",
+                "The probes share no sigma, so they are not compared; rerun `ccsam probe --force` with the same "
+                "`--sigmas` for every run.", ""]
+    sigma = max(common)
+    spreads: dict[str, dict[str, tuple[float, float] | None]] = {}
+    for name, probes in probed.items():
+        entries = [next(e for e in p["results"] if e["sigma"] == sigma) for p in probes]
         per_group: dict[str, tuple[float, float] | None] = {}
         for group in GROUPS:
-            entries = [next(e for e in p["results"] if e["sigma"] == sigma) for p in probes]
             means = [e["delta_mean"][group] for e in entries if e["delta_mean"][group] is not None]
             stds = [e["delta_std"][group] for e in entries if e["delta_std"][group] is not None]
             per_group[group] = (statistics.fmean(means), statistics.fmean(stds) if stds else 0.0) if means else None
         spreads[name] = per_group
-    if not spreads or sigma is None:
-        return []
     plots.probe_plot(spreads, sigma, figures / "probe.png")
     lines = ["## Random weight perturbation", "",
              f"Loss increase on the {split} split under Gaussian weight noise (sigma = {sigma:g}; the same draws "
-             "for every model): mean ± std over draws, averaged over seeds. A larger increase or spread is a "
-             "sharper minimum.", "",
-             "| method | " + " | ".join(GROUPS) + " |", "|---|" + "---|" * len(GROUPS)]
+             "for every model): mean ± std over draws, averaged over the runs of each method that have a probe "
+             "(column 'runs': how many of its seeds). A larger increase or spread is a sharper minimum.", "",
+             "| method | runs | " + " | ".join(GROUPS) + " |", "|---|---|" + "---|" * len(GROUPS)]
     for name, per_group in spreads.items():
         cells = ["-" if (spread := per_group[g]) is None else f"{spread[0]:.4f} ± {spread[1]:.4f}" for g in GROUPS]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append(f"| {name} | {_coverage(len(probed[name]), groups[name])} | " + " | ".join(cells) + " |")
     return lines + ["", "![probe](figures/probe.png)", ""]
 
 
 def _landscape_section(groups: dict[str, list[dict[str, Any]]], figures: Path, split: str = "train") -> list[str]:
-    """1-D curves of the first seed of each method, and the curvature proxy (L(-1) + L(+1)) / 2 - L(0)."""
+    """1-D curves of one run of each method (the first with a landscape), and the curvature proxy
+    (L(-1) + L(+1)) / 2 - L(0) of that run."""
     curves: dict[str, dict[str, Any]] = {}
+    chosen: dict[str, tuple[Any, int]] = {}  # name -> (seed of the curve's run, runs with a landscape)
+    surfaces: dict[str, dict[str, Any]] = {}
     for name, runs in groups.items():
-        land = next((x[split] for x in (_analysis(r, "landscape") for r in runs) if x and split in x), None)
-        if land is not None:
-            curves[name] = {"alphas": land["alphas"], **land["loss"]}
+        found = [(r, x[split]) for r in runs if (x := _analysis(r, "landscape")) and split in x]
+        if not found:
+            continue
+        run, land = found[0]
+        curves[name] = {"alphas": land["alphas"], **land["loss"]}
+        chosen[name] = (run["seed"], len(found))
+        if "surface" in land:
+            surfaces[name] = land["surface"]
     if not curves:
         return []
     plots.landscape_plot(curves, figures / "landscape.png")
-    surfaces = {name: land[split]["surface"] for name, runs in groups.items()
-                if (land := next((x for x in (_analysis(r, "landscape") for r in runs) if x), None))
-                and "surface" in land.get(split, {})}
     lines = ["## 1-D loss landscape", "",
              f"{split.capitalize()} loss along one filter-normalised random direction (BN and biases not moved; "
-             "the same direction seed for every model). Curvature proxy: (L(-1) + L(+1)) / 2 - L(0).", "",
-             "| method | " + " | ".join(GROUPS) + " |", "|---|" + "---|" * len(GROUPS)]
+             "the same direction seed for every model), of one run per method: the seed in column 'seed' "
+             "(column 'runs': how many of the method's seeds have a landscape; no average over seeds). "
+             "Curvature proxy: (L(-1) + L(+1)) / 2 - L(0).", "",
+             "| method | seed | runs | " + " | ".join(GROUPS) + " |", "|---|---|---|" + "---|" * len(GROUPS)]
     for name, curve in curves.items():
         centre = len(curve["alphas"]) // 2
         cells = []
@@ -98,24 +117,32 @@ def _landscape_section(groups: dict[str, list[dict[str, Any]]], figures: Path, s
                 cells.append(f"{(values[0] + values[-1]) / 2 - values[centre]:.4f}")
             else:
                 cells.append("-")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        seed, found_count = chosen[name]
+        lines.append(f"| {name} | {seed} | {_coverage(found_count, groups[name])} | " + " | ".join(cells) + " |")
     lines += ["", "![landscape](figures/landscape.png)", ""]
     if surfaces:
         plots.contour_plot(surfaces, figures / "landscape_2d.png")
-        lines += ["2-D loss surface over two filter-normalised directions (first seed of each method):", "",
+        lines += ["2-D loss surface over two filter-normalised directions (the same run of each method):", "",
                   "![2-D landscape](figures/landscape_2d.png)", ""]
     return lines
 
 
 def _sharpness_section(groups: dict[str, list[dict[str, Any]]], figures: Path) -> list[str]:
-    """Per-class top Hessian eigenvalue against class size (first seed of each method)."""
-    found = {name: s for name, runs in groups.items()
-             if (s := next((x for x in (_analysis(r, "sharpness") for r in runs) if x), None))}
+    """Per-class top Hessian eigenvalue against class size (one run of each method: the first with one)."""
+    found: dict[str, dict[str, Any]] = {}
+    which: list[str] = []
+    for name, runs in groups.items():
+        with_sharpness = [(r, x) for r in runs if (x := _analysis(r, "sharpness"))]
+        if with_sharpness:
+            found[name] = with_sharpness[0][1]
+            which.append(f"{name}: seed {with_sharpness[0][0]['seed']} "
+                         f"({_coverage(len(with_sharpness), runs)} runs have one)")
     if not found:
         return []
     plots.sharpness_plot(found, figures / "sharpness.png")
     return ["## Per-class sharpness", "", "Top eigenvalue of the Hessian of each class's training loss (power "
-            "iteration on Hessian-vector products), for the head alone and for the whole model.", "",
+            "iteration on Hessian-vector products), for the head alone and for the whole model; one run per "
+            f"method ({'; '.join(which)}).", "",
             "![sharpness](figures/sharpness.png)", ""]
 
 
@@ -140,7 +167,8 @@ def build_report(run_dirs: list[Path], out_dir: Path, *, title: str = "ccsam rep
                                   figures / "per_class_accuracy.png")
     lines = [f"# {title}", "", f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from "
              f"{sum(len(r) for r in groups.values())} run folders. Last-epoch test metrics; no choice was made "
-             "on the test split.", "", "## Test metrics (mean ± std over seeds)", "", group_table(groups),
+             "on the test split.", "", "## Test metrics (mean ± std over seeds; one seed: its value)", "",
+             group_table(groups),
              "## Per-class accuracy against class size", "", "![per-class accuracy](figures/per_class_accuracy.png)",
              ""]
     reliability = {n: r["test"]["reliability"] for n, r in first.items() if "reliability" in r["test"]}

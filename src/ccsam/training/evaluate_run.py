@@ -32,15 +32,32 @@ class TrainedRun:
     epochs_trained: int
 
 
-def load_trained(run: RunDir, *, data_root: str | None = None, eval_overrides: Sequence[str] = ()) -> TrainedRun:
+#: Override keys ``ccsam eval`` accepts besides ``eval.*``: they change the speed, not the prediction rule.
+SPEED_KEYS = ("runtime.threads",)
+
+
+def check_eval_overrides(overrides: Sequence[str]) -> None:
+    """Raise ``ConfigError`` unless every ``KEY=VALUE`` sets an ``eval.*`` key or a speed-only key
+    (``runtime.threads``): nothing else may change after training."""
+    bad = [o for o in overrides
+           if not (o.startswith("eval.") or o.partition("=")[0].strip() in SPEED_KEYS)]
+    if bad:
+        raise ConfigError(f"only eval.* settings and {', '.join(SPEED_KEYS)} can change after training, "
+                          f"not {', '.join(bad)}")
+
+
+def load_trained(run: RunDir, *, data_root: str | None = None, eval_overrides: Sequence[str] = (),
+                 threads: int | None = None) -> TrainedRun:
     """Model and data of a run folder, after checking the rebuilt split matches the run's manifest.
 
-    ``eval_overrides`` (``eval.*`` keys only) change the prediction rule, e.g. ``eval.posthoc_tau=1``."""
+    ``eval_overrides`` (``eval.*`` keys, and ``runtime.threads``) change the prediction rule, e.g.
+    ``eval.posthoc_tau=1``, or the number of torch CPU threads; ``threads`` (if given) sets
+    ``runtime.threads`` too."""
     cfg: RunConfig = run.load_config()
+    if threads is not None:
+        eval_overrides = [*eval_overrides, f"runtime.threads={threads}"]
     if eval_overrides:
-        bad = [o for o in eval_overrides if not o.startswith("eval.")]
-        if bad:
-            raise ConfigError(f"only eval.* settings can change after training, not {', '.join(bad)}")
+        check_eval_overrides(eval_overrides)
         tree = apply_overrides(cfg.model_dump(mode="json"), eval_overrides)
         cfg = config_from_tree(tree)
     if data_root is not None:
