@@ -72,4 +72,5 @@ def busy_cpu_hint(threads: int, load: float | None = None) -> str | None:
     if free >= threads:
         return None
     return (f"note: the CPU is busy (load average {load:.1f} on {os.cpu_count()} cores) and torch uses {threads} "
-            f"threads; runtime.threads={free} may run much faster here")
+            f"threads; runtime.threads={free} (probe / landscape / sharpness: --threads {free}) may run much "
+            "faster here")
