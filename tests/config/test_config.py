@@ -84,6 +84,26 @@ def test_unknown_preset_suggests_names():
         resolve_config("fmnist-lt-ccsa")
 
 
+def test_a_preset_file_that_is_missing_a_folder_or_empty_is_one_line_naming_it(tmp_path):
+    with pytest.raises(ConfigError, match=r"^preset file '.*mine.yaml' not found"):
+        resolve_config(str(tmp_path / "mine.yaml"))
+    with pytest.raises(ConfigError, match="is a folder"):
+        resolve_config(str(tmp_path))
+    (tmp_path / "empty.yaml").write_text("# only a comment\n\n")
+    with pytest.raises(ConfigError, match="is empty; write the settings it changes"):
+        resolve_config(str(tmp_path / "empty.yaml"))
+    (tmp_path / "mine.yaml").write_text("base: digits-lt\nstage1: {epochs: 3}\n")
+    config = resolve_config(str(tmp_path / "mine.yaml"))
+    assert config.stage1.epochs == 3 and config.name == resolve_config("digits-lt").name
+
+
+def test_config_flag_points_to_preset_file(capsys):
+    from ccsam.cli.main import main
+
+    assert main(["train", "--config", "x.yaml"]) == 2
+    assert "a YAML config file is given as --preset FILE" in capsys.readouterr().err
+
+
 def test_resolved_yaml_round_trips(tmp_path):
     config = resolve_config("cifar10-lt-ccsam-official", ["seed=7"])
     path = tmp_path / "config.yaml"

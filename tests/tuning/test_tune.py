@@ -115,6 +115,28 @@ def test_spec_is_validated_against_the_schema(tmp_path: Path) -> None:
         run_search(spec, tmp_path, "ce")
 
 
+def test_a_smaller_trial_budget_for_a_searched_method_is_refused_and_changes_nothing(tmp_path: Path) -> None:
+    (tmp_path / "ce").mkdir()
+    stored = {"method": "ce", "preset": "fmnist-lt-ce", "trials": 3}
+    (tmp_path / "ce" / "space.json").write_text(json.dumps(stored))
+    tree = _spec(trials=2)
+    record = json.loads((tmp_path / "ce" / "space.json").read_text())
+    spec = load_study_spec(tree)
+    for key in ("pruner", "sampler_seed", "overrides", "search_overrides", "space"):  # as the search wrote it
+        record[key] = {
+            "pruner": spec.pruner, "sampler_seed": spec.sampler_seed,
+            "overrides": [*spec.common_overrides, *spec.methods["ce"].overrides],
+            "search_overrides": [*spec.search_overrides, *spec.methods["ce"].search_overrides],
+            "space": {k: v.model_dump(mode="json") for k, v in spec.methods["ce"].space.items()},
+        }[key]
+    record["preset"] = spec.methods["ce"].preset
+    (tmp_path / "ce" / "space.json").write_text(json.dumps(record))
+    with pytest.raises(ConfigError, match="budget of 3 trials; trials: 2 cannot shrink it"):
+        run_search(spec, tmp_path, "ce")
+    assert json.loads((tmp_path / "ce" / "space.json").read_text())["trials"] == 3
+    assert not (tmp_path / "spec.json").exists()
+
+
 def test_cli_runs_search_and_final_from_a_study_file(tmp_path: Path, capsys) -> None:
     import yaml
 

@@ -55,7 +55,9 @@ def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespac
     if extras and hasattr(args, "overrides") and all(_OVERRIDE.match(x) for x in extras):
         args.overrides = [*(args.overrides or []), *extras]
     elif extras:
-        parser.error(f"unrecognized arguments: {' '.join(extras)}")
+        hint = (" (a YAML config file is given as --preset FILE)"
+                if any(x == "--config" or x.startswith("--config=") for x in extras) else "")
+        parser.error(f"unrecognized arguments: {' '.join(extras)}{hint}")
     return args
 
 

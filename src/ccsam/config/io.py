@@ -243,10 +243,13 @@ def _union_value(value: Any, union: UnionField) -> Any:
 
 
 def load_preset_tree(name_or_path: str, _chain: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The YAML tree of a shipped preset (by name) or of a YAML file (by path).
+    """The YAML tree of a shipped preset (by name) or of a YAML file (by path: a ``.yaml`` / ``.yml``
+    name or one with a folder in it).
 
     A preset may name another with ``base: NAME``; it is loaded first and this one is merged on top, so
     a method preset states only how it differs from its data set's base (e.g. ``fmnist-lt-ldam-drw``).
+    A file without ``base`` starts from the config's defaults (``ccsam presets --show`` of a file prints
+    them all).
     """
     if name_or_path in _chain:
         raise ConfigError(f"preset '{name_or_path}' inherits from itself via {' -> '.join(_chain)}")
@@ -259,8 +262,20 @@ def load_preset_tree(name_or_path: str, _chain: tuple[str, ...] = ()) -> dict[st
 
 def _read_preset(name_or_path: str) -> dict[str, Any]:
     path = Path(name_or_path)
-    if path.suffix in {".yaml", ".yml"} and path.exists():
-        text = path.read_text()
+    is_file_name = path.suffix in {".yaml", ".yml"} or "/" in name_or_path or "\\" in name_or_path
+    if is_file_name:
+        if not path.is_file():
+            what = "is a folder" if path.is_dir() else "not found"
+            raise ConfigError(f"preset file '{name_or_path}' {what}; give a YAML file of config sections, or "
+                              "a shipped preset name (`ccsam presets` lists them)")
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"preset file '{name_or_path}' cannot be read ({exc.__class__.__name__}); "
+                              "give a readable UTF-8 YAML file") from None
+        if not text.strip() or all(not ln.strip() or ln.lstrip().startswith("#") for ln in text.splitlines()):
+            raise ConfigError(f"preset file '{name_or_path}' is empty; write the settings it changes, e.g. "
+                              "`base: digits-lt` and `stage1: {epochs: 5}`")
     else:
         entry = resources.files(PRESET_PACKAGE).joinpath(f"{name_or_path}.yaml")
         if not entry.is_file():

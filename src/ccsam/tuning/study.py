@@ -80,8 +80,6 @@ def _migrated_record(record: dict[str, Any]) -> dict[str, Any]:
 
 def _check_spec(spec: StudySpec, study_dir: Path, method: str) -> None:
     """Record the spec; refuse a study folder whose record of ``method``'s search differs."""
-    study_dir.mkdir(parents=True, exist_ok=True)
-    _write_json(study_dir / "spec.json", spec.model_dump(mode="json"))
     m = spec.methods[method]
     record = {
         "method": method,
@@ -104,6 +102,15 @@ def _check_spec(spec: StudySpec, study_dir: Path, method: str) -> None:
                 f"study folder '{study_dir}' searched '{method}' with other "
                 f"{', '.join(changed)}; use a new --study-dir or restore the study file"
             )
+        stored_trials = int(stored.get("trials", spec.trials))
+        if spec.trials < stored_trials:  # a larger budget extends the search; a smaller one would misreport it
+            raise ConfigError(
+                f"study folder '{study_dir}' searched '{method}' with a budget of {stored_trials} trials; "
+                f"trials: {spec.trials} cannot shrink it (restore trials: {stored_trials}, raise it to extend "
+                "the search, or use a new --study-dir)"
+            )
+    study_dir.mkdir(parents=True, exist_ok=True)
+    _write_json(study_dir / "spec.json", spec.model_dump(mode="json"))
     _write_json(path, record)
 
 
