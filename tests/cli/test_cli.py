@@ -100,3 +100,10 @@ def test_eval_accepts_only_prediction_rule_overrides(tmp_path, capsys, tiny_over
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "runtime.threads" in err[0] and "a bug" not in err[0]
     assert {f: f.stat().st_mtime_ns for f in out_dir.rglob("*") if f.is_file()} == files
+
+
+def test_overwrite_without_out_is_one_line_and_trains_nothing(tmp_path, capsys, monkeypatch, tiny_overrides):
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--overwrite", *tiny_overrides()]) == 2
+    assert "drop --overwrite or add --out FOLDER" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()

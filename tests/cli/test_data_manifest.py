@@ -26,3 +26,4 @@ def test_manifest_equals_the_runs_split_and_refuses_overwrite(tmp_path: Path, ca
     before = out.read_bytes()
     assert main(["data", "manifest", "--out", str(out), *overrides]) == 2
     assert "already exists" in capsys.readouterr().err and out.read_bytes() == before
+

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -161,3 +162,14 @@ def test_manifest_rejects_inconsistent_fields() -> None:
         SplitManifest((0, 1), (2,), (3,), (1,), 0)
     with pytest.raises(ValueError, match="lacks"):
         SplitManifest.from_dict({"train_indices": [0]})
+
+
+def test_a_validation_split_short_of_val_per_class_is_named_in_one_warning(caplog) -> None:
+    labels = torch.arange(3).repeat_interleave(30)  # 30 images per class
+    with caplog.at_level(logging.WARNING, logger="ccsam.data.splits"):
+        manifest = build_split(labels, [30, 20, 5], val_per_class=10)  # class 0 used in full: 0 by design
+    assert manifest.val_counts == (0, 10, 10) and not caplog.records
+    with caplog.at_level(logging.WARNING, logger="ccsam.data.splits"):
+        manifest = build_split(labels, [30, 20, 5], val_per_class=15)
+    assert manifest.val_counts == (0, 10, 15)
+    assert len(caplog.records) == 1 and "data.val_per_class<=10" in caplog.records[0].getMessage()

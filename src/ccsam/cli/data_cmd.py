@@ -27,7 +27,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     export.add_argument("--data-root", default=None, help="folder that holds the data set")
     export.add_argument("--out", required=True, help="file to create (never overwritten)")
     export.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                        help="data.* overrides, e.g. data.imbalance_ratio=200")
+                        help="overrides as for `ccsam train` (only data.* ones change the splits), "
+                             "e.g. data.imbalance_ratio=200")
     manifest = actions.add_parser(
         "manifest", help="write a preset's split manifest (train / val indices, counts, sha256) to FILE",
         description="Draw the long-tailed training subset and the validation split of a preset exactly as "
@@ -38,7 +39,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     manifest.add_argument("--data-root", default=None, help="folder that holds the data set")
     manifest.add_argument("--out", required=True, help="JSON file to create (never overwritten)")
     manifest.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                          help="data.* overrides, e.g. data.subset_protocol=per_class_rng")
+                          help="overrides as for `ccsam train` (only data.* ones change the split; a training "
+                               "command's own overrides give its split), e.g. data.subset_protocol=per_class_rng")
 
 
 def run(args: argparse.Namespace, argv: Sequence[str]) -> int:

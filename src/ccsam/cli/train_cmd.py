@@ -102,6 +102,9 @@ def _until_done(run_dir: RunDir, fit: Callable[[], dict[str, Any] | None]) -> di
 def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     """Train (or resume) one run; under torchrun every rank runs this and rank 0 writes and prints."""
     progress = not args.no_progress
+    if args.overwrite and not args.out and not args.resume:
+        raise ConfigError("--overwrite replaces the folder named by --out; without --out a new time-stamped "
+                          "folder is made anyway, so drop --overwrite or add --out FOLDER")
     if args.resume:
         if args.preset or args.overrides or args.out or args.compile or args.overwrite:
             raise ConfigError("--resume takes the run folder's own config; drop --preset/--out/--overwrite/"

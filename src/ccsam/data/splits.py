@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -47,6 +48,7 @@ SUBSET_PROTOCOLS: tuple[str, ...] = ("per_class_rng", "ldam_drw")
 
 _SUBSET_STREAM = 0
 _VALIDATION_STREAM = 1
+_logger = logging.getLogger(__name__)
 
 
 def _rng(seed: int, stream: int) -> np.random.Generator:
@@ -308,6 +310,14 @@ def build_split(
     train = draw(labels, counts, seed=subset_seed)
     val = balanced_validation_subset(labels, train, per_class=val_per_class, seed=subset_seed)
     val_counts = torch.bincount(labels.to(torch.int64)[val], minlength=len(counts))[: len(counts)]
+    short = [c for c, n in enumerate(val_counts.tolist()) if 0 < n < val_per_class]
+    if short:  # (a class used in full gets 0 by design; one with a few left over unbalances the split)
+        fewest = min(int(val_counts[c]) for c in short)
+        _logger.warning(
+            "the validation split is not class-balanced: %d class(es) have fewer unused training images than "
+            "data.val_per_class=%d (the fewest: %d); set data.val_per_class<=%d for a balanced split",
+            len(short), val_per_class, fewest, fewest,
+        )
     return SplitManifest(
         train_indices=tuple(train.tolist()),
         val_indices=tuple(val.tolist()),
