@@ -122,3 +122,12 @@ def test_config_is_immutable():
     config = RunConfig()
     with pytest.raises(ValidationError):
         config.seed = 3  # type: ignore[misc]
+
+
+def test_an_unknown_key_inside_a_section_lists_that_sections_keys_and_a_scalar_list_shows_the_syntax():
+    with pytest.raises(ConfigError, match=r"unknown config key 'eval.foo'; eval has many_threshold, .*posthoc_tau"):
+        resolve_config("digits-lt", ["eval.foo=1"])
+    with pytest.raises(ConfigError, match=r"did you mean stage1.flat_ratio"):
+        resolve_config("digits-lt", ["stage1.flat_ration=0.5"])
+    with pytest.raises(ConfigError, match=r"write a list, e.g. stage1.milestones=\[30\]"):
+        resolve_config("digits-lt", ["stage1.milestones=30"])

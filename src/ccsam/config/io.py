@@ -55,10 +55,18 @@ def _unknown_key_message(key: str) -> str:
     if RENAMED_TAGS.get(union) == leaf:
         return renamed_tag_message(union)
     candidates = known_keys()
-    close = difflib.get_close_matches(key, candidates, n=3, cutoff=0.6)
-    leaf = key.rsplit(".", 1)[-1]
+    parent, _, leaf = key.rpartition(".")
+    siblings = [c for c in candidates if c.rpartition(".")[0] == parent] if parent in candidates else []
+    # within a known section, its own keys (`eval.foo` is not "eval"); else the whole schema
+    close = difflib.get_close_matches(key, siblings or candidates, n=3, cutoff=0.6)
     close += [c for c in candidates if c.rsplit(".", 1)[-1] == leaf and c not in close][:3]
-    hint = f"; did you mean {', '.join(close)}?" if close else "; `ccsam train --help` lists the sections"
+    if close:
+        hint = f"; did you mean {', '.join(close)}?"
+    elif siblings:
+        names = [c.rpartition(".")[2] for c in siblings]
+        hint = f"; {parent} has {', '.join(names[:12])}{', ...' if len(names) > 12 else ''}"
+    else:
+        hint = "; `ccsam train --help` lists the sections"
     return f"unknown config key '{key}'{hint}"
 
 
@@ -123,6 +131,8 @@ def _format_validation_error(error: ValidationError) -> str:
     where = _error_key(first["loc"])
     if not where:
         return f"invalid config: {message}{tail}"
+    if first["type"] in ("tuple_type", "list_type"):  # `stage1.milestones=30`
+        message += f"; write a list, e.g. {where}=[{got if not isinstance(got, (Mapping, list)) else '...'}]"
     return f"invalid value for '{where}': {message}{got_text}{tail}"
 
 
