@@ -68,6 +68,33 @@ def check_model_fits(cfg: RunConfig, model: nn.Module) -> None:
             ) from None
 
 
+def schedule_warnings(cfg: RunConfig) -> list[str]:
+    """Lines for schedule points a stage never reaches (legal, but usually a shortened schedule that
+    kept the long one's milestones or DRW epoch): LR milestones, warm-up and DRW start at or after the
+    stage's last epoch."""
+    lines: list[str] = []
+    for name in ("stage1", "stage2"):
+        stage = getattr(cfg, name)
+        if stage.epochs == 0:
+            continue
+        late = [m for m in stage.milestones if m >= stage.epochs]
+        if stage.schedule == "official_step" and late:
+            lines.append(f"{name}.milestones {list(late)} are at or after its last epoch ({stage.epochs} epochs): "
+                         "the learning rate never decays there; scale them with the schedule")
+        if stage.warmup_epochs >= stage.epochs:
+            lines.append(f"{name}.warmup_epochs={stage.warmup_epochs} covers all {stage.epochs} epochs: the "
+                         "learning rate never reaches its full value")
+        loss = stage.loss if name == "stage1" else getattr(stage.method, "loss", None)
+        start = None if loss is None else loss.drw.start_epoch
+        if start is None and loss is not None:
+            start = loss.options.get("drw_start_epoch")
+        where = "stage1.loss" if name == "stage1" else "stage2.method.loss"
+        if start is not None and int(start) >= stage.epochs:
+            lines.append(f"{where} re-weights (DRW) from epoch {start}, after the stage's {stage.epochs} "
+                         "epochs: deferred re-weighting never starts")
+    return lines
+
+
 def divergence_message(
     cfg: RunConfig, run: Any, stage: int, stage_epoch: int, stats: dict[str, Any], steps: int
 ) -> str:

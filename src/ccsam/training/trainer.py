@@ -33,7 +33,7 @@ from ccsam.training.checkpoint import (
     rng_states,
     save_checkpoint,
 )
-from ccsam.training.feasibility import check_model_fits, check_trainable, divergence_message
+from ccsam.training.feasibility import check_model_fits, check_trainable, divergence_message, schedule_warnings
 from ccsam.training.loop import train_one_epoch
 from ccsam.training.objectives import CcsamStage2Objective
 from ccsam.training.precision import Runtime
@@ -80,6 +80,9 @@ class Trainer:
         self.runtime = Runtime.resolve(cfg.runtime, self.device)
         data = build_data(cfg.data)
         check_trainable(cfg, data)
+        if is_main():
+            for line in schedule_warnings(cfg):
+                _logger.warning(line)
         # The DataLoader path keeps images in host memory and moves each batch; otherwise all on the device.
         self.data = data if cfg.data.loader == "dataloader" else data.to(self.device)
         self.counts = data.class_counts.to(self.device)
