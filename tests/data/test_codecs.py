@@ -74,7 +74,7 @@ def test_decode_rgb_converts_grayscale_palette_and_alpha_images_to_rgb(cifar_mos
     palette = Image.fromarray(rgb.permute(1, 2, 0).numpy()).quantize(colors=16)
     buffer = io.BytesIO()
     palette.save(buffer, format="PNG")
-    expected = torch.from_numpy(np.asarray(palette.convert("RGB"))).permute(2, 0, 1)
+    expected = torch.from_numpy(np.array(palette.convert("RGB"))).permute(2, 0, 1)
     decoded = decode_rgb(torch.frombuffer(bytearray(buffer.getvalue()), dtype=torch.uint8), backend=backend)
     assert torch.equal(decoded, expected)
 
