@@ -61,6 +61,10 @@ class DeferredReweighting(nn.Module):
             raise ValueError("the wrapped loss already re-weights (drw_start_epoch); set DRW in one place")
         self.loss = loss
         self.register_buffer("class_counts", as_class_counts(class_counts))
+        inner = getattr(loss, "class_counts", None)
+        if isinstance(inner, Tensor) and inner.shape != self.class_counts.shape:
+            raise ValueError(f"DRW has {self.class_counts.numel()} class counts but the wrapped "
+                             f"{type(loss).__name__} has {inner.numel()}; give both the same counts")
         self.start_epoch = check_epoch("start_epoch", start_epoch)
         self.beta = check_real("beta", beta, low=0.0, high=1.0, high_open=True)
         self.epoch = 0

@@ -16,6 +16,7 @@ training count of class ``c``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -105,8 +106,8 @@ def class_conditional_logits(
         torch.Size([8, 3])
     """
     num_classes, dtype = check_head(features, weight, bias, labels, validate)
-    if not noise_scale >= 0:
-        raise ValueError(f"noise_scale must be >= 0, got {noise_scale}")
+    if not 0 <= noise_scale < math.inf:
+        raise ValueError(f"noise_scale must be finite and >= 0, got {noise_scale}")
     _check_radius_mode(radius_mode, rho, generator, features.device)
     if soft_targets is not None and soft_targets.shape != (features.shape[0], num_classes):
         want = (features.shape[0], num_classes)

@@ -8,6 +8,7 @@ head closed form, the scoped form and stage 2 all take them from here.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Literal, get_args
 
@@ -91,8 +92,8 @@ def ccsam_radius(
         >>> float(ccsam_radius(2.0, 1.0, 2, 16, 1.0))  # 16^(1/4) * sqrt(2 / 2) * 1
         2.0
     """
-    if not noise_scale >= 0:
-        raise ValueError(f"noise_scale must be >= 0, got {noise_scale}")
+    if not 0 <= noise_scale < math.inf:
+        raise ValueError(f"noise_scale must be finite and >= 0, got {noise_scale}")
     if num_params < 1:
         raise ValueError(f"num_params must be >= 1, got {num_params}")
     param_norm = torch.as_tensor(param_norm)

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -91,8 +92,8 @@ def adversarial_feature_losses(
         torch.Size([6])
     """
     num_classes, dtype = check_head(features, weight, bias, labels, validate)
-    if not step >= 0:
-        raise ValueError(f"step must be >= 0, got {step}")
+    if not 0 <= step < math.inf:
+        raise ValueError(f"step must be finite and >= 0, got {step}")
     counts = check_counts(class_counts, num_classes, features.device, dtype, validate)
     # in the compute dtype, even for integer counts
     class_w = adversarial_class_weights(counts, div) if validate else _class_weights(counts, div)

@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -28,6 +29,7 @@ from torch.optim import Optimizer
 
 from ccsam.method.stage1 import LinearHead, stage1_loss
 from ccsam.optim.base import BaseOptimizerWrapper
+from ccsam.optim.sam import check_optimizer_class
 
 
 class CCSAM(BaseOptimizerWrapper):
@@ -62,21 +64,29 @@ class CCSAM(BaseOptimizerWrapper):
     ) -> None:
         if not 0.0 <= flat_ratio <= 1.0:
             raise ValueError(f"flat_ratio must lie in [0, 1], got {flat_ratio}")
-        if noise_scale < 0:
-            raise ValueError(f"noise_scale must be >= 0, got {noise_scale}")
-        if not isinstance(getattr(head, "weight", None), Tensor):
-            raise ValueError("head must be a linear classifier with a .weight [C, d] (and .bias or None)")
+        if not 0 <= noise_scale < math.inf:
+            raise ValueError(f"noise_scale must be finite and >= 0, got {noise_scale}")
+        _check_linear_head(head)
+        counts = torch.as_tensor(class_counts, dtype=torch.float32)
+        num_classes = head.weight.shape[0]
+        if counts.shape != (num_classes,) or not bool(((counts >= 0) & (counts < math.inf)).all()):
+            raise ValueError(f"class_counts must be {num_classes} finite counts >= 0 (one per row of the head), "
+                             f"got shape {tuple(counts.shape)}")
+        check_optimizer_class(base_optimizer_cls)
         self.base_optimizer = base_optimizer_cls(params, **base_kwargs)
         super().__init__(self.base_optimizer.param_groups, self.base_optimizer.defaults)
         self._share_with_base()
         self.head = head
-        self.class_counts = torch.as_tensor(class_counts, dtype=torch.float32)
+        self.class_counts = counts
         self.noise_scale = noise_scale
         self.flat_ratio = flat_ratio
 
     def loss(self, features: Tensor, labels: Tensor, soft_targets: Tensor | None = None) -> Tensor:
         """The CC-SAM stage-1 objective on a batch of features (``soft_targets``: mixup targets, with
         ``labels`` the first mixup label y_a)."""
+        if soft_targets is not None and soft_targets.shape != (features.shape[0], self.class_counts.numel()):
+            want = (features.shape[0], self.class_counts.numel())
+            raise ValueError(f"soft_targets must have shape {want}, got {tuple(soft_targets.shape)}")
         logits = self.head(features)
         clean = F.cross_entropy(logits, soft_targets if soft_targets is not None else labels)
         return stage1_loss(
@@ -90,3 +100,20 @@ class CCSAM(BaseOptimizerWrapper):
         # torch's stub types a closure as returning float; a Tensor loss is what torch.optim documents
         return self.base_optimizer.step(closure)  # type: ignore[arg-type]
 
+
+def _check_linear_head(head: Any) -> None:
+    """Refuse a head whose logits are not ``W z + b`` (CC-SAM's closed form is for a linear head): probed
+    once on random features against ``F.linear`` with its own ``weight`` and ``bias``."""
+    weight, bias = getattr(head, "weight", None), getattr(head, "bias", None)
+    if not isinstance(weight, Tensor) or weight.dim() != 2 or not callable(head):
+        raise ValueError("head must be a linear classifier with a .weight [C, d] (and .bias or None)")
+    with torch.no_grad():
+        probe = torch.randn(2, weight.shape[1], generator=torch.Generator().manual_seed(0)).to(weight)
+        try:
+            same = torch.allclose(head(probe), F.linear(probe, weight, bias if isinstance(bias, Tensor) else None),
+                                  rtol=1e-4, atol=1e-5)
+        except (RuntimeError, TypeError, ValueError):
+            same = False
+    if not same:
+        raise ValueError(f"head {type(head).__name__} does not compute W z + b from its .weight / .bias (e.g. a "
+                         "cosine or re-scaled head); CC-SAM's closed form needs a linear head (nn.Linear)")

@@ -18,6 +18,7 @@ every class tail (``eta`` above every count) it is SAM on ``L``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -32,7 +33,7 @@ __all__ = ["ImbSAM", "split_head_tail_loss"]
 
 
 def split_head_tail_loss(
-    losses: Tensor, labels: Tensor, class_counts: Tensor, tail_threshold: float = 20
+    losses: Tensor, labels: Tensor, class_counts: Tensor | Sequence[int], tail_threshold: float = 20
 ) -> tuple[Tensor, Tensor]:
     """Split per-sample losses into ``(L_head, L_tail)``, each a sum divided by the batch size ``B``.
 
@@ -55,6 +56,7 @@ def split_head_tail_loss(
     """
     if losses.dim() != 1 or labels.shape != losses.shape:
         raise ValueError(f"losses and labels must be [B], got {tuple(losses.shape)}, {tuple(labels.shape)}")
+    class_counts = torch.as_tensor(class_counts)
     if class_counts.dim() != 1:
         raise ValueError(f"class_counts must be [C], got shape {tuple(class_counts.shape)}")
     is_tail = (class_counts < tail_threshold).to(labels.device)[labels]
@@ -114,9 +116,9 @@ class ImbSAM(SAM):
         if "eta" in base_kwargs or "adaptive" in base_kwargs:
             raise ValueError("ImbSAM takes no ASAM options; the paper's eta is `tail_threshold`")
         counts = torch.as_tensor(class_counts).detach().clone()
-        if counts.dim() != 1 or counts.numel() == 0 or bool((counts < 0).any()):
+        if counts.dim() != 1 or counts.numel() == 0 or not bool(((counts >= 0) & (counts < math.inf)).all()):
             shape = tuple(counts.shape)
-            raise ValueError(f"class_counts must be a non-empty 1-D tensor of counts >= 0, got shape {shape}")
+            raise ValueError(f"class_counts must be a non-empty 1-D tensor of finite counts >= 0, got shape {shape}")
         if not tail_threshold >= 0:
             raise ValueError(f"tail_threshold must be >= 0, got {tail_threshold}")
         super().__init__(params, base_optimizer_cls, rho=rho, **base_kwargs)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -46,10 +47,18 @@ _SAM_KEYS = ("rho", "adaptive", "eta")
 
 
 def _check_hparams(rho: float, eta: float) -> None:
-    if not rho >= 0:
-        raise ValueError(f"rho must be >= 0, got {rho}")
-    if not eta >= 0:
-        raise ValueError(f"eta (the ASAM offset in T_w = |w| + eta) must be >= 0, got {eta}")
+    if not 0 <= rho < math.inf:
+        raise ValueError(f"rho must be finite and >= 0, got {rho}")
+    if not 0 <= eta < math.inf:
+        raise ValueError(f"eta (the ASAM offset in T_w = |w| + eta) must be finite and >= 0, got {eta}")
+
+
+def check_optimizer_class(base_optimizer_cls: Any) -> None:
+    """Refuse an optimizer instance (or anything else that is not a class) where its class is wanted."""
+    if not isinstance(base_optimizer_cls, type):
+        what = type(base_optimizer_cls).__name__
+        raise TypeError(f"base_optimizer_cls must be an optimizer class such as torch.optim.SGD, not an instance "
+                        f"of {what}; pass the class and its keyword arguments (lr=..., momentum=...)")
 
 
 def maybe_no_sync(model: nn.Module) -> contextlib.AbstractContextManager[Any]:
@@ -111,6 +120,7 @@ class SAM(BaseOptimizerWrapper):
         **base_kwargs: Any,
     ) -> None:
         _check_hparams(rho, eta)
+        check_optimizer_class(base_optimizer_cls)
         super().__init__(params, {"rho": rho, "adaptive": adaptive, "eta": eta, **base_kwargs})
         self.base_optimizer = base_optimizer_cls(self.param_groups, **base_kwargs)
         self._share_with_base()
