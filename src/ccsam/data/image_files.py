@@ -60,7 +60,7 @@ class LoadOptions:
 
 @dataclass(frozen=True)
 class ImageFiles:
-    """Images on disk: ``root / paths[i]`` has label ``labels[i]``; ``lines[i]`` is where it was listed.
+    r"""Images on disk: ``root / paths[i]`` has label ``labels[i]``; ``lines[i]`` is where it was listed.
 
     Attributes:
         root: folder the paths are relative to (``data.root``).
@@ -72,8 +72,15 @@ class ImageFiles:
         loading: decoding and batching options of this split.
 
     Example:
-        >>> files = read_list_file(Path("ImageNet_LT_train.txt"), Path("data/imagenet"))  # data.root
-        >>> files.path(0), int(files.labels[0])
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as tmp:  # stands for data.root and its list file
+        ...     root = Path(tmp)
+        ...     _ = (root / "train.txt").write_text("train/n01/a.jpg 0\ntrain/n02/b.jpg 1\n")
+        ...     files = read_list_file(root / "train.txt", root)
+        ...     files.path(0) == root / "train/n01/a.jpg"
+        True
+        >>> files.paths, files.labels.tolist(), files.class_names, files.lines
+        (('train/n01/a.jpg', 'train/n02/b.jpg'), [0, 1], ('0', '1'), (1, 2))
     """
 
     root: Path

@@ -24,7 +24,16 @@ def write_manifest_file(cfg: DataConfig, out: str | os.PathLike[str]) -> dict[st
     ``split_manifest.json`` of a run with the same data settings.
 
     Example:
-        >>> write_manifest_file(resolve_config("cifar10-lt-ce").data, "c10-ir100-split.json")["train"]
+        >>> import tempfile
+        >>> from ccsam.config import resolve_config
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     write_manifest_file(resolve_config("digits-lt").data, Path(tmp) / "split.json")
+        {'train': 335, 'val': 200, 'subset_protocol': 'per_class_rng', 'sha256': '...'}
+
+        For CIFAR-10-LT the same call reads the CIFAR-10 labels from your data folder (``data.root``):
+
+        >>> summary = write_manifest_file(resolve_config("cifar10-lt-ce").data, "split.json")  # doctest: +SKIP
+        >>> summary["train"]  # doctest: +SKIP
         12406
     """
     path = Path(out)

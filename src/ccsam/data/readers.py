@@ -176,8 +176,10 @@ def read_cifar10(root: PathLike, split: Split, download: bool = False) -> ImageA
     names from ``batches.meta``. With ``download=True`` and the files missing, torchvision fetches
     the archive into ``root`` first.
 
-    Example:
-        >>> train = read_cifar10("../shared/data", "train")
+    Example (``"path/to/data"`` stands for your own data folder, so the call is not run here):
+        >>> train = read_cifar10("path/to/data", "train")  # doctest: +SKIP
+        >>> train.images.shape  # doctest: +SKIP
+        torch.Size([50000, 3, 32, 32])
     """
     return _read_cifar(_CIFAR10, root, split, download)
 
@@ -188,8 +190,10 @@ def read_cifar100(root: PathLike, split: Split, download: bool = False) -> Image
     Returns ``uint8 [N, 3, 32, 32]`` images (50,000 train, 10,000 test), the 100 fine labels and
     the names from ``meta`` ``fine_label_names``. ``download=True`` fetches via torchvision.
 
-    Example:
-        >>> train = read_cifar100("/data", "train")
+    Example (``"path/to/data"`` stands for your own data folder, so the call is not run here):
+        >>> train = read_cifar100("path/to/data", "train")  # doctest: +SKIP
+        >>> len(train.class_names)  # doctest: +SKIP
+        100
     """
     return _read_cifar(_CIFAR100, root, split, download)
 
@@ -246,8 +250,10 @@ def read_fashion_mnist(root: PathLike, split: Split, download: bool = False) -> 
     Returns ``uint8 [N, 1, 28, 28]`` images (60,000 train, 10,000 test), labels and the 10 class
     names. ``download=True`` fetches via torchvision (into ``root/FashionMNIST/raw``).
 
-    Example:
-        >>> test = read_fashion_mnist("../shared/data", "test")
+    Example (``"path/to/data"`` stands for your own data folder, so the call is not run here):
+        >>> test = read_fashion_mnist("path/to/data", "test")  # doctest: +SKIP
+        >>> test.images.shape  # doctest: +SKIP
+        torch.Size([10000, 1, 28, 28])
     """
     _check_split(split)
     base = Path(root).expanduser()
@@ -295,6 +301,10 @@ def read_digits(split: Split, *, test_per_class: int = 50, seed: int = 0) -> Ima
 
     Example:
         >>> test = read_digits("test")  # 500 images, 50 per class
+        >>> test.images.shape, test.images.dtype
+        (torch.Size([500, 1, 8, 8]), torch.uint8)
+        >>> torch.bincount(test.labels).tolist()
+        [50, 50, 50, 50, 50, 50, 50, 50, 50, 50]
     """
     _check_split(split)
     check_int("test_per_class", test_per_class, low=0)
@@ -333,6 +343,8 @@ def make_synthetic(
 
     Example:
         >>> train = make_synthetic("train", num_classes=10, per_class_train=64)
+        >>> train.images.shape, train.class_names[:2]
+        (torch.Size([640, 1, 8, 8]), ('class_0', 'class_1'))
     """
     _check_split(split)
     checks = {
@@ -368,8 +380,11 @@ def read_dataset(
     ``root`` is ignored by ``digits`` and ``synthetic``; extra keyword arguments go to
     :func:`read_digits` or :func:`make_synthetic` and are refused by the file readers.
 
-    Example:
-        >>> train = read_dataset("cifar10", "../shared/data", "train")
+    Example (``"path/to/data"`` stands for your own data folder, so that call is not run here):
+        >>> train = read_dataset("cifar10", "path/to/data", "train")  # doctest: +SKIP
+        >>> test = read_dataset("synthetic", None, "test", num_classes=3, per_class_test=4)
+        >>> test.labels.tolist()
+        [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2]
     """
     if name not in ARRAY_DATASETS:
         hint = " (read from image files: ccsam.data.file_sets)" if name in FILE_DATASETS else ""

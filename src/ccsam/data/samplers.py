@@ -96,8 +96,10 @@ class InstanceSampler:
     """Uniform sampling without replacement: a fresh random permutation of ``0..N-1`` per epoch.
 
     Example:
-        >>> sampler = InstanceSampler(num_samples=12406, seed=0)
-        >>> order = sampler.sample_epoch()  # int64 permutation of 0..12405
+        >>> sampler = InstanceSampler(num_samples=6, seed=0)
+        >>> order = sampler.sample_epoch()  # a random int64 permutation of 0..5
+        >>> sorted(order.tolist()), order.dtype
+        ([0, 1, 2, 3, 4, 5], torch.int64)
     """
 
     def __init__(self, num_samples: int, seed: int) -> None:
@@ -147,8 +149,13 @@ class ClassAwareSampler:
     of iterator persist across epochs; an epoch is ``samples_per_epoch`` samples.
 
     Example:
-        >>> sampler = ClassAwareSampler(train_labels, num_classes=10, seed=0)
-        >>> order = sampler.sample_epoch()  # int64 positions, len(train_labels) of them
+        >>> labels = torch.tensor([0, 0, 0, 0, 1, 1, 2])  # the training labels
+        >>> sampler = ClassAwareSampler(labels, num_classes=3, seed=0, samples_per_epoch=9)
+        >>> order = sampler.sample_epoch()  # int64 positions into labels
+        >>> len(order), torch.bincount(labels[order]).tolist()  # each class visited once per cycle
+        (9, [3, 3, 3])
+        >>> len(ClassAwareSampler(labels, num_classes=3, seed=0))  # default: one pass worth, len(labels)
+        7
     """
 
     def __init__(
@@ -348,8 +355,13 @@ class ClassBalancedSampler(_ClassConditionalSampler):
     Unlike :class:`ClassAwareSampler` the class and instance draws are i.i.d., not cyclic.
 
     Example:
-        >>> sampler = ClassBalancedSampler(train_labels, num_classes=10, seed=0)
-        >>> order = sampler.sample_epoch()  # int64 positions, len(train_labels) of them
+        >>> labels = torch.tensor([0, 0, 0, 0, 1, 1, 2])  # the training labels
+        >>> sampler = ClassBalancedSampler(labels, num_classes=3, seed=0)
+        >>> sampler.class_probabilities()
+        tensor([0.3333, 0.3333, 0.3333], dtype=torch.float64)
+        >>> order = sampler.sample_epoch()  # int64 positions into labels, drawn with replacement
+        >>> len(order), order.dtype
+        (7, torch.int64)
     """
 
     kind = "class_balanced"
@@ -366,7 +378,10 @@ class SquareRootSampler(_ClassConditionalSampler):
     uniformly within the class, with replacement.
 
     Example:
-        >>> sampler = SquareRootSampler(train_labels, num_classes=10, seed=0)
+        >>> labels = torch.tensor([0, 0, 0, 0, 1, 1, 2])  # the training labels
+        >>> sampler = SquareRootSampler(labels, num_classes=3, seed=0)
+        >>> sampler.class_probabilities()  # sqrt of [4, 2, 1], normalised
+        tensor([0.4531, 0.3204, 0.2265], dtype=torch.float64)
     """
 
     kind = "sqrt"
@@ -385,7 +400,12 @@ class ProgressiveSampler(_ClassConditionalSampler):
     ``t >= T`` are fully class-balanced. Then an instance uniformly within the class, with replacement.
 
     Example:
-        >>> sampler = ProgressiveSampler(train_labels, num_classes=10, seed=0, total_epochs=200)
+        >>> labels = torch.tensor([0, 0, 0, 0, 1, 1, 2])  # the training labels
+        >>> sampler = ProgressiveSampler(labels, num_classes=3, seed=0, total_epochs=2)
+        >>> sampler.class_probabilities(0)  # instance-balanced: n_c / N
+        tensor([0.5714, 0.2857, 0.1429], dtype=torch.float64)
+        >>> sampler.class_probabilities(2)  # t >= T: class-balanced
+        tensor([0.3333, 0.3333, 0.3333], dtype=torch.float64)
     """
 
     kind = "progressive"
@@ -453,8 +473,13 @@ def build_sampler(
     ``total_epochs`` (the stage length ``T``) is required by ``progressive`` and ignored by the others.
 
     Example:
-        >>> sampler = build_sampler("class_aware", train_labels, num_classes=10, seed=0)
-        >>> sampler = build_sampler("progressive", train_labels, 10, seed=0, total_epochs=200)
+        >>> labels = torch.tensor([0, 0, 0, 0, 1, 1, 2])  # the training labels
+        >>> sampler = build_sampler("class_aware", labels, num_classes=3, seed=0)
+        >>> type(sampler).__name__, len(sampler)
+        ('ClassAwareSampler', 7)
+        >>> sampler = build_sampler("progressive", labels, 3, seed=0, total_epochs=200)
+        >>> sampler.total_epochs
+        200
     """
     if name not in _SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; choose one of {list_samplers()}")

@@ -107,9 +107,13 @@ def ldam_drw_subset(labels: torch.Tensor, counts: Sequence[int], seed: int = 0) 
         ``int64`` indices in LDAM-DRW's data set order: grouped by class (class 0 first), shuffled within.
 
     Example:
-        >>> idx = ldam_drw_subset(train.labels, long_tail_counts(5000, 10, 100), seed=0)
+        >>> from ccsam.data import long_tail_counts
+        >>> labels = torch.arange(10).repeat_interleave(5000)  # CIFAR-10-like: 5,000 images per class
+        >>> idx = ldam_drw_subset(labels, long_tail_counts(5000, 10, 100), seed=0)
         >>> len(idx)
         12406
+        >>> torch.bincount(labels[idx]).tolist()
+        [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
     """
     array = _labels_numpy(labels, len(counts))
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
@@ -136,7 +140,9 @@ def long_tail_subset(labels: torch.Tensor, counts: Sequence[int], seed: int = 0)
         Indices grouped by class (class 0 first), shuffled within each class.
 
     Example:
-        >>> idx = long_tail_subset(train.labels, long_tail_counts(5000, 10, 100), seed=0)
+        >>> from ccsam.data import long_tail_counts
+        >>> labels = torch.arange(10).repeat_interleave(5000)  # CIFAR-10-like: 5,000 images per class
+        >>> idx = long_tail_subset(labels, long_tail_counts(5000, 10, 100), seed=0)
         >>> len(idx)
         12406
     """
@@ -162,7 +168,12 @@ def balanced_validation_subset(
         ``int64`` indices grouped by class (class 0 first).
 
     Example:
-        >>> val = balanced_validation_subset(train.labels, exclude=lt_indices, per_class=20, seed=0)
+        >>> from ccsam.data import long_tail_counts
+        >>> labels = torch.arange(10).repeat_interleave(5000)  # CIFAR-10-like: 5,000 images per class
+        >>> lt_indices = long_tail_subset(labels, long_tail_counts(5000, 10, 100), seed=0)
+        >>> val = balanced_validation_subset(labels, exclude=lt_indices, per_class=20, seed=0)
+        >>> torch.bincount(labels[val]).tolist()  # class 0 is used in full by the subset
+        [0, 20, 20, 20, 20, 20, 20, 20, 20, 20]
     """
     check_int("per_class", per_class, low=0)
     array = _labels_numpy(labels)
@@ -200,8 +211,16 @@ class SplitManifest:
             split read from its own list appears here, not in ``val_indices`` (which then is empty).
 
     Example:
-        >>> manifest = build_split(train.labels, long_tail_counts(5000, 10, 100), subset_seed=0)
-        >>> manifest.save_json(run_dir / "split.json")
+        >>> import tempfile
+        >>> from ccsam.data import long_tail_counts
+        >>> labels = torch.arange(10).repeat_interleave(5000)  # CIFAR-10-like: 5,000 images per class
+        >>> manifest = build_split(labels, long_tail_counts(5000, 10, 100), subset_seed=0)
+        >>> manifest.class_counts, manifest.val_counts
+        ((5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50), (0, 20, 20, 20, 20, 20, 20, 20, 20, 20))
+        >>> with tempfile.TemporaryDirectory() as run_dir:  # your run directory
+        ...     manifest.save_json(Path(run_dir) / "split.json")
+        ...     SplitManifest.load_json(Path(run_dir) / "split.json") == manifest
+        True
     """
 
     train_indices: tuple[int, ...]
@@ -300,9 +319,11 @@ def build_split(
     ``subset_seed`` (the validation draw on its own stream).
 
     Example:
-        >>> manifest = build_split(train.labels, long_tail_counts(500, 100, 100), subset_seed=0)
-        >>> sum(manifest.class_counts)
-        10847
+        >>> from ccsam.data import long_tail_counts
+        >>> labels = torch.arange(100).repeat_interleave(500)  # CIFAR-100-like: 500 images per class
+        >>> manifest = build_split(labels, long_tail_counts(500, 100, 100), subset_seed=0)
+        >>> sum(manifest.class_counts), sum(manifest.val_counts)
+        (10847, 1980)
     """
     if protocol not in SUBSET_PROTOCOLS:
         raise ValueError(f"unknown subset protocol {protocol!r}; use one of {', '.join(SUBSET_PROTOCOLS)}")

@@ -123,8 +123,19 @@ def classification_report(
         class_counts: ``[C]`` *training* samples per class, which define the shot groups.
 
     Example:
-        >>> report = classification_report(logits, labels, data.class_counts)
-        >>> report["top1"], report["few"]
+        >>> logits = torch.tensor([[2.0, 0.5, 0.1], [1.5, 0.2, 0.3], [0.1, 1.0, 0.2],
+        ...                        [0.9, 0.8, 0.1], [0.2, 0.1, 1.2], [0.3, 0.2, 0.1]])
+        >>> labels = torch.tensor([0, 0, 1, 1, 2, 2])
+        >>> class_counts = [500, 50, 10]  # training images per class: one many-, medium-, few-shot class
+        >>> report = classification_report(logits, labels, class_counts)
+        >>> report["top1"], report["many"], report["medium"], report["few"]
+        (0.6666666666666666, 1.0, 0.5, 0.5)
+        >>> report["per_class_accuracy"], report["group_sizes"]
+        ([1.0, 0.5, 0.5], {'many': 1, 'medium': 1, 'few': 1})
+        >>> round(report["nll"], 4), round(report["ece"], 4)
+        (0.6796, 0.3835)
+        >>> report["num_samples"], report["thresholds"]
+        (6, {'many': 100, 'few': 20})
     """
     logits = _check_logits_labels(logits, labels)
     num_classes = logits.shape[1]

@@ -1,8 +1,8 @@
-"""Backbones (CIFAR ResNets, a small CNN, torchvision ImageNet ResNets), the ``Classifier``, the registry."""
+"""Backbones (CIFAR ResNets, a small CNN, torchvision ImageNet ResNets), the ``Classifier``, its heads, the registry."""
 
 from ccsam.models.cifar_resnet import cifar_resnet_backbone
 from ccsam.models.classifier import Classifier
-from ccsam.models.heads import ClassifierHead
+from ccsam.models.heads import ClassifierHead, CosineHead, LWSHead, TauNormHead, build_head
 from ccsam.models.registry import MODELS, ModelEntry, build_model, list_models
 from ccsam.models.small_cnn import small_cnn_backbone
 from ccsam.models.torchvision_resnet import TORCHVISION_RESNETS, torchvision_resnet_backbone
@@ -12,7 +12,11 @@ __all__ = [
     "TORCHVISION_RESNETS",
     "Classifier",
     "ClassifierHead",
+    "CosineHead",
+    "LWSHead",
     "ModelEntry",
+    "TauNormHead",
+    "build_head",
     "build_model",
     "cifar_resnet_backbone",
     "list_models",
