@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from ccsam.evaluation import classification_report, per_class_accuracy, shot_groups
+from ccsam.evaluation.metrics import confusion_matrix, predicted_classes
 
 # Hand-made example: 4 classes with training counts [200, 50, 30, 5] -> many {0}, medium {1, 2}, few {3}.
 COUNTS = [200, 50, 30, 5]
@@ -196,3 +197,16 @@ def test_report_on_cuda_matches_cpu_under_deterministic_mode() -> None:
     for key in ("top1", "many", "medium", "few", "nll", "ece"):
         assert got[key] == pytest.approx(expected[key], abs=1e-5)
     assert got["per_class_accuracy"] == pytest.approx(expected["per_class_accuracy"], abs=1e-6)
+
+
+def test_rows_with_non_finite_logits_are_wrong_not_right_by_chance():
+    nan = float("nan")
+    logits = torch.tensor([[nan, nan, nan], [2.0, 0.0, 0.0], [0.0, float("inf"), 0.0], [0.0, 0.0, 1.0]])
+    labels = torch.tensor([0, 0, 1, 2])  # argmax of the NaN row is 0, of the inf row 1: both would "hit"
+    report = classification_report(logits, labels, [50, 30, 5], many_threshold=40, few_threshold=10)
+    assert report["top1"] == 0.5  # rows 1 and 3 only
+    assert report["per_class_accuracy"] == [0.5, 0.0, 1.0]
+    assert math.isnan(report["nll"])
+    assert confusion_matrix(logits, labels, 3) == [[1, 0, 0], [0, 0, 0], [0, 0, 1]]
+    finite = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    assert torch.equal(predicted_classes(finite), finite.argmax(dim=1))

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from ccsam.evaluation.calibration import _check_logits_labels, expected_calibration_error
 
-__all__ = ["classification_report", "per_class_accuracy", "shot_groups"]
+__all__ = ["classification_report", "per_class_accuracy", "predicted_classes", "shot_groups"]
 
 _GROUPS = ("many", "medium", "few")
 
@@ -58,11 +58,23 @@ def shot_groups(
     return {"many": many, "medium": ~(many | few), "few": few}
 
 
+def predicted_classes(logits: Tensor) -> Tensor:
+    """``argmax_k z_ik`` per row, or ``-1`` (no prediction, never correct) where a row holds a non-finite
+    logit: the argmax of a NaN row is an arbitrary index, which would count as right by chance.
+
+    Example:
+        >>> predicted_classes(torch.tensor([[2.0, 0.0], [float("nan"), 1.0]]))
+        tensor([ 0, -1])
+    """
+    predictions = logits.argmax(dim=1)
+    return torch.where(torch.isfinite(logits).all(dim=1), predictions, torch.full_like(predictions, -1))
+
+
 def per_class_accuracy(logits: Tensor, labels: Tensor, num_classes: int) -> Tensor:
     """Per-class recall ``acc_c = #{i : y_i = c, argmax_k z_ik = c} / #{i : y_i = c}``, shape ``[C]``.
 
-    Classes with no sample in ``labels`` get NaN. Ties in the argmax go to the lowest class index.
-    The result is float32 on the logits' device.
+    Classes with no sample in ``labels`` get NaN. Ties in the argmax go to the lowest class index; a row
+    with a non-finite logit is wrong (:func:`predicted_classes`). The result is float32 on the logits' device.
 
     Example:
         >>> per_class_accuracy(torch.tensor([[2.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 0]), 2)
@@ -71,7 +83,7 @@ def per_class_accuracy(logits: Tensor, labels: Tensor, num_classes: int) -> Tens
     logits = _check_logits_labels(logits, labels)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes != logits.shape[1]:
         raise ValueError(f"num_classes ({num_classes!r}) must equal logits.shape[1] ({logits.shape[1]})")
-    hits = labels[logits.argmax(dim=1) == labels]
+    hits = labels[predicted_classes(logits) == labels]
     # Integer bincounts only: deterministic on every device.
     total = torch.bincount(labels, minlength=num_classes).float()
     correct = torch.bincount(hits, minlength=num_classes).float()
@@ -107,7 +119,8 @@ def classification_report(
 
     All accuracies are fractions in ``[0, 1]``.
 
-    - ``top1``: sample accuracy ``(1/N) sum_i [argmax_k z_ik = y_i]``.
+    - ``top1``: sample accuracy ``(1/N) sum_i [argmax_k z_ik = y_i]`` (a row with a non-finite logit is
+      wrong; ``nll`` and ``ece`` are then NaN, written as ``null``).
     - ``many`` / ``medium`` / ``few``: mean of ``per_class_accuracy`` over the group's classes that occur
       in ``labels`` (the class-balanced mean of OLTR ``shot_acc``); ``None`` when none does.
     - ``nll``: mean cross-entropy ``-(1/N) sum_i log softmax(z_i)_{y_i}``.
@@ -146,7 +159,7 @@ def classification_report(
         num_counts = groups["many"].numel()
         raise ValueError(f"class_counts has {num_counts} entries, logits have {num_classes} classes")
     acc = per_class_accuracy(logits, labels, num_classes)
-    num_correct = int((logits.argmax(dim=1) == labels).sum())
+    num_correct = int((predicted_classes(logits) == labels).sum())
     report: dict = {"top1": num_correct / logits.shape[0]}
     report.update(shot_group_means(acc, groups))
     report["nll"] = float(F.cross_entropy(logits, labels))
@@ -159,10 +172,12 @@ def classification_report(
 
 
 def confusion_matrix(logits: Tensor, labels: Tensor, num_classes: int) -> list[list[int]]:
-    """``M[t][p]`` = number of samples of true class ``t`` predicted as ``p`` (argmax of the logits)."""
+    """``M[t][p]`` = number of samples of true class ``t`` predicted as ``p`` (argmax of the logits); rows
+    with a non-finite logit have no prediction and are left out."""
     if logits.dim() != 2 or logits.shape[0] != labels.shape[0]:
         raise ValueError(f"logits must be [N, C] with N = len(labels), got {tuple(logits.shape)}")
-    predictions = logits.argmax(dim=1).to(torch.long).cpu()
-    flat = labels.to(torch.long).cpu() * num_classes + predictions
+    predictions = predicted_classes(logits).to(torch.long).cpu()
+    kept = predictions >= 0
+    flat = labels.to(torch.long).cpu()[kept] * num_classes + predictions[kept]
     counts = torch.bincount(flat, minlength=num_classes * num_classes)
     return counts.view(num_classes, num_classes).tolist()
