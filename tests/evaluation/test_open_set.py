@@ -59,6 +59,33 @@ def test_report_matches_hand_computation() -> None:
     assert default["known_top1"] == pytest.approx(4 / 5)
 
 
+def test_non_finite_rows_never_score() -> None:
+    """A NaN/inf row is wrong when known (closed and open-set) and not a rejection when open.
+
+    Without the guard the NaN row of class 0 below would count as right (argmax of a NaN row is
+    arbitrary; here index 0) and the NaN open row as rejected (NaN < theta is false, so accepted, but
+    its class index is arbitrary either way).
+    """
+    nan, inf = float("nan"), float("inf")
+    logits, labels = _data()
+    broken = torch.cat([logits, torch.tensor([[nan, 0.0, 0.0], [inf, 0.0, 0.0], [nan, nan, nan]])])
+    broken_labels = torch.cat([labels, torch.tensor([0, 0, -1])])
+    predictions = open_set_predictions(broken, 0.5)
+    assert predictions.tolist() == [0, 1, 1, -1, 2, 0, -1, -1, -2, -2, -2]
+    report = open_set_report(broken, broken_labels, COUNTS, threshold=0.5)
+    # TP 3; FP 2 + the two broken known rows = 4; FN 1 + the broken open row = 2 -> P = 3/7, R = 3/5
+    p, r = 3 / 7, 3 / 5
+    assert report["f_measure"] == pytest.approx(2 * p * r / (p + r))
+    assert report["closed_top1"] == pytest.approx(4 / 7)
+    assert report["known_top1"] == pytest.approx(3 / 7)
+    assert report["open_rejected"] == pytest.approx(2 / 4)
+    # the old variant leaves rejected known rows out of FP, but a broken row is not a rejection
+    p_2019 = 3 / 6
+    assert open_set_report(broken, broken_labels, COUNTS, threshold=0.5, variant="oltr_2019")[
+        "f_measure"
+    ] == pytest.approx(2 * p_2019 * r / (p_2019 + r))
+
+
 def test_f_measure_edge_cases_and_errors() -> None:
     assert open_set_f_measure(torch.tensor([-1, -1]), torch.tensor([0, -1])) == 0.0  # TP = 0
     assert open_set_f_measure(torch.tensor([1, -1]), torch.tensor([1, -1])) == 1.0

@@ -4,6 +4,7 @@ NLL, calibration, OLTR open set."""
 from ccsam.evaluation.calibration import expected_calibration_error, reliability_bins
 from ccsam.evaluation.metrics import classification_report, confusion_matrix, per_class_accuracy, shot_groups
 from ccsam.evaluation.open_set import (
+    NO_PREDICTION,
     OPEN_LABEL,
     open_set_f_measure,
     open_set_predictions,
@@ -19,6 +20,7 @@ from ccsam.evaluation.predict import (
 )
 
 __all__ = [
+    "NO_PREDICTION",
     "OPEN_LABEL",
     "adjust_logits",
     "balanced_accuracy",

@@ -3,7 +3,9 @@
 The test set is the closed test split plus the ``*_open.txt`` images (ImageNet-LT: extra ImageNet-2010
 classes; Places-LT: Places-Extra69), which carry the label ``-1`` (:data:`OPEN_LABEL`). A sample is
 *rejected* (predicted ``-1``) when its largest softmax probability is below the threshold ``theta``
-(OLTR: 0.1); otherwise the prediction is the argmax.
+(OLTR: 0.1); otherwise the prediction is the argmax. A row with a non-finite logit gets no prediction
+(:data:`NO_PREDICTION`, ``-2``): wrong for a known sample and not rejected for an open one, so a model
+that outputs NaN never scores by chance.
 
 F-measure of the OLTR code (``F_measure(openset=True)`` in the OLTR repository's ``utils.py``), over
 all samples:
@@ -27,9 +29,10 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from ccsam.evaluation.metrics import shot_group_means, shot_groups
+from ccsam.evaluation.metrics import predicted_classes, shot_group_means, shot_groups
 
 __all__ = [
+    "NO_PREDICTION",
     "OPEN_LABEL",
     "FMeasureVariant",
     "open_set_f_measure",
@@ -39,6 +42,8 @@ __all__ = [
 ]
 
 OPEN_LABEL = -1
+#: The open-set prediction of a row with a non-finite logit: never correct, never a rejection.
+NO_PREDICTION = -2
 FMeasureVariant = Literal["oltr", "oltr_2019"]
 
 
@@ -56,18 +61,22 @@ def _check(logits: Tensor, labels: Tensor) -> None:
 
 
 def open_set_predictions(logits: Tensor, threshold: float = 0.1) -> Tensor:
-    """``argmax_k softmax(z_i)_k``, replaced by ``-1`` where ``max_k softmax(z_i)_k < threshold``.
+    """``argmax_k softmax(z_i)_k``, replaced by ``-1`` where ``max_k softmax(z_i)_k < threshold`` and by
+    ``-2`` (:data:`NO_PREDICTION`) where ``z_i`` holds a non-finite value.
 
     Example:
-        >>> open_set_predictions(torch.tensor([[4.0, 0.0], [0.0, 0.0]]), threshold=0.6).tolist()
-        [0, -1]
+        >>> nan = float("nan")
+        >>> open_set_predictions(torch.tensor([[4.0, 0.0], [0.0, 0.0], [nan, 0.0]]), threshold=0.6).tolist()
+        [0, -1, -2]
     """
     if logits.dim() != 2:
         raise ValueError(f"logits must be [N, C], got shape {tuple(logits.shape)}")
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must lie in [0, 1], got {threshold}")
     confidence, predictions = torch.softmax(logits.float(), dim=1).max(dim=1)
-    return torch.where(confidence < threshold, torch.full_like(predictions, OPEN_LABEL), predictions)
+    predictions = torch.where(confidence < threshold, torch.full_like(predictions, OPEN_LABEL), predictions)
+    finite = torch.isfinite(logits).all(dim=1)
+    return torch.where(finite, predictions, torch.full_like(predictions, NO_PREDICTION))
 
 
 def open_set_f_measure(predictions: Tensor, labels: Tensor, variant: FMeasureVariant = "oltr") -> float:
@@ -115,7 +124,8 @@ def open_set_report(
     """OLTR open-set metrics of logits over known (label ``c``) and open (label ``-1``) samples.
 
     - ``f_measure``: :func:`open_set_f_measure` of :func:`open_set_predictions` at ``threshold``.
-    - ``closed_top1``: accuracy of the plain argmax on the known samples (no rejection).
+    - ``closed_top1``: accuracy of the plain argmax on the known samples (no rejection; a row with a
+      non-finite logit is wrong, as in :func:`~ccsam.evaluation.metrics.predicted_classes`).
     - ``known_top1``: accuracy on the known samples with rejection (a rejected known sample is wrong),
       OLTR's ``eval_acc_mic_top1`` in open-set mode.
     - ``many`` / ``medium`` / ``few``: class-balanced accuracy with rejection per shot group (OLTR's
@@ -146,7 +156,7 @@ def open_set_report(
     num_open = int((~known).sum())
     report: dict = {
         "f_measure": open_set_f_measure(predictions, labels, variant),
-        "closed_top1": float((logits[known].argmax(dim=1) == known_labels).float().mean()),
+        "closed_top1": float((predicted_classes(logits[known]) == known_labels).float().mean()),
         "known_top1": float(hits.float().mean()),
     }
     report.update(shot_group_means(_known_class_hit_rates(hits, known_labels, logits.shape[1]), groups))
