@@ -6,12 +6,15 @@ the spec's formula, and (for the scoped loss) the parameters moved by hand and r
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ccsam.functional import RADIUS_MODES, class_conditional_logits, random_head_directions
+from ccsam.losses import BalancedSoftmaxLoss, CrossEntropyLoss, DeferredReweighting
 from ccsam.method.scoped import class_conditional_loss, select_parameters
 from ccsam.models import Classifier, build_model
 
@@ -347,6 +350,64 @@ def test_scoped_matches_move_and_restore_loop(scope, mixup):
         torch.testing.assert_close(g, r, **TOL)
     clean = F.cross_entropy(model(x), y if soft is None else soft)
     assert abs(float((loss - clean).detach())) > 1e-3  # not vacuous
+
+
+def _criteria(counts: torch.Tensor) -> dict[str, nn.Module]:
+    drw = DeferredReweighting(CrossEntropyLoss(), counts, start_epoch=0, beta=0.999)
+    drw.set_epoch(1)  # effective-number weights from 1.0 (class 0) to 3.4 (class 3): far from uniform
+    return {"balanced_softmax": BalancedSoftmaxLoss(counts), "ce_drw": drw}
+
+
+@pytest.mark.parametrize("name", ["balanced_softmax", "ce_drw"])
+@pytest.mark.parametrize("scope", ["all", "last_k"])
+def test_scoped_criterion_sees_the_whole_batch(scope, name):
+    """A non-CE criterion gives the clean and the perturbed loss, over every row at once.
+
+    Reference without functional_call: one deep copy of the model per class, moved by eps_c (from the
+    class's CE gradient), its class rows forwarded, the perturbed logits put back in batch order and the
+    criterion applied once; the gradient w.r.t. w is the clean graph's plus each copy's (eps_c is a
+    constant, so d/dw = d/d(w + eps_c)). Per-class sums of a class-weighted mean would lose the weights
+    (each class's weighted mean is its plain mean), which the DRW case checks.
+    """
+    model = mlp(seed=6)
+    x, y, counts = scoped_batch(6)
+    criterion = _criteria(counts)[name].double()
+    params = select_parameters(model, scope, k=1)
+    s, beta = 0.4, 0.6
+    loss = class_conditional_loss(model, x, y, counts, params=params, noise_scale=s, flat_ratio=beta,
+                                  criterion=criterion, clean_loss=lambda logits: criterion(logits, y))
+    every = list(model.parameters())
+    got = torch.autograd.grad(loss, every)
+
+    logits = model(x)
+    per_sample = F.cross_entropy(logits, y, reduction="none")
+    k = sum(p.numel() for p in params)
+    theta = torch.sqrt(sum(p.detach().square().sum() for p in params)) + 1e-12
+    positions = {id(p): i for i, p in enumerate(every)}
+    perturbed = torch.zeros_like(logits)
+    copies = []
+    for c in torch.unique(y).tolist():
+        g = torch.autograd.grad(per_sample[y == c].mean(), params, retain_graph=True)
+        gn = torch.sqrt(sum(gi.square().sum() for gi in g))
+        radius = spec_radius(theta, gn, float(counts[c]), k, s)
+        twin = copy.deepcopy(model)
+        twin_params = list(twin.parameters())
+        with torch.no_grad():
+            for p, gi in zip(params, g, strict=True):
+                twin_params[positions[id(p)]].add_(radius * gi / gn)
+        perturbed = perturbed.index_put((torch.nonzero(y == c).squeeze(1),), twin(x[y == c]))
+        copies.append(twin_params)
+    want = (1 - beta) * criterion(logits, y) + beta * criterion(perturbed, y)
+    flat_inputs = every + [p for twin_params in copies for p in twin_params]
+    all_grads = torch.autograd.grad(want, flat_inputs, allow_unused=True)
+    n = len(every)
+    for i, g in enumerate(got):
+        ref = sum(all_grads[i + j * n] if all_grads[i + j * n] is not None else 0.0
+                  for j in range(1 + len(copies)))
+        torch.testing.assert_close(g, ref, **TOL)
+    torch.testing.assert_close(loss.detach(), want.detach(), **TOL)
+    plain = class_conditional_loss(model, x, y, counts, params=params, noise_scale=s, flat_ratio=beta)
+    assert abs(float((plain - loss).detach())) > 1e-3  # the criterion changes the loss: not a CE test in disguise
 
 
 @pytest.mark.parametrize("scope", ["head", "last_k", "all"])

@@ -167,3 +167,29 @@ def test_radius_ablations_reach_the_objective(tmp_path, tiny_overrides):
         perturbed, batch.targets_a
     )
     torch.testing.assert_close(loss, expected)
+
+
+def test_perturb_scope_all_evaluates_the_configured_loss(tmp_path, tiny_overrides):
+    """stage1.loss reaches the paper-form (per-class pass) objective: the step's loss is the scoped loss
+    with that criterion (clean and perturbed), not cross-entropy."""
+    trainer, stage, batch = _stage1(
+        tmp_path,
+        tiny_overrides,
+        stage1__method="ccsam",
+        stage1__perturb_scope="all",
+        stage1__flat_ratio=0.5,
+        stage1__noise_scale=0.5,
+        **{"stage1.loss.name": "balanced_softmax"},
+    )
+    model, counts = trainer.model, trainer.counts
+    with bn_stats_frozen(model):
+        got = build_objective(trainer.cfg, stage, 0, counts)(model, batch).loss
+        kwargs = {"params": scoped.select_parameters(model, "all"), "noise_scale": 0.5, "flat_ratio": 0.5}
+        want = scoped.class_conditional_loss(
+            model, batch.inputs, batch.targets_a, counts, criterion=stage.criterion,
+            clean_loss=lambda logits: stage.criterion(logits, batch.targets_a), **kwargs,
+        )
+        ce = scoped.class_conditional_loss(model, batch.inputs, batch.targets_a, counts, **kwargs)
+    assert type(stage.criterion).__name__ == "BalancedSoftmaxLoss"
+    torch.testing.assert_close(got, want)
+    assert abs(float((got - ce).detach())) > 1e-3

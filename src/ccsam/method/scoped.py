@@ -27,6 +27,7 @@ from torch.func import functional_call
 from ccsam.checks import check_int
 from ccsam.method._common import check_counts
 from ccsam.method.radius import GRAD_NORM_FLOOR, PARAM_NORM_EPS, ccsam_radius, global_norm
+from ccsam.method.stage1 import Criterion
 from ccsam.models.bn import bn_stats_frozen
 
 __all__ = ["PerturbScope", "class_conditional_loss", "select_parameters"]
@@ -111,14 +112,22 @@ def class_conditional_loss(
     noise_scale: float,
     flat_ratio: float,
     soft_targets: Tensor | None = None,
+    criterion: Criterion = F.cross_entropy,
+    clean_loss: Callable[[Tensor], Tensor] | None = None,
     freeze_bn_stats: bool = True,
     sum_over_processes: Callable[[Tensor], Tensor] | None = None,
 ) -> Tensor:
     """CC-SAM stage-1 objective with the perturbation on ``params`` (paper form of the radius).
 
-    ``L = (1 - beta) * mean_i l_i(w) + beta * (1/B) sum_i CE(f_{w + eps_{y_i}}(x_i), y_i)`` with
-    ``beta = flat_ratio``, ``l_i(w) = -sum_j q_ij log softmax(f_w(x_i))_j`` (``q = soft_targets``, e.g.
-    mixup targets, or ``one_hot(labels)``) and, for each class ``c`` present in ``labels``:
+    ``L = (1 - beta) * L_clean(f_w(x)) + beta * criterion([f_{w + eps_{y_i}}(x_i)]_i, y)`` with
+    ``beta = flat_ratio``; ``L_clean`` is ``clean_loss`` or, by default, ``mean_i l_i(w)``, and the
+    perturbed logits of every row, each at its own class's point, go to ``criterion`` together (so a
+    class-weighted or logit-adjusted criterion sees the whole batch, as in the head closed form
+    :func:`ccsam.method.stage1.stage1_loss`). With the defaults (cross-entropy) this is
+    ``(1 - beta) * mean_i l_i(w) + beta * (1/B) sum_i CE(f_{w + eps_{y_i}}(x_i), y_i)``. Here
+    ``l_i(w) = -sum_j q_ij log softmax(f_w(x_i))_j`` (``q = soft_targets``, e.g. mixup targets, or
+    ``one_hot(labels)``), which also gives the perturbation direction whatever the criterion, and, for
+    each class ``c`` present in ``labels``:
 
     * ``g_c = grad_w (1/m_c) sum_{i: y_i = c} l_i(w)``, ``w`` the concatenation of ``params``;
     * ``rho_c = s k^(1/4) sqrt(||w|| / (2 ||g_c||)) max(n_c - 1, 1)^(-1/4)``
@@ -154,7 +163,11 @@ def class_conditional_loss(
         params: the perturbed parameters of ``model`` (see :func:`select_parameters`), each requiring grad.
         noise_scale: ``s >= 0``; ``0`` perturbs nothing (the class passes still run).
         flat_ratio: ``beta`` in ``[0, 1]``; ``0`` returns the clean loss without the class passes.
-        soft_targets: ``[B, C]`` targets of the clean loss and of the gradient direction.
+        soft_targets: ``[B, C]`` targets of the default clean loss and of the gradient direction.
+        criterion: mean-reduced loss ``criterion(logits [N, C], labels [N])`` of the perturbed logits
+            (rows grouped by class, which a per-row loss with a batch mean does not see).
+        clean_loss: loss of the clean logits ``[B, C]`` (e.g. the caller's mixup-aware criterion);
+            ``None``: the soft-target cross-entropy ``mean_i l_i(w)``.
         freeze_bn_stats: keep the class passes from updating BatchNorm running statistics.
         sum_over_processes: sum of a tensor over the processes that share the global batch (``None``:
             one process).
@@ -184,7 +197,7 @@ def class_conditional_loss(
     counts = check_counts(class_counts, num_classes, logits.device, torch.float64, True)
     targets = labels if soft_targets is None else soft_targets.to(logits.dtype)
     per_sample = F.cross_entropy(logits, targets, reduction="none")  # l_i(w)
-    clean = per_sample.mean()
+    clean = per_sample.mean() if clean_loss is None else clean_loss(logits)
     if flat_ratio == 0.0:
         return clean
 
@@ -192,7 +205,8 @@ def class_conditional_loss(
         theta_norm = global_norm(params) + PARAM_NORM_EPS
     num_params = sum(p.numel() for p in params)
     bn_ctx = bn_stats_frozen(model) if freeze_bn_stats else contextlib.nullcontext()
-    flat_sum = logits.new_zeros(())
+    perturbed_rows: list[Tensor] = []
+    row_labels: list[Tensor] = []
     groups, batch_counts = _class_groups(labels, num_classes, sum_over_processes)
     with bn_ctx:
         for c, m_c in batch_counts:
@@ -205,9 +219,10 @@ def class_conditional_loss(
                     radius = ccsam_radius(theta_norm, grad_norm, counts[c], num_params, noise_scale)
                     scale = radius / grad_norm.clamp_min(GRAD_NORM_FLOOR)
                 moved = {n: p + (scale * g).to(p.dtype) for n, p, g in zip(names, params, grads, strict=True)}
-            out = functional_call(model, moved, (inputs[idx],))
-            flat_sum = flat_sum + F.cross_entropy(out, labels[idx], reduction="sum")
-    return (1.0 - flat_ratio) * clean + flat_ratio * flat_sum / labels.shape[0]
+            perturbed_rows.append(functional_call(model, moved, (inputs[idx],)))
+            row_labels.append(labels[idx])
+    perturbed = criterion(torch.cat(perturbed_rows), torch.cat(row_labels))
+    return (1.0 - flat_ratio) * clean + flat_ratio * perturbed
 
 
 def _class_gradient(

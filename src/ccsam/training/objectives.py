@@ -114,7 +114,9 @@ class CcsamStage1Objective:
 class ScopedCcsamObjective:
     """Paper-faithful CC-SAM stage 1 on more than the head (spec 1.1: last-k blocks or all parameters):
     each class's samples are forwarded at w + eps_c with one global-norm radius over ``params``
-    (:func:`ccsam.method.scoped.class_conditional_loss`; cross-entropy, one pass per class in the batch).
+    (:func:`ccsam.method.scoped.class_conditional_loss`, one pass per class in the batch); the criterion
+    (CE by default; e.g. Balanced Softmax or a DRW-weighted loss) gives the clean (mixup-aware) and the
+    perturbed loss, the class's cross-entropy gives the perturbation direction, as in the head form.
     ``sum_over_processes`` (under torchrun: :func:`ccsam.distributed.all_reduce_sum`) makes each class's
     gradient and count those of the global batch."""
 
@@ -123,6 +125,7 @@ class ScopedCcsamObjective:
     noise_scale: float
     scope: PerturbScope
     last_k: int = 1
+    criterion: nn.Module = field(default_factory=_cross_entropy)
     sum_over_processes: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def __call__(self, model: Classifier, batch: MixedBatch) -> StepOutput:
@@ -130,6 +133,8 @@ class ScopedCcsamObjective:
         soft = batch.soft_targets(model.num_classes) if batch.lam < 1.0 else None
         loss = class_conditional_loss(model, batch.inputs, batch.targets_a, self.class_counts, params=params,
                                       noise_scale=self.noise_scale, flat_ratio=self.flat_ratio, soft_targets=soft,
+                                      criterion=self.criterion,
+                                      clean_loss=lambda logits: mixup_loss(self.criterion, logits, batch),
                                       sum_over_processes=self.sum_over_processes)
         return StepOutput(loss, _clean_logits(model, batch))
 

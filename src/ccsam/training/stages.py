@@ -180,7 +180,9 @@ def _ccsam_head(cfg: RunConfig, stage: Stage, stage_epoch: int, counts: torch.Te
 
 def _ccsam_scoped(cfg: RunConfig, stage: Stage, stage_epoch: int, counts: torch.Tensor) -> Objective:
     s1 = cfg.stage1
-    return ScopedCcsamObjective(counts, s1.flat_ratio, s1.noise_scale, s1.perturb_scope, s1.perturb_last_k)
+    return ScopedCcsamObjective(
+        counts, s1.flat_ratio, s1.noise_scale, s1.perturb_scope, s1.perturb_last_k, stage.criterion
+    )
 
 
 #: Stage-1 CC-SAM by perturbation scope: the head's closed form, or the per-class passes of the paper form.
