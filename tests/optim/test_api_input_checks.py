@@ -74,6 +74,9 @@ def test_imbsam_counts_and_split_accept_sequences_and_refuse_nan():
     assert (float(head), float(tail)) == (0.5, 1.5)
     with pytest.raises(ValueError, match="finite counts"):
         ImbSAM(nn.Linear(2, 3).parameters(), torch.optim.SGD, [10, float("nan"), 3], lr=0.1)
+    for bad in (0.0, -1.0, float("inf"), float("nan"), True):
+        with pytest.raises(ValueError, match="tail_weight must be a finite number > 0"):
+            ImbSAM(nn.Linear(2, 3).parameters(), torch.optim.SGD, [10, 3, 3], lr=0.1, tail_weight=bad)
 
 
 def test_drw_refuses_counts_that_disagree_with_the_wrapped_loss():

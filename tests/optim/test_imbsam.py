@@ -41,15 +41,16 @@ def _grads(loss, w, retain_graph=False):
     return dict(zip(w, grads, strict=False))
 
 
-def _imbsam_gradient(model, x, y, rho, tail_classes):
-    """g = grad L_head(w) + grad L_tail(w + rho g_t / ||g_t||), g_t = grad L_tail(w) (paper, Alg. 1)."""
+def _imbsam_gradient(model, x, y, rho, tail_classes, tail_weight=1.0):
+    """g = grad L_head(w) + lambda grad L_tail(w + rho g_t / ||g_t||), g_t = grad L_tail(w) (paper, Alg. 1:
+    lambda = 1; the authors' code: 2)."""
     w = {n: p.detach().clone().requires_grad_() for n, p in model.named_parameters()}
     head, tail = _part_losses(model, w, x, y, tail_classes)
     g_head, g_tail = _grads(head, w, retain_graph=True), _grads(tail, w)
     norm = torch.sqrt(sum((g**2).sum() for g in g_tail.values()))
     w_eps = {n: (w[n] + rho * g_tail[n] / norm).detach().requires_grad_() for n in w}
     g_tail_eps = _grads(_part_losses(model, w_eps, x, y, tail_classes)[1], w_eps)
-    return {n: g_head[n] + g_tail_eps[n] for n in w}
+    return {n: g_head[n] + tail_weight * g_tail_eps[n] for n in w}
 
 
 def _imbsam_step(model, opt, x, y):
@@ -64,13 +65,14 @@ def _imbsam_step(model, opt, x, y):
     opt.second_step(zero_grad=True)
 
 
-def test_one_imbsam_step_equals_the_update_written_out():
+@pytest.mark.parametrize("tail_weight", [1.0, 2.0])
+def test_one_imbsam_step_equals_the_update_written_out(tail_weight):
     model, (x, y) = _model(), _batch(MIXED)
     rho, lr = 0.2, 0.1
     # BN in train mode: the oracle's functional call sees the same batch statistics (buffers aside).
-    g = _imbsam_gradient(_model(), x, y, rho, {2, 3})
+    g = _imbsam_gradient(_model(), x, y, rho, {2, 3}, tail_weight)
     expected = {n: p.detach() - lr * g[n] for n, p in model.named_parameters()}
-    opt = ImbSAM(model.parameters(), torch.optim.SGD, COUNTS, rho=rho, lr=lr)
+    opt = ImbSAM(model.parameters(), torch.optim.SGD, COUNTS, rho=rho, lr=lr, tail_weight=tail_weight)
     _imbsam_step(model, opt, x, y)
     for n, p in model.named_parameters():
         assert torch.allclose(p, expected[n], rtol=1e-12, atol=1e-14), n

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call
@@ -80,7 +81,8 @@ def test_perturb_scope_last_k_moves_only_the_last_blocks_and_the_head(tmp_path, 
     assert len(moved) == len(torch.unique(batch.targets_a))  # one perturbed pass per class in the batch
 
 
-def test_imbsam_through_the_engine_equals_its_written_out_update(tmp_path, tiny_overrides):
+@pytest.mark.parametrize("tail_weight", [1.0, 2.0])
+def test_imbsam_through_the_engine_equals_its_written_out_update(tmp_path, tiny_overrides, tail_weight):
     trainer, stage, _ = _stage1(
         tmp_path,
         tiny_overrides,
@@ -88,6 +90,7 @@ def test_imbsam_through_the_engine_equals_its_written_out_update(tmp_path, tiny_
         stage1__optimizer="imbsam",
         stage1__optimizer__tail_threshold=10,
         stage1__optimizer__rho=0.5,
+        stage1__optimizer__tail_weight=tail_weight,
     )
     counts, cfg = trainer.counts, trainer.cfg.stage1
     tail_of = counts < 10
@@ -96,7 +99,8 @@ def test_imbsam_through_the_engine_equals_its_written_out_update(tmp_path, tiny_
     twin = copy.deepcopy(model)
     x, y = batch.inputs, batch.targets_a
 
-    # written out (Zhou et al. 2023): g = grad L_head(w) + grad L_tail(w + rho g_tail / ||g_tail||), then SGD
+    # written out (Zhou et al. 2023): g = grad L_head(w) + lambda grad L_tail(w + rho g_tail / ||g_tail||),
+    # then SGD (lambda = tail_weight: 1 the paper, 2 the authors' code)
     names = [n for n, _ in twin.named_parameters()]
     params = list(twin.parameters())
     tail = tail_of[y]
@@ -116,7 +120,7 @@ def test_imbsam_through_the_engine_equals_its_written_out_update(tmp_path, tiny_
         g_perturbed = torch.autograd.grad(parts(functional_call(twin, moved, (x,)))[1], params)
     with torch.no_grad():
         expected = [
-            p - cfg.lr * (gh + gp + cfg.weight_decay * p)  # first SGD step: momentum buffer = d_p
+            p - cfg.lr * (gh + tail_weight * gp + cfg.weight_decay * p)  # first SGD step: momentum = d_p
             for p, gh, gp in zip(params, g_head, g_perturbed, strict=True)
         ]
 

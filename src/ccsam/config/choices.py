@@ -68,6 +68,10 @@ class ImbsamOptimizer(Section):
     name: Literal["imbsam"] = "imbsam"
     rho: float = Field(0.05, ge=0.0, description=_RHO)
     tail_threshold: int = Field(20, ge=1, description="classes with n_c below it are tail")
+    tail_weight: float = Field(
+        1.0, gt=0.0, allow_inf_nan=False,
+        description="lambda: weight of the tail gradient at w + eps (1: the paper's sum; 2: the authors' code)",
+    )
 
 
 OptimizerChoice = Annotated[

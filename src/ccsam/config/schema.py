@@ -191,7 +191,7 @@ class Stage1Config(ScheduleFields):
     )
     perturb_last_k: int = Field(1, ge=1, description="last_k: number of backbone blocks")
     optimizer: OptimizerChoice = Field(
-        SgdOptimizer(), description="sgd | sam {rho} | asam {rho, eta} | imbsam {rho, tail_threshold}"
+        SgdOptimizer(), description="sgd | sam {rho} | asam {rho, eta} | imbsam {rho, tail_threshold, tail_weight}"
     )
 
 

@@ -9,11 +9,14 @@ With training counts ``n_c`` and threshold ``eta`` (``tail_threshold``, 20 by de
 (both divided by the whole batch size ``B``, so ``L = L_head + L_tail``, as the authors' code does) and
 one step applies
 
-    g = grad L_head(w) + grad L_tail(w + eps_tail),    eps_tail = rho * g_tail / ||g_tail||,
+    g = grad L_head(w) + lambda * grad L_tail(w + eps_tail),    eps_tail = rho * g_tail / ||g_tail||,
     g_tail = grad L_tail(w)
 
-through the base optimizer. With no tail sample in the batch this is the base optimizer on ``L``; with
-every class tail (``eta`` above every count) it is SAM on ``L``.
+through the base optimizer, with ``lambda = tail_weight``: 1 (default) is the paper's sum of the two
+parts; the authors' code (``utils/trainval.py`` of cool-xuan/Imbalanced_SAM, and its MindSpore port)
+multiplies the perturbed tail loss by 2, which is ``tail_weight = 2`` (the direction ``eps_tail`` does
+not depend on it). With no tail sample in the batch this is the base optimizer on ``L``; with every
+class tail (``eta`` above every count) and ``lambda = 1`` it is SAM on ``L``.
 """
 
 from __future__ import annotations
@@ -78,6 +81,10 @@ class ImbSAM(SAM):
         base_optimizer_cls: The optimizer class that applies the update, e.g. ``torch.optim.SGD``.
         class_counts: Training count per class ``[C]`` (G13: explicit data, copied here).
         rho: Radius of the tail perturbation (0.05 in the paper).
+        tail_weight: ``lambda``, the weight of the tail gradient at ``w + eps`` (1: the paper's sum;
+            2: the authors' code). :meth:`second_step` applies it to ``p.grad`` when the head gradient
+            was kept with :meth:`store_head_grad`; a loop that puts the head gradient into ``p.grad``
+            itself (the training engine) multiplies the perturbed tail loss by it instead.
         tail_threshold: The paper's ``eta``: classes with ``n_c < tail_threshold`` are tail (20).
             Named apart from SAM's ``eta``, which is ASAM's offset.
         **base_kwargs: Passed to ``base_optimizer_cls``.
@@ -111,6 +118,7 @@ class ImbSAM(SAM):
         class_counts: Tensor | Sequence[int],
         rho: float = 0.05,
         tail_threshold: float = 20,
+        tail_weight: float = 1.0,
         **base_kwargs: Any,
     ) -> None:
         if "eta" in base_kwargs or "adaptive" in base_kwargs:
@@ -121,9 +129,12 @@ class ImbSAM(SAM):
             raise ValueError(f"class_counts must be a non-empty 1-D tensor of finite counts >= 0, got shape {shape}")
         if not tail_threshold >= 0:
             raise ValueError(f"tail_threshold must be >= 0, got {tail_threshold}")
+        if isinstance(tail_weight, bool) or not 0 < tail_weight < math.inf:
+            raise ValueError(f"tail_weight must be a finite number > 0, got {tail_weight!r}")
         super().__init__(params, base_optimizer_cls, rho=rho, **base_kwargs)
         self.class_counts = counts
         self.tail_threshold = tail_threshold
+        self.tail_weight = float(tail_weight)
         self._head_grads: dict[Tensor, Tensor] = {}
 
     @property
@@ -148,13 +159,16 @@ class ImbSAM(SAM):
 
     @torch.no_grad()
     def second_step(self, zero_grad: bool = False, grad_scaler: GradScaler | None = None) -> None:
-        """``p.grad += grad L_head(w)`` (if stored), restore ``w`` bit-exactly, base step (see SAM)."""
+        """``p.grad = lambda * p.grad + grad L_head(w)`` (if the head gradient was stored), restore ``w``
+        bit-exactly, base step (see SAM)."""
         if self._backup is None:
             raise RuntimeError("second_step() called without first_step()")
         for p, head in self._head_grads.items():
             if p.grad is None:
                 p.grad = head
-            else:
+            elif self.tail_weight == 1.0:
                 p.grad.add_(head)
+            else:
+                p.grad.mul_(self.tail_weight).add_(head)
         self._head_grads = {}
         super().second_step(zero_grad=zero_grad, grad_scaler=grad_scaler)

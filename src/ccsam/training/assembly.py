@@ -132,7 +132,10 @@ def _asam(choice: AsamOptimizer, base: dict[str, Any], params: list[nn.Parameter
 def _imbsam(
     choice: ImbsamOptimizer, base: dict[str, Any], params: list[nn.Parameter], counts: torch.Tensor
 ) -> Optimizer:
-    return ImbSAM(params, SGD, counts.cpu(), rho=choice.rho, tail_threshold=choice.tail_threshold, **base)
+    return ImbSAM(
+        params, SGD, counts.cpu(), rho=choice.rho, tail_threshold=choice.tail_threshold,
+        tail_weight=choice.tail_weight, **base,
+    )
 
 
 #: The optimiser of each ``stage1.optimizer`` member (stage 2 uses ``sgd``): SGD with momentum, or

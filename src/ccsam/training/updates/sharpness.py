@@ -85,8 +85,9 @@ def imbsam_update(model: nn.Module, objective: ErmObjective, batch: MixedBatch, 
                   autocast: Autocast) -> StepOutput:
     """ImbSAM (Zhou et al. 2023): head-class loss gradient at w, tail-class loss gradient at w + eps_tail.
 
-    ``p.grad`` before the base step is ``grad L_head(w) + grad L_tail(w + eps)``: the head part is added
-    before the second backward (see the module docstring), which is the same sum in one process.
+    ``p.grad`` before the base step is ``grad L_head(w) + lambda * grad L_tail(w + eps)`` (``lambda`` =
+    ``optimizer.tail_weight``): the head part is added before the second backward (see the module
+    docstring), which is the same sum in one process.
     """
     tail = optimizer.tail_classes.to(batch.targets_a.device)[batch.targets_a]
     optimizer.zero_grad(set_to_none=True)
@@ -103,6 +104,7 @@ def imbsam_update(model: nn.Module, objective: ErmObjective, batch: MixedBatch, 
             p.grad = g
     with bn_stats_frozen(model), autocast():
         perturbed_tail = run_objective(model, objective, batch, mask=tail)
-    perturbed_tail.loss.backward()
+    tail_weight = optimizer.tail_weight
+    (perturbed_tail.loss if tail_weight == 1.0 else tail_weight * perturbed_tail.loss).backward()
     optimizer.second_step(zero_grad=True)
     return StepOutput((head_loss + tail_loss).detach(), logits.detach())
