@@ -45,6 +45,7 @@ def test_train_prints_the_group_table_and_eval_agrees(tmp_path, capsys, tiny_ove
         (["train", "--preset", "cifar10-lt-ce", "--data-root", "/nonexistent/data"], "/nonexistent/data"),
         (["train", "--resume", "/nonexistent/run"], "not a ccsam run folder"),
         (["eval", "/nonexistent/run"], "not a ccsam run folder"),
+        (["probe", "runtime.threads=1"], "take no config overrides, only the options in their --help (use --threads"),
     ],
 )
 def test_bad_input_is_one_error_line(argv, fragment, capsys, tmp_path, monkeypatch):
@@ -53,6 +54,16 @@ def test_bad_input_is_one_error_line(argv, fragment, capsys, tmp_path, monkeypat
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("ccsam: error:") and fragment in err[0]
     assert "Traceback" not in err[0]
+
+
+def test_analysis_checks_every_run_folder_before_the_first_analysis(tmp_path, capsys):
+    first = tmp_path / "first"
+    first.mkdir()
+    (first / "config.yaml").write_text("not: [a valid config")  # analysing it would fail differently
+    assert main(["sharpness", str(first), str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert "missing' is not a ccsam run folder" in err
+    assert not (first / "analysis").exists()
 
 
 def test_train_refuses_an_existing_folder_and_keeps_its_files(tmp_path, capsys, tiny_overrides):

@@ -9,7 +9,7 @@ from pathlib import Path
 from ccsam.analysis.runs import landscape_run, probe_run, sharpness_run
 from ccsam.cli.argtypes import SEED_MAX, int_in_range, number_in_range
 from ccsam.reporting.report import build_report
-from ccsam.training.run_dir import RunDir
+from ccsam.training.run_dir import RunDir, RunDirError
 
 #: Defaults of the analyses' options, shown in ``--help`` and quoted by README.md.
 SIGMAS = (1e-3, 5e-3, 1e-2, 5e-2)
@@ -80,12 +80,24 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     report.add_argument("--title", default="ccsam report")
 
 
+def _open_runs(paths: Sequence[str]) -> list[RunDir]:
+    """Every run folder, checked before the first analysis starts (a typo in the last one should not
+    surface after the first has run); a ``key=value`` argument gets the hint that these commands take
+    options, not config overrides."""
+    for path in paths:
+        if "=" in path and not Path(path).exists():
+            key = path.split("=", 1)[0]
+            hint = " (use --threads N)" if key in ("runtime.threads", "threads") else ""
+            raise RunDirError(f"'{path}' is not a run folder: analysis commands take no config overrides, "
+                              f"only the options in their --help{hint}")
+    return [RunDir.open(path) for path in paths]
+
+
 def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if args.command == "report":
         print(build_report([Path(p) for p in args.run_dirs], Path(args.out), title=args.title))
         return 0
-    for path in args.run_dirs:
-        run_dir = RunDir.open(path)
+    for run_dir in _open_runs(args.run_dirs):
         if args.command == "probe":
             written = probe_run(run_dir, sigmas=args.sigmas, draws=args.draws, mode=args.mode, seed=args.seed,
                                 eps=args.eps, force=args.force, data_root=args.data_root,
