@@ -43,7 +43,7 @@ def synthetic_overrides(**extra: object) -> list[str]:
         "model.width": 8,
         "device": "cpu",
         "stage1.epochs": 2,
-        "stage1.warmup_epochs": 1,
+        "stage1.warmup_epochs": 0,
         "stage1.milestones": "[1]",
         "stage1.mixup_alpha": 1.0,
         "stage1.noise_scale": 0.01,

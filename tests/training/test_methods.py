@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -22,7 +23,7 @@ FMNIST_METHODS = sorted(n for n, _ in list_presets() if n.startswith("fmnist-lt-
 TINY = ["data.dataset=synthetic", "data.synthetic.num_classes=5", "data.synthetic.per_class_train=60",
         "data.synthetic.per_class_test=10", "data.n_max=40", "data.imbalance_ratio=10", "data.val_per_class=5",
         "data.batch_size=16", "data.crop_padding=1", "model.arch=small_cnn", "model.width=8", "device=cpu",
-        "stage1.epochs=2", "stage1.warmup_epochs=1", "stage1.milestones=[1]", "eval.many_threshold=30",
+        "stage1.epochs=2", "stage1.warmup_epochs=0", "stage1.milestones=[1]", "eval.many_threshold=30",
         "eval.few_threshold=10"]
 
 
@@ -130,3 +131,77 @@ def test_incompatible_compositions_are_config_errors():
         resolve_config("fmnist-lt-ldam-drw", ["stage1.method=ccsam"])
     with pytest.raises(ConfigError, match="no option"):
         resolve_config("fmnist-lt-ce", ["stage1.loss.options.margin=0.3"])
+
+
+@pytest.mark.parametrize(
+    ("preset", "overrides", "fragment"),
+    [
+        ("fmnist-lt-crt", ["stage2.init_from=best_val", "data.val_per_class=0"], "data.val_per_class=0"),
+        ("fmnist-lt-crt", ["stage2.init_from=best_val", "stage1.swa=true"], "not stage-1 SWA's averaged weights"),
+        ("fmnist-lt-crt", ["stage2.init_from=best_val", "stage1.epochs=0"], "but stage1.epochs=0"),
+        ("fmnist-lt-crt", ["stage2.method=lws", "stage2.spectral_norm=true"], "stage2.method=lws trains only"),
+        ("fmnist-lt-ce", ["stage1.radius=none"], "with stage1.method=erm they would do nothing"),
+        ("fmnist-lt-ce", ["stage1.perturb_scope=all"], "with stage1.method=erm they would do nothing"),
+        ("fmnist-lt-ce", ["stage1.nesterov=true", "stage1.momentum=0"], "nesterov=true needs momentum > 0"),
+        ("fmnist-lt-gcl", ["stage1.loss.options.generator=3"], "has no option generator"),
+        ("places-lt-ce", ["data.augment=crop_flip_cutout"], "image files use the ImageNet transforms"),
+    ],
+)
+def test_options_a_combination_would_ignore_are_refused(preset, overrides, fragment):
+    from ccsam.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=re.escape(fragment)):
+        resolve_config(preset, overrides)
+
+
+def test_combinations_that_used_to_be_refused_or_ignored_now_work(tmp_path):
+    # stage 2 off: its loss's head requirement does not apply
+    resolve_config("fmnist-lt-ce", ["stage2.method=retrain", "stage2.method.loss.name=ldam", "stage2.epochs=0"])
+    # inat2018 selects on data.selection_per_class (no val list): still accepted
+    assert resolve_config("inat2018-ce", ["data.selection_per_class=5"]).data.selection_per_class == 5
+    # CC-SAM's per-class passes (perturb_scope=all) perturb a cosine head too: it trains
+    config = _tiny("fmnist-lt-ldam-drw", "stage1.method=ccsam", "stage1.perturb_scope=all", "stage1.flat_ratio=0.5")
+    results = train(config, RunDir.create(tmp_path / "cosine", config, []), progress=False)
+    assert math.isfinite(results["test"]["nll"])
+
+
+def test_per_class_loss_options_come_from_the_config(tmp_path):
+    """ce.weight as a list reaches the criterion; a list of the wrong length is one error before training."""
+    from ccsam.errors import ConfigError
+
+    weights = [1.0, 2.0, 3.0, 4.0, 5.0]
+    config = _tiny("fmnist-lt-ce", f"stage1.loss.options.weight={weights}")
+    trainer = Trainer(config, RunDir.create(tmp_path / "run", config, []), progress=False)
+    stage = trainer.enter_stage(1)
+    assert stage.criterion.weight.tolist() == weights
+    short = _tiny("fmnist-lt-focal", "stage1.loss.options.alpha=[1, 2]")
+    with pytest.raises(ConfigError, match="stage1.loss.options.alpha has 2 entries but the data has 5 classes"):
+        Trainer(short, RunDir.create(tmp_path / "short", short, []), progress=False)
+
+
+def test_tau_norm_of_an_lws_head_normalises_its_effective_weights(tmp_path):
+    config = _tiny("fmnist-lt-tau-norm", "stage2.method=lws", "stage2.epochs=2", "eval.tau_norm=0.7")
+    trainer = Trainer(config, RunDir.create(tmp_path / "run", config, []), progress=False)
+    results = trainer.fit()
+    model, data = trainer.model, trainer.data
+    assert isinstance(model.head, LWSHead) and not torch.allclose(model.head.scales, torch.ones(5))
+    model.eval()
+    with torch.no_grad():
+        features = torch.cat([model.features(x) for x, _ in eval_batches(data.test, 64, data.mean, data.std)])
+        scales = model.head.scales
+        w = tau_normalized_weight(scales[:, None] * model.head.linear_weight, 0.7)
+        logits = features @ w.T + scales * model.head.linear_bias
+    expected = classification_report(logits, data.test.labels, data.class_counts, many_threshold=30,
+                                     few_threshold=10)
+    assert results["test"]["top1"] == pytest.approx(expected["top1"])
+    assert results["test"]["nll"] == pytest.approx(expected["nll"], rel=1e-5)
+
+
+def test_cutout_larger_than_twice_the_image_is_refused_before_training(tmp_path):
+    from ccsam.errors import ConfigError
+
+    config = _tiny("fmnist-lt-ce", "data.augment=crop_flip_cutout", "data.cutout_size=16")  # 8x8 images
+    with pytest.raises(ConfigError, match="data.cutout_size=16 erases every 8x8 training image"):
+        Trainer(config, RunDir.create(tmp_path / "run", config, []), progress=False)
+    fine = _tiny("fmnist-lt-ce", "data.augment=crop_flip_cutout", "data.cutout_size=4")
+    Trainer(fine, RunDir.create(tmp_path / "fine", fine, []), progress=False)

@@ -7,7 +7,10 @@ from pydantic import Field, field_validator, model_validator
 from ccsam.config.base import Section, registered
 from ccsam.losses.registry import LOSSES, loss_options
 
-__all__ = ["DrwConfig", "LossConfig"]
+__all__ = ["NOT_CONFIG_OPTIONS", "DrwConfig", "LossConfig"]
+
+#: Loss constructor arguments that are objects, not settings (GCL's noise ``generator``): library API only.
+NOT_CONFIG_OPTIONS = frozenset({"generator"})
 
 
 class DrwConfig(Section):
@@ -23,7 +26,10 @@ class LossConfig(Section):
     and an optional DRW wrapper (``drw.start_epoch``): CE-DRW is ``name=ce`` plus ``drw.start_epoch``."""
 
     name: str = Field("ce", description="a key of ccsam.losses.LOSSES (`ccsam presets` lists them)")
-    options: dict[str, float | int | bool | None] = Field(default_factory=dict)
+    options: dict[str, bool | int | float | str | list[float] | None] = Field(
+        default_factory=dict, description="constructor options; per-class vectors (ce.weight, focal.alpha) "
+        "as lists of C numbers"
+    )
     drw: DrwConfig = DrwConfig()
 
     @field_validator("name")
@@ -33,8 +39,8 @@ class LossConfig(Section):
 
     @model_validator(mode="after")
     def _known_options(self) -> LossConfig:
-        accepted = loss_options(self.name)
-        unknown = sorted(set(self.options) - set(accepted) - {"generator"})
+        accepted = [option for option in loss_options(self.name) if option not in NOT_CONFIG_OPTIONS]
+        unknown = sorted(set(self.options) - set(accepted))
         if unknown:
             raise ValueError(f"loss '{self.name}' has no option {', '.join(unknown)}; it takes {', '.join(accepted)}")
         if self.drw.start_epoch is not None and self.options.get("drw_start_epoch") is not None:

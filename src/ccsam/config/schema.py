@@ -35,6 +35,8 @@ DatasetName = Literal[
 ]
 DATASET_NAMES: tuple[str, ...] = get_args(DatasetName)
 FILE_DATASETS = ("imagenet_lt", "places_lt", "inat2018", "list_file", "image_folder")  # JPEGs read from disk
+LIST_DATASETS = ("imagenet_lt", "places_lt", "inat2018", "list_file")  # the splits are given by list files
+OPEN_SET_DATASETS = ("imagenet_lt", "places_lt")  # those with an `_open` list of unknown-class images
 
 
 class SyntheticConfig(Section):
@@ -101,10 +103,11 @@ class DataConfig(Section):
             raise ValueError(f"data.cache holds in-memory splits; data.dataset={self.dataset} reads files")
         if self.decode == "gpu" and self.dataset not in FILE_DATASETS:
             raise ValueError(f"data.decode=gpu decodes image files; use it with {', '.join(FILE_DATASETS)}")
+        if self.dataset in FILE_DATASETS and self.augment not in ("none", "crop_flip"):
+            raise ValueError(f"data.augment={self.augment} is a CIFAR-style augmentation of in-memory images; image "
+                             "files use the ImageNet transforms: data.augment=crop_flip (RandomResizedCrop, flip, "
+                             "colour jitter) or none")
         return self
-
-
-OPEN_SET_DATASETS = ("imagenet_lt", "places_lt")  # those with an `_open` list of unknown-class images
 
 
 class ModelConfig(Section):
@@ -166,6 +169,9 @@ class ScheduleFields(Section):
     def _milestones_increase(self) -> ScheduleFields:
         if list(self.milestones) != sorted(self.milestones):
             raise ValueError(f"milestones must increase, got {list(self.milestones)}")
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("nesterov=true needs momentum > 0 (Nesterov momentum without momentum is undefined); "
+                             "set momentum or nesterov=false")
         return self
 
 
@@ -303,13 +309,22 @@ class RunConfig(Section):
     @model_validator(mode="after")
     def _compatible(self) -> RunConfig:
         cosine = self.model.head == "cosine"
-        for stage, loss in (("stage1", self.stage1.loss), ("stage2.method", self.stage2.loss)):
+        stage2_loss = self.stage2.loss if self.stage2.epochs else None
+        for stage, loss in (("stage1", self.stage1.loss), ("stage2.method", stage2_loss)):
             if loss is not None and LOSSES[loss.name].needs_cosine_head and not cosine:
                 raise ValueError(f"{stage}.loss.name={loss.name} needs model.head=cosine (with model.head_scale=1)")
-        if cosine and self.stage1.method == "ccsam":
-            raise ValueError("stage1.method=ccsam needs model.head=linear (its closed form is for a linear head)")
+        if cosine and self.stage1.method == "ccsam" and self.stage1.perturb_scope == "head":
+            raise ValueError("stage1.method=ccsam with stage1.perturb_scope=head needs model.head=linear (its closed "
+                             "form is for a linear head); stage1.perturb_scope=last_k|all perturb any head")
         if self.stage2.epochs and cosine and self.stage2.method.name in ("ccsam", "lws"):
             raise ValueError(f"stage2.method={self.stage2.method.name} needs model.head=linear")
+        if self.stage2.epochs and self.stage2.spectral_norm and self.stage2.method.name == "lws":
+            raise ValueError("stage2.spectral_norm normalises a trainable linear head, but stage2.method=lws trains "
+                             "only per-class scales; use stage2.method=retrain|ccsam or drop stage2.spectral_norm")
+        s1 = self.stage1
+        if s1.method == "erm" and (s1.perturb_scope != "head" or not isinstance(s1.radius, CcsamRadius)):
+            raise ValueError("stage1.perturb_scope and stage1.radius shape CC-SAM's perturbation; with "
+                             "stage1.method=erm they would do nothing: set stage1.method=ccsam or drop them")
         if self.eval.open_set and self.data.dataset not in OPEN_SET_DATASETS:
             raise ValueError(f"eval.open_set=true needs a data set with an `_open` list "
                              f"({', '.join(OPEN_SET_DATASETS)}), not data.dataset={self.data.dataset}")
@@ -323,18 +338,32 @@ class RunConfig(Section):
             raise ValueError("stage1.optimizer=imbsam works with stage1.method=erm")
         if self.stage1.perturb_scope != "head" and not isinstance(self.stage1.radius, CcsamRadius):
             raise ValueError("stage1.radius ablations are implemented for stage1.perturb_scope=head")
-        data = self.data
-        no_val_list = data.dataset == "inat2018" or (data.dataset == "list_file" and not data.val_list)
-        if self.stage2.init_from == "best_val" and no_val_list and data.selection_per_class == 0:
-            raise ValueError(f"stage2.init_from=best_val needs a selection split: {data.dataset} has no val "
-                             "list, so set data.selection_per_class (held out of the train list)")
+        if self.stage2.epochs and self.stage2.init_from == "best_val":
+            self._check_best_val_start()
         if self.total_epochs == 0:
             raise ValueError("stage1.epochs + stage2.epochs is 0, so nothing would be trained; "
                              "set stage1.epochs >= 1")
-        s1 = self.stage1
         if not isinstance(s1.flattening, NoFlattening) and not isinstance(s1.optimizer, SgdOptimizer):
             raise ValueError("stage1.flattening (gp / mp) replaces the update; use it with stage1.optimizer=sgd")
         return self
+
+    def _check_best_val_start(self) -> None:
+        """``stage2.init_from=best_val`` needs stage-1 epochs scored on a selection split, and would drop
+        stage-1 SWA's averaged weights (``best_val.pt`` holds the best single epoch)."""
+        data, s1 = self.data, self.stage1
+        fix = "or set stage2.init_from=last"
+        no_val_list = data.dataset == "inat2018" or (data.dataset == "list_file" and not data.val_list)
+        if no_val_list and data.selection_per_class == 0:
+            raise ValueError(f"stage2.init_from=best_val needs a selection split: {data.dataset} has no val "
+                             f"list, so set data.selection_per_class (held out of the train list) {fix}")
+        if data.dataset not in LIST_DATASETS and data.val_per_class == 0:
+            raise ValueError(f"stage2.init_from=best_val needs a validation split, but data.val_per_class=0; set "
+                             f"data.val_per_class >= 1 {fix}")
+        if s1.epochs == 0:
+            raise ValueError(f"stage2.init_from=best_val selects a stage-1 epoch, but stage1.epochs=0 {fix}")
+        if s1.swa:
+            raise ValueError("stage2.init_from=best_val would start stage 2 from the best single stage-1 epoch, "
+                             "not stage-1 SWA's averaged weights; set stage2.init_from=last or drop stage1.swa")
 
     @property
     def total_epochs(self) -> int:

@@ -125,8 +125,11 @@ class TauNormHead(nn.Module):
 
     @classmethod
     def from_linear(cls, linear: nn.Module, tau: float, keep_bias: bool = True) -> TauNormHead:
-        """Tau-normalise a trained ``nn.Linear`` head (a copy; ``linear`` is left unchanged); any other head
-        is refused with a ``ValueError``."""
+        """Tau-normalise a trained ``nn.Linear`` head, or an :class:`LWSHead`'s effective weights
+        ``f_c w_c`` and bias ``f_c b_c`` (a copy; the head is left unchanged); any other head is refused
+        with a ``ValueError``."""
+        if isinstance(linear, LWSHead):
+            return cls(linear.weight, linear.bias if keep_bias else None, tau)
         linear = _check_linear(linear)
         return cls(linear.weight, linear.bias if keep_bias else None, tau)
 

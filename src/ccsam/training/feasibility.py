@@ -11,7 +11,8 @@ from typing import Any
 
 from torch import nn
 
-from ccsam.config.schema import FILE_DATASETS, RunConfig
+from ccsam.config.schema import FILE_DATASETS, LIST_DATASETS, OPEN_SET_DATASETS, DataConfig, RunConfig
+from ccsam.data.arrays import ImageArrays
 from ccsam.data.build import LongTailData
 from ccsam.errors import ConfigError
 from ccsam.method import select_parameters
@@ -45,6 +46,13 @@ def check_trainable(cfg: RunConfig, data: LongTailData) -> None:
             f"{cfg.data.imbalance_ratio:g} (n_i = int(n_max * (1/IR)^(i/(C-1))) rounds down to 0); lower "
             "data.imbalance_ratio or raise data.n_max"
         )
+    if cfg.stage2.epochs and cfg.stage2.init_from == "best_val" and len(data.val) == 0:
+        raise ConfigError(
+            "stage2.init_from=best_val selects the stage-1 epoch on the validation split, but this data has "
+            "no validation image (no unused training image is left to draw it from); set stage2.init_from=last"
+        )
+    _check_cutout(cfg, data)
+    _check_class_vectors(cfg, data.num_classes)
     images = len(data.train)
     if images // cfg.data.batch_size == 0:
         raise ConfigError(
@@ -52,6 +60,32 @@ def check_trainable(cfg: RunConfig, data: LongTailData) -> None:
             f"epoch would have no step (the last incomplete batch is dropped); set data.batch_size <= "
             f"{images}"
         )
+
+
+def _check_cutout(cfg: RunConfig, data: LongTailData) -> None:
+    """A Cutout hole at least twice the image side blanks every training image (the hole is centred
+    anywhere in the image, so a side of 2 * size covers it wherever it falls)."""
+    train = data.train
+    if "cutout" not in cfg.data.augment or not isinstance(train, ImageArrays) or not len(train):
+        return  # image files have no Cutout (data.augment is refused for them)
+    side = min(int(d) for d in train.images.shape[-2:])
+    if cfg.data.cutout_size >= 2 * side:
+        raise ConfigError(
+            f"data.cutout_size={cfg.data.cutout_size} erases every {side}x{side} training image entirely "
+            f"(data.augment={cfg.data.augment}); set data.cutout_size below {2 * side} (CIFAR: 16 on 32 px)"
+        )
+
+
+def _check_class_vectors(cfg: RunConfig, num_classes: int) -> None:
+    """Per-class loss options (``ce.weight``, ``focal.alpha``) must have one entry per class."""
+    losses = [("stage1.loss", cfg.stage1.loss)]
+    if cfg.stage2.epochs and cfg.stage2.loss is not None:
+        losses.append(("stage2.method.loss", cfg.stage2.loss))
+    for where, loss in losses:
+        for option, value in loss.options.items():
+            if isinstance(value, list) and len(value) != num_classes:
+                raise ConfigError(f"{where}.options.{option} has {len(value)} entries but the data has "
+                                  f"{num_classes} classes; give one value per class")
 
 
 def check_model_fits(cfg: RunConfig, model: nn.Module) -> None:
@@ -81,7 +115,7 @@ def schedule_warnings(cfg: RunConfig) -> list[str]:
         if stage.schedule == "official_step" and late:
             lines.append(f"{name}.milestones {list(late)} are at or after its last epoch ({stage.epochs} epochs): "
                          "the learning rate never decays there; scale them with the schedule")
-        if stage.warmup_epochs >= stage.epochs:
+        if stage.schedule != "constant" and stage.warmup_epochs >= stage.epochs:
             lines.append(f"{name}.warmup_epochs={stage.warmup_epochs} covers all {stage.epochs} epochs: the "
                          "learning rate never reaches its full value")
         loss = stage.loss if name == "stage1" else getattr(stage.method, "loss", None)
@@ -93,6 +127,73 @@ def schedule_warnings(cfg: RunConfig) -> list[str]:
             lines.append(f"{where} re-weights (DRW) from epoch {start}, after the stage's {stage.epochs} "
                          "epochs: deferred re-weighting never starts")
     return lines
+
+
+def ignored_option_warnings(cfg: RunConfig) -> list[str]:
+    """Lines for options set away from their defaults that this configuration never reads (legal, so
+    that a preset can be switched to another schedule or method with one override, but worth a word):
+    schedule fields the stage's ``schedule`` does not use, CC-SAM's stage-1 fields under ERM,
+    ``perturb_last_k`` outside ``perturb_scope=last_k`` and ``model.head_scale`` with a linear head."""
+    lines: list[str] = []
+    for name in ("stage1", "stage2"):
+        stage = getattr(cfg, name)
+        if stage.epochs == 0:
+            continue
+        fields = type(stage).model_fields
+        if stage.schedule == "constant" and stage.warmup_epochs:
+            lines.append(f"{name}.warmup_epochs={stage.warmup_epochs} has no effect with {name}.schedule=constant "
+                         f"(the learning rate is {name}.lr throughout); set it to 0 or use cosine / official_step")
+        if stage.schedule != "official_step" and stage.milestones:
+            lines.append(f"{name}.milestones {list(stage.milestones)} (and gamma) apply to "
+                         f"{name}.schedule=official_step only, not {stage.schedule}; set {name}.milestones=[]")
+        if stage.schedule == "official_step" and stage.warmup_epochs == 1:
+            lines.append(f"{name}.warmup_epochs=1 is no warm-up with {name}.schedule=official_step (as in the "
+                         "official code, epoch e runs at counter e + 1 >= 1); use 0 or >= 2")
+        if stage.swa_start != fields["swa_start"].default and not stage.swa:
+            lines.append(f"{name}.swa_start has no effect without {name}.swa=true")
+    s1, s1_fields = cfg.stage1, type(cfg.stage1).model_fields
+    if s1.epochs and s1.method == "erm":
+        unread = [f"stage1.{key}" for key in ("flat_ratio", "noise_scale")
+                  if getattr(s1, key) != s1_fields[key].default]
+        if unread:
+            lines.append(f"{' and '.join(unread)} weigh CC-SAM's perturbed loss; with stage1.method=erm they "
+                         "have no effect")
+    if s1.perturb_scope != "last_k" and s1.perturb_last_k != s1_fields["perturb_last_k"].default:
+        lines.append(f"stage1.perturb_last_k={s1.perturb_last_k} has no effect with stage1.perturb_scope="
+                     f"{s1.perturb_scope}; it counts blocks for perturb_scope=last_k")
+    if cfg.model.head == "linear" and cfg.model.head_scale != type(cfg.model).model_fields["head_scale"].default:
+        lines.append(f"model.head_scale={cfg.model.head_scale:g} scales a cosine head; with model.head=linear "
+                     "it has no effect")
+    return lines + _unread_data_options(cfg.data)
+
+
+#: Options of the long-tailed subset drawn from a full training set (not read by the list data sets).
+_LONG_TAIL_FIELDS = ("profile", "imbalance_ratio", "n_max", "subset_protocol", "val_per_class")
+#: Options of the image-file pipeline (not read by the in-memory data sets).
+_FILE_ONLY_FIELDS = ("list_dir", "train_list", "val_list", "test_list", "selection_per_class", "image_size",
+                     "color_jitter")
+
+
+def _unread_data_options(data: DataConfig) -> list[str]:
+    """The data options away from their defaults that ``data.dataset`` never reads: a list data set takes
+    its long-tailed split from the lists, an in-memory one has no image-file pipeline."""
+    if data.dataset in LIST_DATASETS:
+        names: tuple[str, ...] = _LONG_TAIL_FIELDS
+        why = "trains on its list files as they are (no long-tailed subset is drawn)"
+        has_val_list = data.dataset in OPEN_SET_DATASETS or (data.dataset == "list_file" and data.val_list)
+        if has_val_list:
+            names = (*names, "selection_per_class")
+            why += "; it selects on its val list"
+    elif data.dataset not in FILE_DATASETS:
+        names, why = _FILE_ONLY_FIELDS, "is read into memory, not from image files"
+    else:
+        return []
+    fields = type(data).model_fields
+    changed = [f"data.{name}" for name in names if getattr(data, name) != fields[name].default]
+    if not changed:
+        return []
+    return [f"{', '.join(changed)} {'has' if len(changed) == 1 else 'have'} no effect: data.dataset="
+            f"{data.dataset} {why}"]
 
 
 def divergence_message(

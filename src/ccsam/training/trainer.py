@@ -21,7 +21,7 @@ from ccsam.data.batches import split_batches
 from ccsam.data.build import build_data, build_open_images
 from ccsam.data.splits import SplitManifest
 from ccsam.distributed import barrier, broadcast_module, is_main
-from ccsam.errors import DivergenceError, RunDirError
+from ccsam.errors import ConfigError, DivergenceError, RunDirError
 from ccsam.evaluation.predict import balanced_accuracy, evaluate_split, open_set_results, split_logits
 from ccsam.optim.schedules import learning_rate
 from ccsam.training import distributed
@@ -33,7 +33,13 @@ from ccsam.training.checkpoint import (
     rng_states,
     save_checkpoint,
 )
-from ccsam.training.feasibility import check_model_fits, check_trainable, divergence_message, schedule_warnings
+from ccsam.training.feasibility import (
+    check_model_fits,
+    check_trainable,
+    divergence_message,
+    ignored_option_warnings,
+    schedule_warnings,
+)
 from ccsam.training.loop import train_one_epoch
 from ccsam.training.objectives import CcsamStage2Objective
 from ccsam.training.precision import Runtime
@@ -81,7 +87,7 @@ class Trainer:
         data = build_data(cfg.data)
         check_trainable(cfg, data)
         if is_main():
-            for line in schedule_warnings(cfg):
+            for line in schedule_warnings(cfg) + ignored_option_warnings(cfg):
                 _logger.warning(line)
         # The DataLoader path keeps images in host memory and moves each batch; otherwise all on the device.
         self.data = data if cfg.data.loader == "dataloader" else data.to(self.device)
@@ -140,7 +146,13 @@ class Trainer:
     def enter_stage(self, number: int) -> Stage:
         """Start stage ``number``: stage 2 (re)loads the best-validation weights if asked, freezes the
         backbone and sets up its head; then a fresh optimiser, sampler and update."""
-        if number == 2 and self.cfg.stage2.init_from == "best_val" and self.run.best_val_checkpoint.is_file():
+        if number == 2 and self.cfg.stage2.init_from == "best_val":
+            if not self.run.best_val_checkpoint.is_file():
+                raise ConfigError(
+                    f"stage2.init_from=best_val, but no stage-1 epoch was scored on a validation split (no "
+                    f"'{self.run.best_val_checkpoint.name}' in the run folder; the validation split is empty); "
+                    "give the data a validation split or set stage2.init_from=last"
+                )
             self.model.load_state_dict(load_checkpoint(self.run.best_val_checkpoint)["model"])
             _logger.info("stage 2 starts from the best-validation stage-1 weights")
         if number == 2:
