@@ -36,13 +36,13 @@ from ccsam.training.checkpoint import (
 )
 from ccsam.training.feasibility import check_model_fits, check_trainable, divergence_message, schedule_warnings
 from ccsam.training.loop import train_one_epoch
-from ccsam.training.objectives import CcsamStage2Objective
+from ccsam.training.objectives import CcsamStage2Objective, Objective
 from ccsam.training.precision import Runtime
 from ccsam.training.run_dir import RunDir
 from ccsam.training.stages import Stage, build_objective, build_stage
 from ccsam.training.tensorboard import TensorBoardScalars, require_tensorboard
 
-__all__ = ["Trainer", "open_set_metrics", "train"]
+__all__ = ["Trainer", "open_set_metrics", "stage2_alpha", "train"]
 
 _logger = logging.getLogger(__name__)
 
@@ -57,6 +57,15 @@ _RESUME_KEYS = (
     "rng",
     "manifest_sha256",
 )
+
+
+def stage2_alpha(objective: Objective) -> float | None:
+    """The epoch's CC-SAM stage-2 mixing weight ``alpha`` of ``objective`` (logged as ``alpha`` in
+    ``metrics.jsonl``), also when :func:`ccsam.training.distributed.distribute_objective` wrapped it for
+    torchrun; ``None`` for any other objective."""
+    if isinstance(objective, distributed.GlobalCcsamStage2):
+        objective = objective.inner
+    return objective.alpha if isinstance(objective, CcsamStage2Objective) else None
 
 
 def open_set_metrics(
@@ -209,8 +218,9 @@ class Trainer:
             "lr": learning_rate(stage.config, stage_epoch, 0, steps),
             **train_stats,
         }
-        if isinstance(objective, CcsamStage2Objective):
-            record["alpha"] = objective.alpha
+        alpha = stage2_alpha(objective)
+        if alpha is not None:
+            record["alpha"] = alpha
         if len(self.data.val):
             record["val"] = self._validate(stage.number)
         self.elapsed += time.perf_counter() - start
