@@ -164,12 +164,37 @@ def test_manifest_rejects_inconsistent_fields() -> None:
         SplitManifest.from_dict({"train_indices": [0]})
 
 
+def _warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+
 def test_a_validation_split_short_of_val_per_class_is_named_in_one_warning(caplog) -> None:
     labels = torch.arange(3).repeat_interleave(30)  # 30 images per class
     with caplog.at_level(logging.WARNING, logger="ccsam.data.splits"):
-        manifest = build_split(labels, [30, 20, 5], val_per_class=10)  # class 0 used in full: 0 by design
-    assert manifest.val_counts == (0, 10, 10) and not caplog.records
+        manifest = build_split(labels, [25, 20, 5], val_per_class=5)  # every class keeps 5 unused images
+    assert manifest.val_counts == (5, 5, 5) and not _warnings(caplog)
     with caplog.at_level(logging.WARNING, logger="ccsam.data.splits"):
-        manifest = build_split(labels, [30, 20, 5], val_per_class=15)
-    assert manifest.val_counts == (0, 10, 15)
-    assert len(caplog.records) == 1 and "data.val_per_class<=10" in caplog.records[0].getMessage()
+        manifest = build_split(labels, [25, 20, 5], val_per_class=8)
+    assert manifest.val_counts == (5, 8, 8)
+    assert len(_warnings(caplog)) == 1 and "data.val_per_class<=5" in _warnings(caplog)[0]
+
+
+def test_a_class_left_without_validation_images_is_named_in_a_warning(caplog) -> None:
+    labels = torch.arange(4).repeat_interleave(30)  # 30 images per class
+    counts = [30, 20, 30, 5]  # classes 0 and 2 used in full by the training subset
+    with caplog.at_level(logging.WARNING, logger="ccsam.data.splits"):
+        manifest = build_split(labels, counts, val_per_class=10)
+    pool = torch.bincount(labels).tolist()
+    empty = [c for c in range(4) if min(10, pool[c] - counts[c]) == 0]  # independent: what each class has left
+    assert empty == [0, 2] and [c for c, n in enumerate(manifest.val_counts) if n == 0] == empty
+    messages = _warnings(caplog)
+    assert len(messages) == 1 and "no image of classes 0, 2:" in messages[0]
+    assert "lower data.n_max" in messages[0] and "data.val_per_class=10" in messages[0]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="ccsam.data.splits"):
+        build_split(labels, [30, 20, 10, 5], val_per_class=10)  # one class used in full
+    assert [m for m in _warnings(caplog) if "no image of class 0:" in m]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="ccsam.data.splits"):
+        assert build_split(labels, counts, val_per_class=0).val_counts == (0, 0, 0, 0)  # no validation asked
+    assert not _warnings(caplog)

@@ -68,3 +68,17 @@ def test_config_hash_ignores_seed_and_name_but_not_settings():
     assert len(same) == 8 and int(same, 16) >= 0
     assert config_hash({**base, "seed": 5, "name": "b"}) == same
     assert config_hash({**base, "stage1": {"lr": 0.2}}) != same
+
+
+def test_results_table_adds_the_open_set_line_on_the_test_split_only():
+    results = _results(0, 0.25)
+    assert "open set" not in format_results_table(results)  # a closed-set run: no line
+    results["val"] = results["test"]
+    results["open_set"] = {"f_measure": 0.61234, "known_top1": 0.5, "many": 0.75, "medium": 0.25, "few": None,
+                           "open_rejected": 1 / 3, "threshold": 0.35, "variant": "oltr", "num_known": 30,
+                           "num_open": 6}
+    lines = format_results_table(results).splitlines()
+    assert len(lines) == 4 and lines[3] == (
+        "open set (threshold 0.35, oltr F-measure; 30 known + 6 open images): F-measure 0.612, "
+        "known top-1 50.0 % (many 75.0, medium 25.0, few -), open rejected 33.3 %")
+    assert len(format_results_table(results, split="val").splitlines()) == 3

@@ -6,11 +6,15 @@ import json
 
 import pytest
 import torch
-from _jpeg_layouts import NUM_CLASSES, TEST_PER_CLASS, file_overrides, write_list_layout
+from _jpeg_layouts import NUM_CLASSES, OPEN_IMAGES, TEST_PER_CLASS, file_overrides, write_list_layout
 
 from ccsam.cli.main import main
 from ccsam.config import resolve_config
+from ccsam.data.build import build_open_images
+from ccsam.evaluation.open_set import open_set_report
+from ccsam.evaluation.predict import split_logits
 from ccsam.training.checkpoint import load_checkpoint
+from ccsam.training.evaluate_run import evaluate_run, load_trained
 from ccsam.training.run_dir import RunDir
 from ccsam.training.trainer import Trainer, train
 
@@ -77,3 +81,37 @@ def test_open_set_evaluation_reads_the_open_list(tmp_path):
     report = results["open_set"]
     assert 0.0 <= report["f_measure"] <= 1.0 and 0.0 <= report["open_rejected"] <= 1.0
     assert report["closed_top1"] == results["test"]["top1"]
+
+
+def test_eval_recomputes_open_set_metrics_at_an_overridden_threshold(tmp_path, capsys):
+    root = write_list_layout(tmp_path / "places_lt", "places_lt")
+    config = resolve_config("digits-lt", file_overrides(root, "places_lt", **{"eval.open_set": "true"}))
+    trained = train(config, RunDir.create(tmp_path / "run", config, []), progress=False)["open_set"]
+    run = RunDir.open(tmp_path / "run")
+    # independently: the checkpoint's logits on the test images, then on the open images labelled -1
+    loaded = load_trained(run)
+    with torch.no_grad():
+        test_logits = split_logits(loaded.model, loaded.data.test, loaded.data, loaded.cfg)
+        open_logits = split_logits(
+            loaded.model, build_open_images(loaded.cfg.data, loaded.data), loaded.data, loaded.cfg
+        )
+    logits = torch.cat([test_logits, open_logits])
+    labels = torch.cat([loaded.data.test.labels.cpu(), torch.full((len(open_logits),), -1)])
+    # a threshold halfway between two middle max-softmax scores: it rejects about half the images
+    scores = torch.softmax(logits.double(), dim=1).max(dim=1).values.sort().values
+    k = len(scores) // 2
+    threshold = round(float(scores[k - 1] + scores[k]) / 2, 6)
+    assert bool((scores < threshold).sum() != (scores < config.eval.open_threshold).sum())  # premise: they differ
+    expected = open_set_report(logits, labels, loaded.data.class_counts, threshold=threshold,
+                               many_threshold=config.eval.many_threshold, few_threshold=config.eval.few_threshold)
+    assert expected["num_open"] == OPEN_IMAGES and expected["num_known"] == NUM_CLASSES * TEST_PER_CLASS
+
+    results = evaluate_run(run, eval_overrides=[f"eval.open_threshold={threshold}"])
+    assert results["open_set"] == pytest.approx(expected)
+    assert results["open_set"] != trained and trained["threshold"] == config.eval.open_threshold
+    assert "open_set" not in evaluate_run(run, split="val")  # the open images go with the test split only
+    assert evaluate_run(run)["open_set"] == pytest.approx(trained)  # the training threshold: the same numbers
+
+    assert main(["eval", str(run.path), f"eval.open_threshold={threshold}"]) == 0
+    out = capsys.readouterr().out
+    assert f"open set (threshold {threshold:g}" in out and f"F-measure {expected['f_measure']:.3f}" in out

@@ -105,3 +105,32 @@ def test_existing_run_folder_is_never_overwritten(tmp_path, tiny_overrides):
     with pytest.raises(RunDirError, match="already exists"):
         RunDir.create(tmp_path / "run", config, [])
     assert (tmp_path / "run" / "notes.txt").read_text() == "mine"
+
+
+def test_stage2_alpha_is_logged_when_torchrun_wraps_the_objective(tmp_path, tiny_overrides, monkeypatch):
+    from ccsam.training import distributed
+    from ccsam.training.objectives import CcsamStage1Objective, CcsamStage2Objective
+    from ccsam.training.trainer import stage2_alpha
+
+    # the wrapper distribute_objective builds under a process group (is_distributed faked, no torchrun)
+    inner = CcsamStage2Objective(torch.tensor([5, 3]), alpha=0.3, div=2.0, step=1.0)
+    with monkeypatch.context() as patch:
+        patch.setattr(distributed, "is_distributed", lambda: True)
+        wrapped = distributed.distribute_objective(inner)
+    assert isinstance(wrapped, distributed.GlobalCcsamStage2)
+    assert stage2_alpha(wrapped) == stage2_alpha(inner) == 0.3
+    assert stage2_alpha(distributed.GlobalCcsamStage1(CcsamStage1Objective(torch.tensor([5, 3]), 0.5, 0.1))) is None
+
+    # the engine with every stage-2 objective wrapped so (one process: its batch is the global batch)
+    def wrap(objective):
+        return distributed.GlobalCcsamStage2(objective) if isinstance(objective, CcsamStage2Objective) else objective
+
+    monkeypatch.setattr(distributed, "distribute_objective", wrap)
+    config = resolve_config("digits-lt", tiny_overrides(**{"stage2.method.up_limit": 0.8}))
+    run = _new_run(tmp_path, "run", config)
+    train(config, run, progress=False)
+    records = run.read_metrics()
+    epochs = config.stage2.epochs
+    expected = [min((t + 1) / epochs, 0.8) for t in range(epochs)]  # spec 2.2: alpha = min((t + 1) / T, up_limit)
+    assert [r.get("alpha") for r in records if r["stage"] == 2] == pytest.approx(expected)
+    assert expected[-1] == 0.8 and all("alpha" not in r for r in records if r["stage"] == 1)

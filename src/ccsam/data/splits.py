@@ -304,6 +304,16 @@ class SplitManifest:
         return cls.from_dict(data)
 
 
+def _name_classes(classes: Sequence[int], limit: int = 10) -> str:
+    """``"class 3"`` / ``"classes 0, 4"``: the class indices, the first ``limit`` of them and a count of
+    the rest."""
+    if len(classes) == 1:
+        return f"class {classes[0]}"
+    named = ", ".join(str(c) for c in classes[:limit])
+    rest = len(classes) - limit
+    return f"classes {named}" + (f" (and {rest} more)" if rest > 0 else "")
+
+
 def build_split(
     labels: torch.Tensor,
     counts: Sequence[int],
@@ -316,7 +326,10 @@ def build_split(
 
     Calls :func:`long_tail_subset` (``protocol="per_class_rng"``) or :func:`ldam_drw_subset`
     (``"ldam_drw"``), then :func:`balanced_validation_subset` on the remaining images, both with
-    ``subset_seed`` (the validation draw on its own stream).
+    ``subset_seed`` (the validation draw on its own stream). Logs a warning naming the classes left with
+    no validation image (the subset uses their whole training pool) and one when some class has fewer
+    unused images than ``val_per_class``: either way balanced validation accuracy is not over every class
+    equally.
 
     Example:
         >>> from ccsam.data import long_tail_counts
@@ -331,8 +344,17 @@ def build_split(
     train = draw(labels, counts, seed=subset_seed)
     val = balanced_validation_subset(labels, train, per_class=val_per_class, seed=subset_seed)
     val_counts = torch.bincount(labels.to(torch.int64)[val], minlength=len(counts))[: len(counts)]
+    empty = [c for c, n in enumerate(val_counts.tolist()) if n == 0] if val_per_class > 0 else []
+    if empty:  # the training subset uses these classes in full: balanced validation accuracy skips them
+        _logger.warning(
+            "the validation split has no image of %s: the long-tailed training subset uses all of their "
+            "training images, so balanced validation accuracy averages over the other classes only; lower "
+            "data.n_max so that they keep data.val_per_class=%d unused images each, or accept that "
+            "validation leaves them out",
+            _name_classes(empty), val_per_class,
+        )
     short = [c for c, n in enumerate(val_counts.tolist()) if 0 < n < val_per_class]
-    if short:  # (a class used in full gets 0 by design; one with a few left over unbalances the split)
+    if short:  # a class with a few unused images left over unbalances the split
         fewest = min(int(val_counts[c]) for c in short)
         _logger.warning(
             "the validation split is not class-balanced: %d class(es) have fewer unused training images than "

@@ -1,4 +1,5 @@
-"""The console table of a run's test metrics: overall / many / medium / few, ECE and NLL."""
+"""The console table of a run's test metrics: overall / many / medium / few, ECE and NLL (and the
+OLTR open-set metrics when the run has them)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ def _pct(value: float | None) -> str:
 
 
 def format_results_table(results: dict[str, Any], split: str = "test") -> str:
-    """A fixed-width table of one split of ``results.json`` (accuracies in %, ECE in %, NLL in nats)."""
+    """A fixed-width table of one split of ``results.json`` (accuracies in %, ECE in %, NLL in nats),
+    followed on the test split by a line of the open-set metrics if ``results`` has ``open_set``."""
     report = results[split]
     sizes = report["group_sizes"]
     header = ["", "overall", f"many ({sizes['many']})", f"medium ({sizes['medium']})",
@@ -31,4 +33,16 @@ def format_results_table(results: dict[str, Any], split: str = "test") -> str:
     lines = [title,
              "  ".join(h.rjust(w) for h, w in zip(header, widths, strict=False)),
              "  ".join(r.rjust(w) for r, w in zip(row, widths, strict=False))]
+    opened = results.get("open_set") if split == "test" else None
+    if opened:
+        lines.append(_open_set_line(opened))
     return "\n".join(lines)
+
+
+def _open_set_line(report: dict[str, Any]) -> str:
+    """One line of the OLTR open-set metrics (``results["open_set"]``), accuracies in %."""
+    return (f"open set (threshold {report['threshold']:g}, {report['variant']} F-measure; "
+            f"{report['num_known']} known + {report['num_open']} open images): "
+            f"F-measure {report['f_measure']:.3f}, known top-1 {_pct(report['known_top1'])} % "
+            f"(many {_pct(report['many'])}, medium {_pct(report['medium'])}, few {_pct(report['few'])}), "
+            f"open rejected {_pct(report['open_rejected'])} %")

@@ -13,12 +13,13 @@ from ccsam.config.io import apply_overrides, config_from_tree
 from ccsam.config.schema import RunConfig
 from ccsam.data.build import LongTailData, build_data
 from ccsam.errors import ConfigError, RunDirError
-from ccsam.evaluation.predict import evaluate_split
+from ccsam.evaluation.predict import evaluate_split, split_logits
 from ccsam.models import Classifier
 from ccsam.training.assembly import build_run_model, select_device
 from ccsam.training.checkpoint import load_checkpoint, load_model_state
 from ccsam.training.precision import Runtime
 from ccsam.training.run_dir import RunDir
+from ccsam.training.trainer import open_set_metrics
 
 
 @dataclass
@@ -80,18 +81,24 @@ def load_trained(run: RunDir, *, data_root: str | None = None, eval_overrides: S
 
 def evaluate_run(run: RunDir, *, split: str = "test", data_root: str | None = None,
                  eval_overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """Metrics of the run's last checkpoint on ``split`` (``test`` or ``val``)."""
+    """Metrics of the run's last checkpoint on ``split`` (``test`` or ``val``); on the test split with
+    ``eval.open_set`` also the OLTR open-set metrics (``open_set``, as in ``results.json``) at the
+    (possibly overridden) ``eval.open_threshold`` and ``eval.open_f_measure``."""
     trained = load_trained(run, data_root=data_root, eval_overrides=eval_overrides)
     cfg, data = trained.cfg, trained.data
     arrays = data.test if split == "test" else data.val
     with torch.no_grad():
-        report = evaluate_split(trained.model, arrays, data, cfg, trained.runtime, details=True)
-    return {
-        "name": cfg.name,
-        "seed": cfg.seed,
-        "epochs_trained": trained.epochs_trained,
-        "epochs": cfg.total_epochs,
-        "many_threshold": cfg.eval.many_threshold,
-        "few_threshold": cfg.eval.few_threshold,
-        split: report,
-    }
+        logits = split_logits(trained.model, arrays, data, cfg, trained.runtime)  # predicted once, used twice
+        report = evaluate_split(trained.model, arrays, data, cfg, trained.runtime, details=True, logits=logits)
+        results: dict[str, Any] = {
+            "name": cfg.name,
+            "seed": cfg.seed,
+            "epochs_trained": trained.epochs_trained,
+            "epochs": cfg.total_epochs,
+            "many_threshold": cfg.eval.many_threshold,
+            "few_threshold": cfg.eval.few_threshold,
+            split: report,
+        }
+        if split == "test" and cfg.eval.open_set:
+            results["open_set"] = open_set_metrics(trained.model, data, cfg, trained.runtime, test_logits=logits)
+    return results

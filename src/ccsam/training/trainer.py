@@ -18,11 +18,12 @@ import torch
 
 from ccsam.config.schema import RunConfig
 from ccsam.data.batches import split_batches
-from ccsam.data.build import build_data, build_open_images
+from ccsam.data.build import LongTailData, build_data, build_open_images
 from ccsam.data.splits import SplitManifest
 from ccsam.distributed import barrier, broadcast_module, is_main
 from ccsam.errors import ConfigError, DivergenceError, RunDirError
 from ccsam.evaluation.predict import balanced_accuracy, evaluate_split, open_set_results, split_logits
+from ccsam.models import Classifier
 from ccsam.optim.schedules import learning_rate
 from ccsam.training import distributed
 from ccsam.training.assembly import build_run_model, prepare_stage2, select_device
@@ -41,13 +42,13 @@ from ccsam.training.feasibility import (
     schedule_warnings,
 )
 from ccsam.training.loop import train_one_epoch
-from ccsam.training.objectives import CcsamStage2Objective
+from ccsam.training.objectives import CcsamStage2Objective, Objective
 from ccsam.training.precision import Runtime
 from ccsam.training.run_dir import RunDir
 from ccsam.training.stages import Stage, build_objective, build_stage
 from ccsam.training.tensorboard import TensorBoardScalars, require_tensorboard
 
-__all__ = ["Trainer", "train"]
+__all__ = ["Trainer", "open_set_metrics", "stage2_alpha", "train"]
 
 _logger = logging.getLogger(__name__)
 
@@ -62,6 +63,30 @@ _RESUME_KEYS = (
     "rng",
     "manifest_sha256",
 )
+
+
+def stage2_alpha(objective: Objective) -> float | None:
+    """The epoch's CC-SAM stage-2 mixing weight ``alpha`` of ``objective`` (logged as ``alpha`` in
+    ``metrics.jsonl``), also when :func:`ccsam.training.distributed.distribute_objective` wrapped it for
+    torchrun; ``None`` for any other objective."""
+    if isinstance(objective, distributed.GlobalCcsamStage2):
+        objective = objective.inner
+    return objective.alpha if isinstance(objective, CcsamStage2Objective) else None
+
+
+def open_set_metrics(
+    model: Classifier,
+    data: LongTailData,
+    cfg: RunConfig,
+    runtime: Runtime | None = None,
+    test_logits: torch.Tensor | None = None,
+) -> dict[str, Any]:
+    """OLTR open-set metrics (spec 3.3, ``eval.open_set``) of ``model``: the test split plus the data
+    set's ``_open`` images as unknowns, rejected below ``eval.open_threshold``; the ``open_set`` entry of
+    ``results.json``, and of ``ccsam eval`` on the test split. ``test_logits``: the test split's
+    :func:`split_logits` when the caller already has them."""
+    opened = build_open_images(cfg.data, data)
+    return open_set_results(model, data.test, opened, data, cfg, runtime, test_logits=test_logits)
 
 
 class Trainer:
@@ -205,8 +230,9 @@ class Trainer:
             "lr": learning_rate(stage.config, stage_epoch, 0, steps),
             **train_stats,
         }
-        if isinstance(objective, CcsamStage2Objective):
-            record["alpha"] = objective.alpha
+        alpha = stage2_alpha(objective)
+        if alpha is not None:
+            record["alpha"] = alpha
         if len(self.data.val):
             record["val"] = self._validate(stage.number)
         self.elapsed += time.perf_counter() - start
@@ -251,11 +277,8 @@ class Trainer:
             "test": evaluate_split(self.model, data.test, data, cfg, self.runtime, details=True, logits=test_logits),
             "val": evaluate_split(self.model, data.val, data, cfg, self.runtime) if len(data.val) else None,
         }
-        if cfg.eval.open_set:  # OLTR (spec 3.3): the test split plus the `_open` list's images
-            opened = build_open_images(cfg.data, data)
-            results["open_set"] = open_set_results(
-                self.model, data.test, opened, data, cfg, self.runtime, test_logits=test_logits
-            )
+        if cfg.eval.open_set:
+            results["open_set"] = open_set_metrics(self.model, data, cfg, self.runtime, test_logits=test_logits)
         return results
 
     # -- TensorBoard -------------------------------------------------------------------------------
