@@ -12,7 +12,7 @@ Example:
 """
 
 from ccsam.losses.ce import CrossEntropyLoss
-from ccsam.losses.drw import DeferredReweighting
+from ccsam.losses.drw import DeferredReweighting, effective_class_weights
 from ccsam.losses.focal import FocalLoss, focal_term
 from ccsam.losses.gcl import GCLLoss, gcl_cloud_sizes
 from ccsam.losses.label_aware_smoothing import LabelAwareSmoothingLoss, SmoothingShape, label_aware_epsilons
@@ -37,6 +37,7 @@ __all__ = [
     "VSLoss",
     "build_loss",
     "drw_weights",
+    "effective_class_weights",
     "effective_number_weights",
     "focal_term",
     "gcl_cloud_sizes",

@@ -14,9 +14,11 @@ import torch
 from torch import Tensor, nn
 
 from ccsam.losses._common import ClassCounts, as_class_counts, check_epoch, check_real
+from ccsam.losses.ce import CrossEntropyLoss, _combine
+from ccsam.losses.ldam import LDAMLoss
 from ccsam.losses.weights import _effective_number_weights
 
-__all__ = ["DeferredReweighting"]
+__all__ = ["DeferredReweighting", "effective_class_weights"]
 
 
 class _EpochAware(Protocol):
@@ -88,3 +90,40 @@ class DeferredReweighting(nn.Module):
 
     def extra_repr(self) -> str:
         return f"start_epoch={self.start_epoch}, beta={self.beta}"
+
+
+def effective_class_weights(criterion: nn.Module) -> Tensor | None:
+    """The per-class weights ``w_c`` ``[C]`` of ``criterion``'s batch reduction at its current epoch, or
+    ``None`` when that reduction is a plain mean.
+
+    A class-weighted criterion reduces a batch as PyTorch's weighted mean
+    ``L = sum_i w_{y_i} l_i / sum_i w_{y_i}``; this returns the ``w`` of that formula:
+
+    * :class:`DeferredReweighting` ``(L)``: ``class_weights()`` (ones before ``start_epoch``), times the
+      wrapped loss's own weights when it has some (a ``CrossEntropyLoss(weight=v)`` gives ``v * w``, the
+      product its ``forward`` uses);
+    * :class:`~ccsam.losses.LDAMLoss`: ``class_weights()`` (``None`` without ``drw_start_epoch``);
+    * :class:`~ccsam.losses.CrossEntropyLoss` and ``torch.nn.CrossEntropyLoss`` / ``torch.nn.NLLLoss``
+      (``reduction="mean"``): their ``weight`` (``None`` when unweighted);
+    * any other loss: ``None``. A per-class factor inside each ``l_i`` that the mean does not divide by
+      (``FocalLoss(alpha=...)``) is not a reduction weight.
+
+    Used to split a weighted batch loss into parts that add up to it (ImbSAM's head / tail split:
+    ``part(mask) = L(rows in mask) * sum_{i in mask} w_{y_i} / sum_i w_{y_i}``).
+
+    Example:
+        >>> from ccsam.losses import CrossEntropyLoss
+        >>> drw = DeferredReweighting(CrossEntropyLoss(weight=[1.0, 2.0]), [100, 10], start_epoch=1)
+        >>> drw.set_epoch(1)
+        >>> [round(w, 3) for w in effective_class_weights(drw).tolist()]
+        [0.183, 3.635]
+    """
+    if isinstance(criterion, DeferredReweighting):
+        return _combine(effective_class_weights(criterion.loss), criterion.class_weights())
+    if isinstance(criterion, LDAMLoss):
+        return criterion.class_weights()
+    if isinstance(criterion, CrossEntropyLoss):
+        return criterion.weight
+    if isinstance(criterion, (nn.CrossEntropyLoss, nn.NLLLoss)) and criterion.reduction == "mean":
+        return criterion.weight
+    return None

@@ -6,8 +6,12 @@ With training counts ``n_c`` and threshold ``eta`` (``tail_threshold``, 20 by de
 
     L_head(w) = (1/B) sum_{i: n_{y_i} >= eta} l_i(w),    L_tail(w) = (1/B) sum_{i: n_{y_i} < eta} l_i(w)
 
-(both divided by the whole batch size ``B``, so ``L = L_head + L_tail``, as the authors' code does) and
-one step applies
+(both divided by the whole batch size ``B``, so ``L = L_head + L_tail``, as the authors' code does). A
+class-weighted batch loss ``L = sum_i w_{y_i} l_i / sum_i w_{y_i}`` (DRW, LDAM-DRW, ``CrossEntropyLoss(weight=...)``)
+is split by weight share instead, ``L_head = sum_{i: n_{y_i} >= eta} w_{y_i} l_i / sum_i w_{y_i}`` and
+``L_tail`` likewise, so again ``L = L_head + L_tail`` (the training engine does this through
+:func:`ccsam.training.objectives.mixup_loss` and :func:`ccsam.losses.effective_class_weights`; with
+:func:`split_head_tail_loss` pass ``B * w_{y_i} l_i / sum_j w_{y_j}`` as the per-sample losses). One step applies
 
     g = grad L_head(w) + lambda * grad L_tail(w + eps_tail),    eps_tail = rho * g_tail / ||g_tail||,
     g_tail = grad L_tail(w)

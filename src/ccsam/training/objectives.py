@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ccsam.data.augment import MixedBatch
+from ccsam.losses import effective_class_weights
 from ccsam.method import (
     PerturbScope,
     RadiusMode,
@@ -47,19 +48,42 @@ def mixup_loss(criterion: nn.Module, logits: torch.Tensor, batch: MixedBatch,
                mask: torch.Tensor | None = None) -> torch.Tensor:
     """lam * criterion(o, y_a) + (1 - lam) * criterion(o, y_b); the criterion alone when lam = 1.
 
-    With a boolean ``mask`` the criterion sees only those rows and the result is scaled by their batch
-    fraction, so that masked parts of a batch add up to the whole (used by ImbSAM's head / tail split).
+    With a boolean row ``mask`` this is the part of that batch loss owed to the masked rows, so that
+    ``mixup_loss(m) + mixup_loss(~m) == mixup_loss(None)`` in value and gradient (ImbSAM's head / tail
+    split). Each criterion term ``criterion(o[m], y[m])`` is scaled by the masked rows' share of the
+    batch mean's denominator:
+
+    * plain mean (``effective_class_weights(criterion) is None``): the count share ``|m| / B``;
+    * class-weighted mean ``sum_i w_{y_i} l_i / sum_i w_{y_i}`` (DRW, LDAM-DRW, weighted CE): the weight
+      share ``sum_{i in m} w_{y_i} / sum_i w_{y_i}``, computed per target vector (``y_a`` and ``y_b``
+      under mixup), so the part is ``sum_{i in m} w_{y_i} l_i / sum_i w_{y_i}``.
+
+    A part with no rows (or, weighted, no weight) is a zero with a graph.
     """
     targets_a, targets_b = batch.targets_a, batch.targets_b
-    if mask is not None:
-        fraction = mask.sum() / mask.numel()
-        logits, targets_a, targets_b = logits[mask], targets_a[mask], targets_b[mask]
-        if logits.shape[0] == 0:
-            return logits.sum()
-    loss = criterion(logits, targets_a)
+    if mask is None:
+        loss = criterion(logits, targets_a)
+        if batch.lam < 1.0:
+            loss = batch.lam * loss + (1.0 - batch.lam) * criterion(logits, targets_b)
+        return loss
+    weights = effective_class_weights(criterion)
+    rows = logits[mask]
+    if rows.shape[0] == 0:
+        return rows.sum()
+
+    def part(targets: torch.Tensor) -> torch.Tensor:
+        if weights is None:
+            return criterion(rows, targets[mask])
+        w = weights.to(device=logits.device, dtype=torch.promote_types(logits.dtype, torch.float32))[targets]
+        in_part = w[mask].sum()
+        if not bool(in_part > 0):  # the masked rows weigh nothing (a zero class weight): 0 / 0 otherwise
+            return rows[:0].sum()
+        return criterion(rows, targets[mask]) * (in_part / w.sum())
+
+    loss = part(targets_a)
     if batch.lam < 1.0:
-        loss = batch.lam * loss + (1.0 - batch.lam) * criterion(logits, targets_b)
-    return loss if mask is None else loss * fraction
+        loss = batch.lam * loss + (1.0 - batch.lam) * part(targets_b)
+    return loss if weights is not None else loss * (mask.sum() / mask.numel())
 
 
 def mixup_cross_entropy(logits: torch.Tensor, batch: MixedBatch) -> torch.Tensor:

@@ -87,7 +87,9 @@ def imbsam_update(model: nn.Module, objective: ErmObjective, batch: MixedBatch, 
 
     ``p.grad`` before the base step is ``grad L_head(w) + lambda * grad L_tail(w + eps)`` (``lambda`` =
     ``optimizer.tail_weight``): the head part is added before the second backward (see the module
-    docstring), which is the same sum in one process.
+    docstring), which is the same sum in one process. The parts are those of :func:`mixup_loss` with a row
+    mask: count shares of a plain-mean criterion, weight shares ``sum_{i in part} w_{y_i} / sum_i w_{y_i}``
+    of a class-weighted one (DRW, LDAM-DRW, weighted CE), so ``L_head + L_tail`` is the criterion's batch loss.
     """
     tail = optimizer.tail_classes.to(batch.targets_a.device)[batch.targets_a]
     optimizer.zero_grad(set_to_none=True)
