@@ -7,7 +7,9 @@ epoch's updates; all are no-ops in one process. The collectives themselves are :
 
 Gradients: each stage's model is wrapped in PyTorch's ``DistributedDataParallel``
 (:func:`ccsam.distributed.wrap_model`, stored as ``Stage.runner``); each rank's loss is the mean over its
-``B / W`` rows, so DDP's average over ranks is the gradient of the global-batch mean. Which backward of
+``B / W`` rows, so DDP's average over ranks is the gradient of the global-batch mean (for a
+class-weighted mean, e.g. DRW, it is the mean of the ranks' weighted means, equal to the global one only
+when the ranks' weight sums agree: a documented difference, see the README). Which backward of
 a multi-pass update synchronises is said where the update is (:mod:`ccsam.training.updates`).
 
 The CC-SAM perturbations are functions of the whole batch: stage 1's per-class head gradients (their
