@@ -9,7 +9,12 @@ from _analysis_models import MEAN, STD, onehot_arrays, onehot_classifier
 from torch import nn
 from torch.func import functional_call
 
-from ccsam.analysis import hessian_vector_product, per_class_sharpness, top_hessian_eigenvalue
+from ccsam.analysis import (
+    hessian_vector_product,
+    largest_hessian_eigenvalue,
+    per_class_sharpness,
+    top_hessian_eigenvalue,
+)
 from ccsam.models import Classifier
 
 
@@ -74,6 +79,23 @@ def test_power_iteration_keeps_the_sign_of_a_negative_dominant_eigenvalue():
     coeffs = torch.tensor([-3.0, 1.0, 0.5], dtype=torch.float64)  # H = diag(-6, 2, 1)
     got = top_hessian_eigenvalue(lambda: (coeffs * w**2).sum(), [w], iterations=200, tol=1e-12)
     assert got == pytest.approx(-6.0, rel=1e-6)
+
+
+def test_largest_eigenvalue_is_algebraic_even_when_a_negative_one_dominates():
+    w = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64, requires_grad=True)
+    coeffs = torch.tensor([-3.0, 1.0, 0.5], dtype=torch.float64)  # H = diag(-6, 2, 1): lambda_max = 2
+    got = largest_hessian_eigenvalue(lambda: (coeffs * w**2).sum(), [w], iterations=300, tol=0)
+    assert got == pytest.approx(2.0, rel=1e-6)
+    psd = largest_hessian_eigenvalue(lambda: (coeffs.abs() * w**2).sum(), [w], iterations=300, tol=0)
+    assert psd == pytest.approx(6.0, rel=1e-6)  # no negative eigenvalue: one run, the dominant one
+
+
+def test_largest_eigenvalue_of_an_indefinite_mlp_hessian():
+    for seed in range(6):
+        _, loss_fn, params, flat_loss = _mlp_problem(seed)
+        eigenvalues = torch.linalg.eigvalsh(_explicit_hessian(flat_loss, params))
+        got = largest_hessian_eigenvalue(loss_fn, params, iterations=3000, tol=0)
+        assert got == pytest.approx(float(eigenvalues.max()), rel=1e-3, abs=1e-6), seed
 
 
 def test_power_iteration_of_a_linear_loss_is_zero_and_bad_arguments_raise():

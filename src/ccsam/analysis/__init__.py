@@ -14,7 +14,12 @@ model's weights and train/eval flags as they found them.
 """
 
 from ccsam.analysis.directions import perturbed, random_direction
-from ccsam.analysis.hessian import hessian_vector_product, per_class_sharpness, top_hessian_eigenvalue
+from ccsam.analysis.hessian import (
+    hessian_vector_product,
+    largest_hessian_eigenvalue,
+    per_class_sharpness,
+    top_hessian_eigenvalue,
+)
 from ccsam.analysis.landscape import loss_curve_1d, loss_surface_2d
 from ccsam.analysis.probe import (
     ProbeResult,
@@ -27,6 +32,7 @@ from ccsam.analysis.probe import (
 __all__ = [
     "ProbeResult",
     "hessian_vector_product",
+    "largest_hessian_eigenvalue",
     "loss_curve_1d",
     "loss_per_class",
     "loss_surface_2d",

@@ -29,7 +29,13 @@ from ccsam.analysis.class_losses import eval_mode, model_device_dtype, normalize
 from ccsam.checks import check_int
 from ccsam.data.long_tail import Split
 
-__all__ = ["SCOPES", "hessian_vector_product", "per_class_sharpness", "top_hessian_eigenvalue"]
+__all__ = [
+    "SCOPES",
+    "hessian_vector_product",
+    "largest_hessian_eigenvalue",
+    "per_class_sharpness",
+    "top_hessian_eigenvalue",
+]
 
 SCOPES = ("head", "all")
 
@@ -104,8 +110,13 @@ def top_hessian_eigenvalue(
     iterations: int = 20,
     tol: float = 1e-4,
     generator: torch.Generator | None = None,
+    shift: float = 0.0,
 ) -> float:
-    """The eigenvalue of largest magnitude of ``H = d^2 L / dw^2``, by power iteration on ``H v``.
+    """The eigenvalue of largest magnitude of ``H - shift I`` (``H = d^2 L / dw^2``), by power iteration.
+
+    With ``shift = 0`` this is ``H``'s eigenvalue of largest ``|lambda|``; with ``shift`` the (negative)
+    result of an unshifted run, every eigenvalue of ``H - shift I`` is >= 0 and the result plus ``shift``
+    is ``lambda_max(H)`` (see :func:`largest_hessian_eigenvalue`).
 
     ``v_0 ~ N(0, I)`` (from ``generator``; default a CPU generator seeded with 0), then for
     ``k = 1..iterations``: ``v <- v / ||v||``, ``lambda_k = v^T H v`` (Rayleigh quotient),
@@ -127,6 +138,8 @@ def top_hessian_eigenvalue(
     check_int("iterations", iterations, low=1)
     if not (isinstance(tol, (int, float)) and math.isfinite(tol) and tol >= 0):
         raise ValueError(f"tol must be a finite number >= 0, got {tol!r}")
+    if not math.isfinite(shift):
+        raise ValueError(f"shift must be finite, got {shift!r}")
     if generator is None:
         generator = torch.Generator().manual_seed(0)
     params = list(params)
@@ -143,6 +156,8 @@ def top_hessian_eigenvalue(
             return 0.0
         v = [x / norm for x in v]
         hv = _hvp(grads, params, v)
+        if shift:
+            hv = [h - shift * x for h, x in zip(hv, v, strict=True)]
         new = float(_dot(v, hv))
         converged = eigenvalue is not None and abs(new - eigenvalue) <= tol * abs(eigenvalue)
         eigenvalue = new
@@ -151,6 +166,38 @@ def top_hessian_eigenvalue(
         v = hv
     assert eigenvalue is not None
     return eigenvalue
+
+
+def largest_hessian_eigenvalue(
+    loss_fn: Callable[[], Tensor],
+    params: Sequence[Tensor],
+    *,
+    iterations: int = 20,
+    tol: float = 1e-4,
+    generator: torch.Generator | None = None,
+) -> float:
+    """``lambda_max(H)``, the largest *algebraic* eigenvalue of ``H = d^2 L / dw^2`` (the sharpness).
+
+    Power iteration finds the eigenvalue of largest magnitude ``lambda_1``; when it is negative (an
+    indefinite ``H`` whose most curved direction is a negative one), a second power iteration on
+    ``H - lambda_1 I`` (eigenvalues ``lambda_i - lambda_1 >= 0``) finds ``lambda_max - lambda_1``. Both runs
+    start from the same draw of ``generator``'s state (cloned), so the result is deterministic.
+
+    Example:
+        >>> w = torch.tensor([1.0, 1.0], requires_grad=True)
+        >>> loss = lambda: 0.5 * (2 * w[0] ** 2 - 5 * w[1] ** 2)  # H = diag(2, -5)
+        >>> round(largest_hessian_eigenvalue(loss, [w], iterations=200, tol=0), 4)
+        2.0
+    """
+    state = None if generator is None else generator.get_state()
+    first = top_hessian_eigenvalue(loss_fn, params, iterations=iterations, tol=tol, generator=generator)
+    if first >= 0:
+        return first
+    if generator is not None and state is not None:
+        generator.set_state(state)
+    shifted = top_hessian_eigenvalue(loss_fn, params, iterations=iterations, tol=tol, generator=generator,
+                                     shift=first)
+    return shifted + first
 
 
 def _mean_cross_entropy(forward: Callable[[Tensor], Tensor], inputs: Tensor, labels: Tensor) -> Tensor:
@@ -178,9 +225,10 @@ def per_class_sharpness(
     (``scope="head"``: needs a model with ``features(x)`` and ``head``, such as
     :class:`ccsam.models.Classifier`; the features are computed once without autograd) or every parameter
     (``scope="all"``). Parameters with ``requires_grad=False`` are switched on for the computation and
-    switched back afterwards. The eigenvalue comes from :func:`top_hessian_eigenvalue` with a fresh CPU
-    generator seeded with ``seed`` for every class. Memory: one forward graph of ``m_c`` images with
-    ``create_graph=True``.
+    switched back afterwards. The eigenvalue comes from :func:`largest_hessian_eigenvalue` with a fresh CPU
+    generator seeded with ``seed`` for every class (the largest
+    algebraic eigenvalue, also for an indefinite ``H`` with ``scope="all"``, where the eigenvalue of largest
+    magnitude can be negative). Memory: one forward graph of ``m_c`` images with ``create_graph=True``.
 
     Args:
         model: The network (weights unchanged on return).
@@ -234,7 +282,7 @@ def per_class_sharpness(
                 forward = head if head is not None else model
                 loss_fn = functools.partial(_mean_cross_entropy, forward, inputs, labels)
                 generator = torch.Generator().manual_seed(seed)
-                eigenvalue = top_hessian_eigenvalue(
+                eigenvalue = largest_hessian_eigenvalue(
                     loss_fn, params, iterations=iterations, tol=tol, generator=generator
                 )
                 result.append(eigenvalue)
