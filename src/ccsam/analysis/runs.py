@@ -8,30 +8,57 @@ folders) alike: file splits are decoded batch by batch with the test transform.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypedDict
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from ccsam import strict_json
 from ccsam.analysis import loss_curve_1d, loss_surface_2d, per_class_sharpness, weight_perturbation_probe
 from ccsam.atomic_io import atomic_write_text, check_writable
 from ccsam.data.long_tail import Split
 from ccsam.errors import RunDirError
-from ccsam.models.heads import CosineHead
+from ccsam.models.heads import CosineHead, LWSHead
 from ccsam.training.evaluate_run import TrainedRun, load_trained
 from ccsam.training.run_dir import RunDir
 
+_logger = logging.getLogger(__name__)
+
+
+class _ScaledLogits(nn.Module):
+    """``s * head(f)``: the head's parameters (the same tensors) with its logits multiplied by ``s``."""
+
+    def __init__(self, head: nn.Module, scale: float) -> None:
+        super().__init__()
+        self.inner, self.scale = head, float(scale)
+        self.in_features, self.out_features = head.in_features, head.out_features
+
+    def forward(self, features: Tensor) -> Tensor:
+        return self.inner(features) * self.scale
+
 
 def _load(run: RunDir, data_root: str | None, logit_scale: float | None, threads: int | None) -> TrainedRun:
-    """The trained run (on ``threads`` torch CPU threads if given), with a cosine head predicting at the
-    run's ``eval.logit_scale`` (or the one given): LDAM / GCL train cosine heads whose losses scale the
-    logits, so their raw cosines would make every loss near ln(C) and every landscape flat."""
+    """The trained run (on ``threads`` torch CPU threads if given) whose logits are the ones evaluation
+    scores: the head's logits times the run's ``eval.logit_scale`` (or the ``logit_scale`` given). LDAM /
+    GCL train cosine heads whose losses scale the logits, so their raw cosines would make every loss near
+    ln(C) and every landscape flat. A cosine head's own scale is multiplied (its parameters keep their
+    names); another head is wrapped (its parameters become ``head.inner.*``). The prediction rules
+    ``eval.posthoc_tau`` and ``eval.tau_norm`` are not applied: the analyses measure the trained weights.
+    An LWS head keeps its linear weights in buffers, so only its per-class scales are perturbed or
+    differentiated (a warning says so)."""
     trained = load_trained(run, data_root=data_root, threads=threads)
     scale = logit_scale if logit_scale is not None else trained.cfg.eval.logit_scale
-    if isinstance(trained.model.head, CosineHead) and scale != 1.0:
-        trained.model.head.scale = float(scale)
+    head = trained.model.head
+    if isinstance(head, CosineHead):
+        head.scale = float(head.scale) * float(scale)
+    elif scale != 1.0:
+        trained.model.head = _ScaledLogits(head, scale)  # type: ignore[assignment]
+    if isinstance(head, LWSHead):
+        _logger.warning("'%s' has an LWS head: its linear weights are fixed buffers, so the analyses perturb "
+                        "and differentiate only its per-class scales (not comparable with a trained head's)",
+                        run.path)
     return trained
 
 

@@ -27,7 +27,8 @@ def _runs(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="replace an existing analysis file")
     p.add_argument("--data-root", default=None, help="where the data set lives now, if it moved")
     p.add_argument("--logit-scale", type=number_in_range(0, above=True), default=None,
-                   help="cosine heads: scale of the logits analysed, > 0 (default: the run's eval.logit_scale)")
+                   help="multiplier of the head's logits analysed, > 0 (default: the run's eval.logit_scale, as "
+                        "its evaluation; LDAM / GCL cosine heads need it)")
     p.add_argument("--threads", type=int_in_range(1), default=None, metavar="N",
                    help="torch CPU threads, >= 1: runtime.threads for this analysis (speed only; results may differ "
                    "by float rounding; default: the run's runtime.threads)")
