@@ -4,8 +4,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +16,7 @@ from ccsam.data.augment import normalize
 from ccsam.data.batches import split_batches
 from ccsam.data.long_tail import Split
 from ccsam.evaluation import shot_groups
+from ccsam.models.bn import eval_mode
 
 __all__ = [
     "GROUPS",
@@ -30,18 +30,6 @@ __all__ = [
 ]
 
 GROUPS = ("many", "medium", "few")
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put every module in eval mode (BatchNorm uses its running statistics); restore each flag after."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for module, flag in flags:
-            module.training = flag
 
 
 def model_device_dtype(model: nn.Module, fallback: torch.device) -> tuple[torch.device, torch.dtype]:

@@ -25,6 +25,7 @@ from ccsam.evaluation.metrics import classification_report, confusion_matrix
 from ccsam.evaluation.open_set import open_set_report, with_open_samples
 from ccsam.losses.logit_adjustment import posthoc_logit_adjustment
 from ccsam.models import Classifier
+from ccsam.models.bn import eval_mode
 from ccsam.models.heads import TauNormHead
 
 __all__ = [
@@ -64,20 +65,17 @@ def predict(
     """
     full = arrays
     arrays = local_split(full)
-    was_training = model.training
-    model.eval()
     memory_format = (
         torch.channels_last if runtime is not None and runtime.channels_last else torch.contiguous_format
     )
     autocast = runtime.autocast if runtime is not None else contextlib.nullcontext
-    with autocast():
+    with eval_mode(model), autocast():
         device = next(model.parameters()).device
         head = model.head if head is None else head
         outputs = [
             head(model.features(x.to(device)))
             for x, _ in split_batches(arrays, batch_size, mean, std, memory_format, device)
         ]
-    model.train(was_training)
     if not len(full):
         return torch.empty(0, model.num_classes)
     local = torch.cat(outputs).float() if outputs else torch.empty(0, model.num_classes, device=device)

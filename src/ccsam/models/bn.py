@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-__all__ = ["bn_stats_frozen", "disable_running_stats", "enable_running_stats"]
+__all__ = ["bn_stats_frozen", "disable_running_stats", "enable_running_stats", "eval_mode"]
 
 # Each layer's own flag before disable_running_stats, restored by enable_running_stats. Weak keys:
 # no attribute is added to the user's modules and no module is kept alive by this table.
@@ -73,3 +73,17 @@ def bn_stats_frozen(model: nn.Module) -> Iterator[nn.Module]:
         yield model
     finally:
         enable_running_stats(model)
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put every module in eval mode (BatchNorm uses its running statistics); restore each module's own
+    flag after, also on an exception (``model.train(flag)`` would overwrite mixed flags, e.g. a frozen
+    backbone kept in eval mode under a head in train mode)."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, flag in flags:
+            module.training = flag
