@@ -210,3 +210,24 @@ def test_rows_with_non_finite_logits_are_wrong_not_right_by_chance():
     assert confusion_matrix(logits, labels, 3) == [[1, 0, 0], [0, 0, 0], [0, 0, 1]]
     finite = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     assert torch.equal(predicted_classes(finite), finite.argmax(dim=1))
+
+
+def test_a_minus_inf_logit_rules_a_class_out_and_every_metric_agrees():
+    """-inf is probability 0 (a valid row): top-1, NLL, ECE and the reliability bins all see the same
+    prediction; only an all -inf row has none (and NaN NLL / ECE, as a NaN row)."""
+    from ccsam.evaluation.calibration import expected_calibration_error
+
+    inf = float("inf")
+    logits = torch.tensor([[2.0, -inf], [0.0, 1.0]], dtype=torch.float64)
+    labels = torch.tensor([0, 1])
+    report = classification_report(logits, labels, [50, 5], many_threshold=40, few_threshold=10)
+    assert report["top1"] == 1.0  # row 0 predicts class 0 with probability 1
+    p1 = math.exp(1.0) / (1.0 + math.exp(1.0))
+    assert report["nll"] == pytest.approx(-math.log(p1) / 2)
+    # ECE (15 bins): row 0 at confidence 1 (correct), row 1 at p1 (correct): |1 - 1| / 2 + |1 - p1| / 2
+    assert report["ece"] == pytest.approx((1.0 - p1) / 2)
+    on_label = torch.tensor([[-inf, 2.0], [0.0, 1.0]], dtype=torch.float64)
+    assert classification_report(on_label, labels, [50, 5], many_threshold=40, few_threshold=10)["nll"] == inf
+    none = torch.tensor([[-inf, -inf], [0.0, 1.0]], dtype=torch.float64)
+    assert predicted_classes(none).tolist() == [-1, 1]
+    assert math.isnan(expected_calibration_error(none, labels))

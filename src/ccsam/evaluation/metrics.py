@@ -20,7 +20,7 @@ from torch import Tensor
 
 from ccsam.evaluation.calibration import _check_logits_labels, expected_calibration_error
 
-__all__ = ["classification_report", "per_class_accuracy", "predicted_classes", "shot_groups"]
+__all__ = ["classification_report", "per_class_accuracy", "predicted_classes", "shot_groups", "valid_logit_rows"]
 
 _GROUPS = ("many", "medium", "few")
 
@@ -58,16 +58,30 @@ def shot_groups(
     return {"many": many, "medium": ~(many | few), "few": few}
 
 
-def predicted_classes(logits: Tensor) -> Tensor:
-    """``argmax_k z_ik`` per row, or ``-1`` (no prediction, never correct) where a row holds a non-finite
-    logit: the argmax of a NaN row is an arbitrary index, which would count as right by chance.
+def valid_logit_rows(logits: Tensor) -> Tensor:
+    """``[N]`` bool: rows with a defined softmax, i.e. no NaN, no ``+inf`` and at least one logit above
+    ``-inf``. A ``-inf`` logit is a class ruled out (probability 0), which leaves the row valid; a NaN or
+    ``+inf`` (``inf - inf`` in the softmax) or an all ``-inf`` row has no defined prediction.
 
     Example:
-        >>> predicted_classes(torch.tensor([[2.0, 0.0], [float("nan"), 1.0]]))
-        tensor([ 0, -1])
+        >>> inf = float("inf")
+        >>> valid_logit_rows(torch.tensor([[2.0, -inf], [float("nan"), 1.0], [inf, 0.0], [-inf, -inf]]))
+        tensor([ True, False, False, False])
+    """
+    return ~(torch.isnan(logits).any(dim=1) | torch.isposinf(logits).any(dim=1) | torch.isneginf(logits).all(dim=1))
+
+
+def predicted_classes(logits: Tensor) -> Tensor:
+    """``argmax_k z_ik`` per row, or ``-1`` (no prediction, never correct) where the row is not valid
+    (:func:`valid_logit_rows`): the argmax of a NaN row is an arbitrary index, which would count as right
+    by chance. Such a row's softmax is NaN too, so NLL and ECE are NaN with it: all metrics agree.
+
+    Example:
+        >>> predicted_classes(torch.tensor([[2.0, 0.0], [float("nan"), 1.0], [1.0, -float("inf")]]))
+        tensor([ 0, -1,  0])
     """
     predictions = logits.argmax(dim=1)
-    return torch.where(torch.isfinite(logits).all(dim=1), predictions, torch.full_like(predictions, -1))
+    return torch.where(valid_logit_rows(logits), predictions, torch.full_like(predictions, -1))
 
 
 def per_class_accuracy(logits: Tensor, labels: Tensor, num_classes: int) -> Tensor:
@@ -119,8 +133,9 @@ def classification_report(
 
     All accuracies are fractions in ``[0, 1]``.
 
-    - ``top1``: sample accuracy ``(1/N) sum_i [argmax_k z_ik = y_i]`` (a row with a non-finite logit is
-      wrong; ``nll`` and ``ece`` are then NaN, written as ``null``).
+    - ``top1``: sample accuracy ``(1/N) sum_i [argmax_k z_ik = y_i]`` (a row with a NaN or ``+inf`` logit,
+      or only ``-inf`` ones, is wrong; ``nll`` and ``ece`` are then NaN, written as ``null``; a ``-inf``
+      logit alone rules its class out, and on the label it makes ``nll`` infinite).
     - ``many`` / ``medium`` / ``few``: mean of ``per_class_accuracy`` over the group's classes that occur
       in ``labels`` (the class-balanced mean of OLTR ``shot_acc``); ``None`` when none does.
     - ``nll``: mean cross-entropy ``-(1/N) sum_i log softmax(z_i)_{y_i}``.

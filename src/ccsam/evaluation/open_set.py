@@ -3,7 +3,8 @@
 The test set is the closed test split plus the ``*_open.txt`` images (ImageNet-LT: extra ImageNet-2010
 classes; Places-LT: Places-Extra69), which carry the label ``-1`` (:data:`OPEN_LABEL`). A sample is
 *rejected* (predicted ``-1``) when its largest softmax probability is below the threshold ``theta``
-(OLTR: 0.1); otherwise the prediction is the argmax. A row with a non-finite logit gets no prediction
+(OLTR: 0.1); otherwise the prediction is the argmax. A row with a NaN or ``+inf`` logit (or only ``-inf``
+ones; :func:`~ccsam.evaluation.metrics.valid_logit_rows`) gets no prediction
 (:data:`NO_PREDICTION`, ``-2``): wrong for a known sample and not rejected for an open one, so a model
 that outputs NaN never scores by chance.
 
@@ -29,7 +30,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from ccsam.evaluation.metrics import predicted_classes, shot_group_means, shot_groups
+from ccsam.evaluation.metrics import predicted_classes, shot_group_means, shot_groups, valid_logit_rows
 
 __all__ = [
     "NO_PREDICTION",
@@ -62,7 +63,7 @@ def _check(logits: Tensor, labels: Tensor) -> None:
 
 def open_set_predictions(logits: Tensor, threshold: float = 0.1) -> Tensor:
     """``argmax_k softmax(z_i)_k``, replaced by ``-1`` where ``max_k softmax(z_i)_k < threshold`` and by
-    ``-2`` (:data:`NO_PREDICTION`) where ``z_i`` holds a non-finite value.
+    ``-2`` (:data:`NO_PREDICTION`) where ``z_i`` has no defined softmax (a NaN or ``+inf``, or all ``-inf``).
 
     Example:
         >>> nan = float("nan")
@@ -75,8 +76,7 @@ def open_set_predictions(logits: Tensor, threshold: float = 0.1) -> Tensor:
         raise ValueError(f"threshold must lie in [0, 1], got {threshold}")
     confidence, predictions = torch.softmax(logits.float(), dim=1).max(dim=1)
     predictions = torch.where(confidence < threshold, torch.full_like(predictions, OPEN_LABEL), predictions)
-    finite = torch.isfinite(logits).all(dim=1)
-    return torch.where(finite, predictions, torch.full_like(predictions, NO_PREDICTION))
+    return torch.where(valid_logit_rows(logits), predictions, torch.full_like(predictions, NO_PREDICTION))
 
 
 def open_set_f_measure(predictions: Tensor, labels: Tensor, variant: FMeasureVariant = "oltr") -> float:
