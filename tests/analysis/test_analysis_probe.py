@@ -36,8 +36,8 @@ def _hand_delta(model, sigma: float, seed: int, draw: int, mode: str = "isotropi
     gen = probe_generator(seed, draw)
     z_w = torch.randn(w.shape, generator=gen, dtype=torch.float64)
     z_b = torch.randn(b.shape, generator=gen, dtype=torch.float64)
-    s_w = sigma if mode == "isotropic" else sigma * w.abs() + eps
-    s_b = sigma if mode == "isotropic" else sigma * b.abs() + eps
+    s_w = sigma if mode == "isotropic" else torch.sqrt(sigma**2 * w**2 + eps**2)  # Jiang et al.: variance
+    s_b = sigma if mode == "isotropic" else torch.sqrt(sigma**2 * b**2 + eps**2)
     clean_pc, clean = _hand_per_class(w, b)
     pert_pc, pert = _hand_per_class(w + s_w * z_w, b + s_b * z_b)
     return float(pert - clean), pert_pc - clean_pc

@@ -9,7 +9,8 @@ flatness of Jiang et al. (ICLR 2020, "Fantastic Generalization Measures and Wher
 
     w'_j = w + u_j,   u_j,i = s_i * z_j,i,   z_j ~ N(0, I),
     isotropic:        s_i = sigma
-    magnitude-aware:  s_i = sigma * |w_i| + eps     (Jiang et al. use eps = 1e-3; here eps defaults to 0)
+    magnitude-aware:  s_i = sqrt(sigma^2 w_i^2 + eps^2)   (Jiang et al.: variance sigma'^2 |w_i|^2 + eps^2,
+                                                           eps = 1e-3; here eps defaults to 0, s_i = sigma |w_i|)
 
 and report, per ``sigma``, the mean and standard deviation over draws ``j`` of the loss change
 ``L(w'_j) - L(w)`` (training split, eval-mode BatchNorm), overall and per shot group.
@@ -109,7 +110,7 @@ def _scale(model: nn.Module, z: dict[str, Tensor], sigma: float, mode: str, eps:
     if mode == "isotropic":
         return {name: sigma * t for name, t in z.items()}
     params = dict(model.named_parameters())
-    return {name: (sigma * params[name].detach().abs() + eps) * t for name, t in z.items()}
+    return {name: torch.sqrt((sigma * params[name].detach()).square() + eps**2) * t for name, t in z.items()}
 
 
 def _check_noise(sigma: float, mode: str, eps: float) -> None:
@@ -132,9 +133,10 @@ def weight_noise(
     """One noise draw ``u`` over every parameter: ``u_i = s_i z_i``, ``z ~ N(0, I)`` from ``generator``.
 
     ``s_i = sigma`` (``mode="isotropic"``, Keskar et al. 2017 random-perturbation sharpness) or
-    ``s_i = sigma |w_i| + eps`` (``mode="magnitude"``, Jiang et al. 2020 magnitude-aware PAC-Bayes
-    flatness; they use ``eps = 1e-3``). ``eps`` is unused in isotropic mode. ``z`` is drawn one tensor
-    per parameter in ``model.named_parameters()`` order on the generator's device (see
+    ``s_i = sqrt(sigma^2 w_i^2 + eps^2)`` (``mode="magnitude"``, Jiang et al. 2020 magnitude-aware
+    PAC-Bayes flatness, their variance ``sigma'^2 |w_i|^2 + eps^2``; they use ``eps = 1e-3``). ``eps``
+    is unused in isotropic mode. ``z`` is drawn one tensor per parameter in ``model.named_parameters()``
+    order on the generator's device (see
     :func:`ccsam.analysis.directions.gaussian_like`), so the same generator state gives the same ``z``
     for every model with the same parameter shapes.
 
@@ -229,7 +231,7 @@ def weight_perturbation_probe(
 
     For each draw ``j`` the standard-normal ``z_j`` comes from :func:`probe_generator` ``(seed, j)`` and
     for each ``sigma`` the weights are set to ``w + u_j`` with ``u_j = sigma z_j`` (isotropic) or
-    ``u_j = (sigma |w| + eps) z_j`` (magnitude-aware, Jiang et al. 2020); see :func:`weight_noise`. Every
+    ``u_j = sqrt(sigma^2 w^2 + eps^2) z_j`` (magnitude-aware, Jiang et al. 2020); see :func:`weight_noise`. Every
     parameter is perturbed (BatchNorm affine parameters and biases included); the BN running statistics
     are buffers and stay as they are. The weights are restored bit-exactly after each evaluation. The
     loss is the mean cross-entropy in eval mode: ``overall`` is the mean over all images, a group's loss
@@ -245,7 +247,7 @@ def weight_perturbation_probe(
         sigmas: Noise scales (each finite and >= 0); ``sigma = 0`` gives a change of exactly 0.
         draws: Draws per sigma (the slides use 5).
         mode: ``"isotropic"`` or ``"magnitude"``.
-        eps: Additive std floor of the magnitude-aware mode (Jiang et al.: 1e-3).
+        eps: Noise floor of the magnitude-aware mode, std ``eps`` where ``w = 0`` (Jiang et al.: 1e-3).
         seed: Non-negative probe seed, shared across models to compare them on the same draws.
         many_threshold: Many-shot: count > this.
         few_threshold: Few-shot: count < this.

@@ -44,7 +44,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     probe.add_argument("--draws", type=int_in_range(1), default=DRAWS,
                        help=f"noise draws per sigma, >= 1 (default: {DRAWS})")
     probe.add_argument("--mode", choices=("isotropic", "magnitude"), default="isotropic",
-                       help="noise std sigma, or sigma * |w| + eps (Jiang et al. 2020) (default: isotropic)")
+                       help="noise std sigma, or sqrt(sigma^2 w^2 + eps^2) (Jiang et al. 2020) (default: isotropic)")
     probe.add_argument("--eps", type=number_in_range(0), default=0.0,
                        help="magnitude mode: additive floor, >= 0 (default: 0; spec: 1e-3)")
     probe.add_argument("--seed", type=_SEED, default=0, help="seed of the draws, >= 0 (default: 0)")
