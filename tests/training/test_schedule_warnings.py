@@ -25,7 +25,9 @@ def test_a_shortened_schedule_names_each_unreached_point(tmp_path, caplog, tiny_
                                   "stage2.method.loss.drw.start_epoch": 1})
     lines = schedule_warnings(resolve_config("digits-lt", overrides))
     assert len(lines) == 3
-    assert lines[0].startswith("stage1.milestones [5] are at or after its last epoch (2 epochs)")
+    assert lines[0].startswith("stage1.milestones [5] are after its last epoch (2 epochs)")
+    at_end = tiny_overrides(**{"stage1.milestones": "[2]"})  # counter e + 1 = 2 in the last epoch: it decays
+    assert schedule_warnings(resolve_config("digits-lt", at_end)) == []
     assert lines[1].startswith("stage1.warmup_epochs=2 covers all 2 epochs")
     assert lines[2].startswith("stage1.loss re-weights (DRW) from epoch 7")
     with caplog.at_level(logging.WARNING, logger="ccsam.training.trainer"):

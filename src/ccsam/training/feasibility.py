@@ -104,16 +104,18 @@ def check_model_fits(cfg: RunConfig, model: nn.Module) -> None:
 
 def schedule_warnings(cfg: RunConfig) -> list[str]:
     """Lines for schedule points a stage never reaches (legal, but usually a shortened schedule that
-    kept the long one's milestones or DRW epoch): LR milestones, warm-up and DRW start at or after the
-    stage's last epoch."""
+    kept the long one's milestones or DRW epoch): LR milestones after the stage's last epoch (a milestone
+    equal to ``epochs`` decays the last epoch: ``official_step``'s counter is ``e + 1``), warm-up and DRW
+    start at or after it."""
     lines: list[str] = []
     for name in ("stage1", "stage2"):
         stage = getattr(cfg, name)
         if stage.epochs == 0:
             continue
-        late = [m for m in stage.milestones if m >= stage.epochs]
+        # official_step trains epoch e at counter t = e + 1, so a milestone m = epochs still decays the last epoch
+        late = [m for m in stage.milestones if m > stage.epochs]
         if stage.schedule == "official_step" and late:
-            lines.append(f"{name}.milestones {list(late)} are at or after its last epoch ({stage.epochs} epochs): "
+            lines.append(f"{name}.milestones {list(late)} are after its last epoch ({stage.epochs} epochs): "
                          "the learning rate never decays there; scale them with the schedule")
         if stage.schedule != "constant" and stage.warmup_epochs >= stage.epochs:
             lines.append(f"{name}.warmup_epochs={stage.warmup_epochs} covers all {stage.epochs} epochs: the "
