@@ -94,7 +94,10 @@ def cutout(images: torch.Tensor, size: int, generator: torch.Generator) -> torch
     The hole's centre is uniform over the image (cy in [0, H), cx in [0, W)) and it covers rows
     [cy - size // 2, cy - size // 2 + size) and the same for columns, clipped at the border, so holes
     near an edge are partly outside the image (as in the reference implementation). Applied to uint8
-    images before normalisation, a zero pixel is black (the official code cuts after ``ToTensor``).
+    images before normalisation, a zero pixel is black, as in the AutoAugment code bases (``ToTensor``,
+    Cutout, then ``Normalize``); DeVries & Taylor's own code (uoguelph-mlrg/Cutout) cuts after
+    ``Normalize``, so its hole holds the data set's mean instead. An odd ``size`` gives a ``size`` x
+    ``size`` hole here; the reference's ``[c - size // 2, c + size // 2)`` is one pixel smaller.
     """
     if size <= 0:
         return images
