@@ -75,6 +75,8 @@ def test_report_compares_probes_only_at_a_sigma_they_all_have(two_runs, tmp_path
     for entry in probe["train"]["results"]:
         entry["sigma"] *= 10
     (second / "analysis" / "probe.json").write_text(json.dumps(probe))
+    results = json.loads((second / "results.json").read_text())  # a second seed (a repeated one is skipped)
+    (second / "results.json").write_text(json.dumps({**results, "seed": 1}))
     out = tmp_path / "report"
     assert main(["report", str(two_runs[0]), str(second), "--out", str(out)]) == 0
     text = (out / "report.md").read_text()

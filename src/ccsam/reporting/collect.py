@@ -2,7 +2,8 @@
 
 Runs are grouped by their ``name`` *and* a hash of their resolved config without the seed (and without
 machine-specific paths), so two different configurations started from one preset are never averaged
-as if they were seeds of one method. A folder that is not a finished run is skipped and named.
+as if they were seeds of one method. Within a group one run per seed is kept. A folder that is not a
+finished run, or a second run of a seed already in its group, is skipped and named.
 """
 
 from __future__ import annotations
@@ -103,5 +104,21 @@ def collect_runs(run_dirs: list[Path]) -> CollectedRuns:
         by_name[str(run["name"])][run["config_hash"]].append(run)
     for name, configs in by_name.items():
         for digest, runs in configs.items():
-            out.groups[name if len(configs) == 1 else f"{name} [{digest}]"] = runs
+            out.groups[name if len(configs) == 1 else f"{name} [{digest}]"] = _one_per_seed(runs, out)
     return out
+
+
+def _one_per_seed(runs: list[dict[str, Any]], out: CollectedRuns) -> list[dict[str, Any]]:
+    """The runs of one group with the first run of each seed kept; the others go to ``out.skipped``
+    (two copies of one seed would count as two seeds in mean ± std)."""
+    kept: list[dict[str, Any]] = []
+    by_seed: dict[Any, str] = {}
+    for run in runs:
+        seed = run.get("seed")
+        if seed is not None and seed in by_seed:
+            out.skipped.append((run["run_dir"], f"seed {seed} given twice: {by_seed[seed]}"))
+            continue
+        if seed is not None:
+            by_seed[seed] = run["run_dir"]
+        kept.append(run)
+    return kept

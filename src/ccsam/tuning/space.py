@@ -21,14 +21,15 @@ the study before any training.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ccsam.config import resolve_config
-from ccsam.config.schema import RunConfig
+from ccsam.config.schema import LIST_DATASETS, RunConfig
 from ccsam.errors import ConfigError
 
 __all__ = ["MethodSearch", "ParamSpec", "StudySpec", "load_study_spec"]
@@ -55,6 +56,8 @@ class ParamSpec(_Strict):
         if self.type == "categorical":
             if not self.choices or self.low is not None or self.high is not None:
                 raise ValueError("a categorical parameter takes a non-empty 'choices' list and no low/high")
+            if self.log or self.step is not None:
+                raise ValueError("a categorical parameter takes no 'log' or 'step' (drop them, or use int/float)")
             return self
         if self.choices is not None or self.low is None or self.high is None or not self.low < self.high:
             raise ValueError(f"a {self.type} parameter takes 'low' < 'high' and no 'choices'")
@@ -62,6 +65,15 @@ class ParamSpec(_Strict):
             raise ValueError("a log-scaled parameter needs low > 0 and no step")
         if self.type == "int" and (self.low != int(self.low) or self.high != int(self.high)):
             raise ValueError("an int parameter needs integer low and high")
+        if self.step is not None:
+            if self.type == "int" and self.step != int(self.step):
+                raise ValueError(f"an int parameter needs an integer step >= 1, got step {self.step:g}")
+            steps = (self.high - self.low) / self.step
+            if not math.isclose(steps, round(steps), rel_tol=1e-9, abs_tol=1e-9):
+                raise ValueError(
+                    f"step {self.step:g} does not divide high - low = {self.high - self.low:g} into whole steps; "
+                    "choose a step (or high) so that (high - low) / step is a whole number"
+                )
         return self
 
     def extremes(self) -> list[Choice]:
@@ -104,6 +116,18 @@ class StudySpec(_Strict):
             raise ValueError(f"method names must be letters, digits, '-' or '_' (and at least one): {bad}")
         return self
 
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, seeds: tuple[int, ...]) -> tuple[int, ...]:
+        if not seeds:
+            raise ValueError("seeds needs at least one seed for the final phase, e.g. seeds: [0, 1, 2]")
+        if len(set(seeds)) != len(seeds):
+            twice = sorted({s for s in seeds if seeds.count(s) > 1})
+            raise ValueError(f"seeds must be unique; {twice} given twice (drop the repeats)")
+        if min(seeds) < 0:
+            raise ValueError(f"seeds must be >= 0 (a run's seed is), got {min(seeds)}")
+        return seeds
+
     def search_overrides_of(self, method: str, params: dict[str, Any]) -> list[str]:
         """Overrides of one search trial: common, method, proxy schedule, then the sampled values."""
         m = self.methods[method]
@@ -130,16 +154,36 @@ def _format(value: Any) -> str:
     return repr(value) if isinstance(value, float) else str(value)
 
 
+def _check_selection_split(cfg: RunConfig) -> None:
+    """Refuse a search config without the split the objective is scored on (validation / selection)."""
+    data = cfg.data
+    if data.dataset in LIST_DATASETS:
+        no_val_list = data.dataset == "inat2018" or (data.dataset == "list_file" and not data.val_list)
+        if no_val_list and data.selection_per_class == 0:
+            raise ConfigError(
+                f"the search scores trials on a selection split, but {data.dataset} has no val list and "
+                "data.selection_per_class=0; set data.selection_per_class >= 1 in the search overrides"
+            )
+    elif data.val_per_class == 0:
+        raise ConfigError(
+            "the search scores trials on the validation split, but data.val_per_class=0; "
+            "set data.val_per_class >= 1 (e.g. drop data.val_per_class=0 from the overrides)"
+        )
+
+
 def _check_method(spec: StudySpec, name: str) -> None:
-    """Resolve the method's search and final configs at the ends of every range (one ConfigError line)."""
+    """Resolve the method's search and final configs at the first value of every range / choice list and
+    at each other extreme of each one in turn, and check the search has a validation split (one
+    ConfigError line)."""
     method = spec.methods[name]
     lows = {k: p.extremes()[0] for k, p in method.space.items()}
     try:
-        spec.search_config(name, lows)
-        spec.final_config(name, lows, spec.seeds[0] if spec.seeds else 0)
+        _check_selection_split(spec.search_config(name, lows))
+        spec.final_config(name, lows, spec.seeds[0])
         for key, param in method.space.items():
             for value in param.extremes()[1:]:
                 spec.search_config(name, {**lows, key: value})
+                spec.final_config(name, {**lows, key: value}, spec.seeds[0])
     except ConfigError as exc:
         raise ConfigError(f"study method '{name}': {exc}") from None
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,7 +30,8 @@ from typing import Any
 from ccsam.atomic_io import atomic_write_text
 from ccsam.config import resolve_config
 from ccsam.config.migration import migrate_key, migrate_override
-from ccsam.errors import CcsamError, ConfigError
+from ccsam.config.schema import RunConfig
+from ccsam.errors import CcsamError, ConfigError, InterruptedRun
 from ccsam.training.run_dir import RunDir
 from ccsam.training.trainer import Trainer, train
 from ccsam.tuning.space import ParamSpec, StudySpec
@@ -55,10 +57,24 @@ def _write_json(path: Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
+# Overrides that change speed only, never the numbers (cf. ``ccsam.reporting.collect._NOT_HASHED``); every
+# other override, ``runtime.precision`` / ``runtime.on_nonfinite`` included, is part of a recorded spec.
+_SPEED_ONLY_OVERRIDES = ("runtime.threads=", "runtime.compile=", "runtime.channels_last=", "device=")
+# Config keys a final seed folder may differ in from the config the final phase would train now.
+_SPEED_ONLY_KEYS = (
+    ("name",), ("description",), ("out_dir",), ("device",), ("data", "root"), ("data", "cache"),
+    ("data", "download"), ("data", "num_workers"), ("runtime", "threads"), ("runtime", "compile"),
+    ("runtime", "channels_last"),
+)
+# Fields of space.json that older study folders lack: a missing one means "not recorded" and is accepted.
+_NEWER_SPACE_FIELDS = ("startup_trials", "pruner_startup_trials", "pruner_warmup_epochs")
+
+
 def _method_part(value: Any) -> Any:
-    """A recorded value without ``runtime.*`` / ``device`` overrides: they change speed, not the method."""
+    """A recorded value without speed-only overrides (``runtime.threads`` / ``compile`` /
+    ``channels_last``, ``device``): they change speed, not the method or its numbers."""
     if isinstance(value, list):
-        return [v for v in value if not (isinstance(v, str) and v.startswith(("runtime.", "device=")))]
+        return [v for v in value if not (isinstance(v, str) and v.replace(" ", "").startswith(_SPEED_ONLY_OVERRIDES))]
     return value
 
 
@@ -78,8 +94,36 @@ def _migrated_record(record: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _storage_url(study_dir: Path) -> str:
+    return f"sqlite:///{(study_dir / 'study.db').resolve()}"
+
+
+def _finished_trials(study_dir: Path, method: str) -> int | None:
+    """Complete + pruned trials of ``method`` in the study folder's storage; ``None`` if it has no study."""
+    if not (study_dir / "study.db").is_file():
+        return None
+    optuna = _optuna()
+    try:
+        study = optuna.load_study(study_name=method, storage=_storage_url(study_dir))
+    except KeyError:
+        return None
+    done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    return len(study.get_trials(deepcopy=False, states=done))
+
+
+def _start_over(study_dir: Path, method: str) -> None:
+    """Forget a search of ``method`` in which no trial finished (only failed or killed ones)."""
+    optuna = _optuna()
+    if _finished_trials(study_dir, method) is not None:
+        optuna.delete_study(study_name=method, storage=_storage_url(study_dir))
+    shutil.rmtree(study_dir / method / "trials", ignore_errors=True)
+    (study_dir / method / "trials.json").unlink(missing_ok=True)
+
+
 def _check_spec(spec: StudySpec, study_dir: Path, method: str) -> None:
-    """Record the spec; refuse a study folder whose record of ``method``'s search differs."""
+    """Record the spec; refuse a study folder whose record of ``method``'s search differs (a field an
+    older record lacks is not compared). A record under which no trial finished binds nothing: the
+    search starts over with the new spec."""
     m = spec.methods[method]
     record = {
         "method": method,
@@ -87,6 +131,9 @@ def _check_spec(spec: StudySpec, study_dir: Path, method: str) -> None:
         "trials": spec.trials,
         "pruner": spec.pruner,
         "sampler_seed": spec.sampler_seed,
+        "startup_trials": spec.startup_trials,
+        "pruner_startup_trials": spec.pruner_startup_trials,
+        "pruner_warmup_epochs": spec.pruner_warmup_epochs,
         "overrides": [*spec.common_overrides, *m.overrides],
         "search_overrides": [*spec.search_overrides, *m.search_overrides],
         "space": {k: p.model_dump(mode="json") for k, p in m.space.items()},
@@ -95,8 +142,17 @@ def _check_spec(spec: StudySpec, study_dir: Path, method: str) -> None:
     if path.is_file():
         stored = _migrated_record(json.loads(path.read_text()))
         changed = sorted(
-            k for k in record if k != "trials" and _method_part(stored.get(k)) != _method_part(record[k])
+            k for k in record
+            if k != "trials" and not (k in _NEWER_SPACE_FIELDS and k not in stored)
+            and _method_part(stored.get(k)) != _method_part(record[k])
         )
+        if changed and not _finished_trials(study_dir, method):
+            _logger.warning(
+                "'%s': no trial of the recorded search finished (%s changed); starting its search over",
+                method, ", ".join(changed),
+            )
+            _start_over(study_dir, method)
+            changed = []
         if changed:
             raise ConfigError(
                 f"study folder '{study_dir}' searched '{method}' with other "
@@ -134,29 +190,45 @@ def _pruner(spec: StudySpec, optuna: Any) -> Any:
 
 
 def _objective(spec: StudySpec, method: str, trials_dir: Path, optuna: Any) -> Any:
-    def objective(trial: Any) -> float:
+    def train_trial(trial: Any) -> float:
         params = {key: _suggest(trial, key, p) for key, p in spec.methods[method].space.items()}
         cfg = spec.search_config(method, params)
         cfg = cfg.model_copy(update={"name": f"{method}-trial{trial.number:04d}"})
         run = RunDir.create(trials_dir / f"trial-{trial.number:04d}", cfg, ["ccsam", "tune", method])
         trial.set_user_attr("run_dir", str(run.path))
-        trainer = Trainer(cfg, run, progress=False)
         score = float("nan")
         try:
+            trainer = Trainer(cfg, run, progress=False)
             while trainer.epoch < cfg.total_epochs:
                 trainer.fit(stop_at=trainer.epoch + 1, evaluate_test=False)  # validation only, never test
                 score = validation_score(run.read_metrics()[-1])
                 trial.report(score, trainer.epoch - 1)
                 if trial.should_prune():
                     raise optuna.TrialPruned()
-        except KeyboardInterrupt:
-            trial.set_user_attr("interrupted", True)
-            raise
         finally:
             shutil.rmtree(run.path / "checkpoints", ignore_errors=True)  # weights are not kept per trial
         return score
 
+    def objective(trial: Any) -> float:
+        try:
+            score = train_trial(trial)
+        except (KeyboardInterrupt, InterruptedRun):
+            trial.set_user_attr("interrupted", True)
+            raise
+        except CcsamError as exc:  # a bad config or a diverged run: one line, the trial fails (not counted)
+            return _failed(trial, method, str(exc))
+        if not math.isfinite(score):
+            return _failed(trial, method, f"validation score {score}")
+        return score
+
     return objective
+
+
+def _failed(trial: Any, method: str, reason: str) -> float:
+    """Mark a trial failed: its reason in the user attrs (and trials.json), one log line, NaN for Optuna."""
+    trial.set_user_attr("error", reason)
+    _logger.warning("'%s' trial %d failed (not counted): %s", method, trial.number, reason)
+    return float("nan")  # Optuna records a NaN objective as FAIL
 
 
 def validation_score(record: dict[str, Any]) -> float:
@@ -192,6 +264,7 @@ def _trial_records(study: Any) -> list[dict[str, Any]]:
             "value": t.value,
             "validation_per_epoch": {str(k): v for k, v in sorted(t.intermediate_values.items())},
             "run_dir": t.user_attrs.get("run_dir"),
+            "error": t.user_attrs.get("error"),
             "duration_s": t.duration.total_seconds() if t.duration is not None else None,
         }
         for t in study.get_trials(deepcopy=False)
@@ -208,7 +281,7 @@ def run_search(spec: StudySpec, study_dir: str | Path, method: str) -> dict[str,
     if method not in spec.methods:
         raise ConfigError(f"study has no method '{method}' (methods: {', '.join(spec.methods)})")
     _check_spec(spec, study_dir, method)
-    storage = f"sqlite:///{(study_dir / 'study.db').resolve()}"
+    storage = _storage_url(study_dir)
     done_states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     study = optuna.create_study(
         study_name=method,
@@ -224,6 +297,8 @@ def run_search(spec: StudySpec, study_dir: str | Path, method: str) -> dict[str,
     )
     _requeue_interrupted(study, optuna)
     objective = _objective(spec, method, study_dir / method / "trials", optuna)
+    optuna_logger = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed trial is logged once, by _failed
     try:
         for _ in range(3):  # failed trials (a bad config) do not count; retry them, but not forever
             done = len(study.get_trials(deepcopy=False, states=done_states))
@@ -231,7 +306,15 @@ def run_search(spec: StudySpec, study_dir: str | Path, method: str) -> dict[str,
                 break
             study.optimize(objective, n_trials=spec.trials - done, catch=(CcsamError,))
     finally:
+        optuna.logging.set_verbosity(optuna_logger)
         _write_json(study_dir / method / "trials.json", _trial_records(study))
+    done = len(study.get_trials(deepcopy=False, states=done_states))
+    if done < spec.trials:
+        _logger.warning(
+            "'%s': only %d of %d trials finished after 3 rounds of retrying failed ones (see %s); "
+            "run the search again to retry, or fix the space",
+            method, done, spec.trials, study_dir / method / "trials.json",
+        )
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if not complete:
         raise CcsamError(f"no trial of '{method}' completed; see {study_dir / method / 'trials.json'}")
@@ -244,9 +327,92 @@ def run_search(spec: StudySpec, study_dir: str | Path, method: str) -> dict[str,
         "budget": spec.trials,
         "complete": len(complete),
         "pruned": len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.PRUNED,))),
+        "budget_met": done >= spec.trials,
     }
     _write_json(study_dir / method / "choice.json", choice)
     return choice
+
+
+def _choice_for_final(spec: StudySpec, study_dir: Path, method: str) -> dict[str, Any]:
+    """``method``'s choice.json; refused if missing or stale (another budget, or the budget not met)."""
+    if method not in spec.methods:
+        raise ConfigError(f"study has no method '{method}' (methods: {', '.join(spec.methods)})")
+    choice_path = study_dir / method / "choice.json"
+    if not choice_path.is_file():
+        raise ConfigError(f"'{method}' has no choice yet ({choice_path}); run the search phase first")
+    choice: dict[str, Any] = json.loads(choice_path.read_text())
+    budget = choice.get("budget")  # fields an older choice.json lacks are not checked
+    if budget is not None and int(budget) != spec.trials:
+        raise ConfigError(
+            f"'{method}''s choice comes from a search of {budget} trials, but the study file says trials: "
+            f"{spec.trials}; run --phase search first"
+        )
+    if choice.get("complete") is not None and choice.get("pruned") is not None:
+        finished = int(choice["complete"]) + int(choice["pruned"])
+        if finished < spec.trials:
+            raise ConfigError(
+                f"the search of '{method}' finished {finished} of {spec.trials} trials (failed ones do not "
+                "count); run --phase search first"
+            )
+    return choice
+
+
+def _check_final_spec(
+    spec: StudySpec, study_dir: Path, method: str, params: dict[str, Any], variant: str | None,
+    extra_overrides: Sequence[str],
+) -> tuple[Path, dict[str, Any]]:
+    """The path and record of what the final phase trains; refuse a study folder whose record of it
+    differs (a field an older folder lacks is not compared). The caller writes the record."""
+    m = spec.methods[method]
+    record = {
+        "method": method,
+        "variant": variant,
+        "preset": m.preset,
+        "overrides": [*spec.common_overrides, *m.overrides],
+        "final_overrides": [*spec.final_overrides, *m.final_overrides],
+        "extra_overrides": list(extra_overrides),
+        "params": params,
+    }
+    name = "final_spec.json" if variant is None else f"variants/{variant}.spec.json"
+    path = study_dir / method / name
+    if path.is_file():
+        stored = json.loads(path.read_text())
+        if isinstance(stored.get("params"), dict):
+            stored["params"] = _migrated_params(stored["params"])
+        for key in ("overrides", "final_overrides", "extra_overrides"):
+            if isinstance(stored.get(key), list):
+                stored[key] = [migrate_override(v) if isinstance(v, str) else v for v in stored[key]]
+        changed = sorted(
+            k for k in record if k in stored and _method_part(stored[k]) != _method_part(record[k])
+        )
+        if changed:
+            folder = study_dir / method / ("final" if variant is None else f"variants/{variant}")
+            raise ConfigError(
+                f"study folder '{study_dir}' trained the final seeds of '{method}' with other "
+                f"{', '.join(changed)}; restore the study file, or move '{folder}' and '{path}' away to "
+                "train the new ones"
+            )
+    return path, record
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        out.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def _config_differences(stored: RunConfig, wanted: RunConfig) -> list[str]:
+    """Dotted keys in which two resolved configs differ, speed-only keys and the run name aside."""
+    ignored = {".".join(k) for k in _SPEED_ONLY_KEYS}
+
+    def keep(key: str) -> bool:
+        return not any(key == i or key.startswith(i + ".") for i in ignored)
+
+    a, b = _flat(stored.model_dump(mode="json")), _flat(wanted.model_dump(mode="json"))
+    return sorted(k for k in a.keys() | b.keys() if keep(k) and a.get(k, "<absent>") != b.get(k, "<absent>"))
 
 
 def run_final(
@@ -262,23 +428,40 @@ def run_final(
 
     With ``variant`` (an ablation of the chosen config) ``extra_overrides`` are applied after the chosen
     values and the runs go to ``<method>/variants/<variant>/`` (summary ``variants/<variant>.json``).
+
+    Refused (ConfigError): a choice from another budget or an unfinished search, a final spec (preset,
+    overrides, final overrides, chosen values) other than the one recorded, and a seed folder whose config
+    differs from the one the phase would train now, so ``final.json`` never mixes configs.
     """
     study_dir = Path(study_dir)
-    choice_path = study_dir / method / "choice.json"
-    if not choice_path.is_file():
-        raise ConfigError(f"'{method}' has no choice yet ({choice_path}); run the search phase first")
-    params = _migrated_params(json.loads(choice_path.read_text())["params"])
+    choice = _choice_for_final(spec, study_dir, method)
+    params = _migrated_params(choice["params"])
     folder = study_dir / method / ("final" if variant is None else f"variants/{variant}")
     label = "final" if variant is None else variant
     summary_path = study_dir / method / ("final.json" if variant is None else f"variants/{variant}.json")
+    record_path, record = _check_final_spec(spec, study_dir, method, params, variant, extra_overrides)
+    configs = {}
+    for seed in spec.seeds:
+        cfg = resolve_config(
+            spec.methods[method].preset, [*spec.final_overrides_of(method, params, seed), *extra_overrides]
+        )
+        # One name for all seeds of a method, so `ccsam report` puts them in one mean ± std row.
+        configs[seed] = cfg.model_copy(update={"name": f"{method}-{label}"})
+        path = folder / f"seed-{seed}"
+        if (path / "results.json").is_file() or (path / "checkpoints" / "last.pt").is_file():
+            differ = _config_differences(RunDir.open(path).load_config(), configs[seed])
+            if differ:
+                raise ConfigError(
+                    f"seed folder '{path}' was trained with another config than the final phase would train "
+                    f"now ({', '.join(differ[:4])}{', ...' if len(differ) > 4 else ''}); restore the study "
+                    f"file, or move '{folder}' away"
+                )
+    _write_json(record_path, record)
     final: dict[str, Any] = {}
     per_seed: dict[str, Any] = {}
     for seed in spec.seeds:
         path = folder / f"seed-{seed}"
-        cfg = resolve_config(
-            spec.methods[method].preset, [*spec.final_overrides_of(method, params, seed), *extra_overrides]
-        )
-        cfg = cfg.model_copy(update={"name": f"{method}-{label}-seed{seed}"})
+        cfg = configs[seed]
         if (path / "results.json").is_file():
             results = RunDir.open(path).read_results()
         elif (path / "checkpoints" / "last.pt").is_file():
