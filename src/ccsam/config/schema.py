@@ -8,9 +8,9 @@ bad value is reported before any work starts.
 from __future__ import annotations
 
 import difflib
-from typing import Literal, get_args
+from typing import Annotated, Literal, get_args
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from ccsam.config.base import Section
 from ccsam.config.choices import (
@@ -37,6 +37,30 @@ DATASET_NAMES: tuple[str, ...] = get_args(DatasetName)
 FILE_DATASETS = ("imagenet_lt", "places_lt", "inat2018", "list_file", "image_folder")  # JPEGs read from disk
 LIST_DATASETS = ("imagenet_lt", "places_lt", "inat2018", "list_file")  # the splits are given by list files
 OPEN_SET_DATASETS = ("imagenet_lt", "places_lt")  # those with an `_open` list of unknown-class images
+
+SamplerChoice = Literal["instance", "class_aware", "class_balanced", "sqrt", "progressive"]
+
+
+def _epoch_samples_value(value: object) -> object:
+    """``dataset``, ``max_class_times_classes`` or a positive int, else one clear error line."""
+    if value in ("dataset", "max_class_times_classes") and isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    raise ValueError("must be dataset, max_class_times_classes or a positive number of samples")
+
+
+#: Samples per epoch of a resampling sampler (``ccsam.data.samplers.epoch_sample_count``).
+EpochSamples = Annotated[Literal["dataset", "max_class_times_classes"] | int, BeforeValidator(_epoch_samples_value)]
+EPOCH_SAMPLES_HELP = (
+    "samples per epoch of a resampling sampler: dataset = N, the training-set size (CC-SAM's code); "
+    "max_class_times_classes = max_c n_c * C (Kang et al.'s ClassAwareSampler, their cRT / LWS); or a "
+    "count. instance sampling takes only dataset"
+)
+CLASS_VISIT_HELP = (
+    "class_aware only: consecutive samples of a class per visit (Kang et al.'s num_samples_cls; 4 in "
+    "their cRT configs)"
+)
 
 
 class SyntheticConfig(Section):
@@ -184,7 +208,9 @@ class Stage1Config(ScheduleFields):
 
     method: Literal["erm", "ccsam"] = "ccsam"
     loss: LossConfig = LossConfig()
-    sampler: Literal["instance", "class_aware", "class_balanced", "sqrt", "progressive"] = "instance"
+    sampler: SamplerChoice = "instance"
+    epoch_samples: EpochSamples = Field("dataset", description=EPOCH_SAMPLES_HELP)
+    class_visit_samples: int = Field(1, ge=1, description=CLASS_VISIT_HELP)
     mixup_alpha: float = Field(0.0, ge=0.0, description="Beta(alpha, alpha) mixup; 0 turns mixup off")
     flat_ratio: float = Field(0.3, ge=0.0, le=1.0, description="beta: weight of the class-conditional loss")
     noise_scale: float = Field(1e-6, ge=0.0, description="s: multiplier of the closed-form radius")
@@ -214,7 +240,9 @@ class Stage2Config(ScheduleFields):
     schedule: Literal["official_step", "cosine", "constant"] = "constant"
     warmup_epochs: int = Field(0, ge=0)
     milestones: tuple[int, ...] = ()
-    sampler: Literal["instance", "class_aware", "class_balanced", "sqrt", "progressive"] = "class_aware"
+    sampler: SamplerChoice = "class_aware"
+    epoch_samples: EpochSamples = Field("dataset", description=EPOCH_SAMPLES_HELP)
+    class_visit_samples: int = Field(1, ge=1, description=CLASS_VISIT_HELP)
     bn_mode: Literal["train", "eval"] = Field("train", description="train = official (BN stats drift)")
     init_from: Literal["last", "best_val"] = Field("last", description="stage-1 weights stage 2 starts from")
 
@@ -345,7 +373,30 @@ class RunConfig(Section):
                              "set stage1.epochs >= 1")
         if not isinstance(s1.flattening, NoFlattening) and not isinstance(s1.optimizer, SgdOptimizer):
             raise ValueError("stage1.flattening (gp / mp) replaces the update; use it with stage1.optimizer=sgd")
+        self._check_sampler_options()
         return self
+
+    def _check_sampler_options(self) -> None:
+        """``epoch_samples`` needs a resampling sampler, ``class_visit_samples`` the class-aware one, and
+        a counted epoch at least one batch."""
+        for prefix, stage in (("stage1", self.stage1), ("stage2", self.stage2)):
+            if stage.sampler == "instance" and stage.epoch_samples != "dataset":
+                raise ValueError(
+                    f"{prefix}.epoch_samples={stage.epoch_samples} needs a resampling {prefix}.sampler "
+                    f"(class_aware, class_balanced, sqrt, progressive): instance sampling is one permutation "
+                    f"of the N training samples; set {prefix}.epoch_samples=dataset or change the sampler"
+                )
+            if stage.class_visit_samples != 1 and stage.sampler != "class_aware":
+                raise ValueError(
+                    f"{prefix}.class_visit_samples={stage.class_visit_samples} is for {prefix}.sampler="
+                    f"class_aware, not {stage.sampler}; set {prefix}.class_visit_samples=1 or use class_aware"
+                )
+            if isinstance(stage.epoch_samples, int) and stage.epoch_samples < self.data.batch_size:
+                raise ValueError(
+                    f"{prefix}.epoch_samples={stage.epoch_samples} is less than data.batch_size="
+                    f"{self.data.batch_size}, so every epoch would have no step (the last incomplete batch "
+                    f"is dropped); raise {prefix}.epoch_samples"
+                )
 
     def _check_best_val_start(self) -> None:
         """``stage2.init_from=best_val`` needs stage-1 epochs scored on a selection split, and would drop

@@ -201,8 +201,9 @@ class InMemoryLoader:
         self.beta_rng = np.random.Generator(np.random.PCG64(seed))
 
     def __len__(self) -> int:
-        """Batches per epoch."""
-        return len(self.arrays) // self.batch_size
+        """Batches per epoch: ``len(sampler) // batch_size`` (the sampler's epoch, which may be longer or
+        shorter than the data set, cut to whole batches)."""
+        return len(self.sampler) // self.batch_size
 
     def epoch(self) -> Iterator[MixedBatch]:
         """One epoch of augmented (and, if enabled, mixed) batches (the rows ``keep`` of each)."""

@@ -9,12 +9,19 @@ iterators), and the class-conditional with-replacement family of Kang et al., IC
 ("Decoupling Representation and Classifier for Long-Tailed Recognition"): ``class_balanced``
 (``p_c`` uniform over classes), ``sqrt`` (``p_c`` proportional to ``sqrt(n_c)``) and ``progressive``
 (linear interpolation from instance-balanced to class-balanced over the stage).
+
+Epoch length. An epoch of ``instance`` is one pass, ``N`` samples. The resampling samplers draw
+``samples_per_epoch`` samples, which :func:`build_sampler` resolves from ``epoch_samples``
+(:func:`epoch_sample_count`): ``"dataset"`` is ``N``, the training-set size (the CC-SAM code's
+``len(labels)``; the default), ``"max_class_times_classes"`` is ``max_c n_c * C'`` over the ``C'``
+classes with samples (``num_samples`` of Kang et al.'s ``data/ClassAwareSampler.py``, used by their cRT
+/ LWS configs), and an int is that many samples.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeAlias
 
 import torch
 
@@ -27,9 +34,15 @@ __all__ = [
     "InstanceSampler",
     "ProgressiveSampler",
     "SquareRootSampler",
+    "EpochSamples",
     "build_sampler",
+    "epoch_sample_count",
     "list_samplers",
 ]
+
+#: How many samples one epoch of a resampling sampler draws: ``"dataset"`` (``N``),
+#: ``"max_class_times_classes"`` (``max_c n_c * C'``, Kang et al.) or a positive count.
+EpochSamples: TypeAlias = Literal["dataset", "max_class_times_classes"] | int
 
 
 class IndexSampler(Protocol):
@@ -83,6 +96,31 @@ def _epoch_length(samples_per_epoch: int | None, num_samples: int) -> int:
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         raise ValueError(f"samples_per_epoch must be a positive int or None, got {samples_per_epoch!r}")
     return samples
+
+
+def epoch_sample_count(epoch_samples: EpochSamples, labels: torch.Tensor) -> int:
+    """Samples per epoch for ``epoch_samples`` over the training ``labels``.
+
+    ``"dataset"`` gives ``N = len(labels)``; ``"max_class_times_classes"`` gives ``max_c n_c * C'`` with
+    ``C'`` the classes that have at least one sample (Kang et al.'s ``ClassAwareSampler.num_samples``:
+    ``max(len(x) for x in cls_data_list) * len(cls_data_list)`` over the labels present); an int is
+    returned as is.
+
+    Example:
+        >>> labels = torch.tensor([0, 0, 0, 0, 1, 1, 2])  # n_c = [4, 2, 1]
+        >>> epoch_sample_count("dataset", labels), epoch_sample_count("max_class_times_classes", labels)
+        (7, 12)
+    """
+    if epoch_samples == "dataset":
+        return len(labels)
+    if epoch_samples == "max_class_times_classes":
+        sizes = torch.bincount(labels.detach().cpu().to(torch.int64))
+        return int(sizes.max()) * int((sizes > 0).sum())
+    if isinstance(epoch_samples, bool) or not isinstance(epoch_samples, int) or epoch_samples < 1:
+        raise ValueError(
+            f"epoch_samples must be 'dataset', 'max_class_times_classes' or a positive int, got {epoch_samples!r}"
+        )
+    return epoch_samples
 
 
 def _check_kind(state: dict[str, Any], kind: str) -> None:
@@ -144,9 +182,12 @@ class ClassAwareSampler:
     """Class-aware sampling (Shen et al. 2016; Kang et al. 2020 decoupling code).
 
     Classes are visited in a random cyclic order: a shuffled list of the classes with at least one
-    sample, reshuffled each time it is exhausted. Each visit yields one sample from that class's
-    own cyclic iterator (a shuffled list of its positions, reshuffled when exhausted). Both kinds
-    of iterator persist across epochs; an epoch is ``samples_per_epoch`` samples.
+    sample, reshuffled each time it is exhausted. Each visit yields ``class_visit_samples`` (``k``,
+    default 1) consecutive samples from that class's own cyclic iterator (a shuffled list of its
+    positions, reshuffled when exhausted): Kang et al.'s ``num_samples_cls``, 4 in their cRT configs.
+    Both kinds of iterator persist across epochs; an epoch is ``samples_per_epoch`` samples, i.e.
+    ``ceil(samples_per_epoch / k)`` visits whose last one is cut short if ``k`` does not divide it (its
+    unused samples are consumed all the same, as in Kang et al.'s generator).
 
     Example:
         >>> labels = torch.tensor([0, 0, 0, 0, 1, 1, 2])  # the training labels
@@ -156,15 +197,25 @@ class ClassAwareSampler:
         (9, [3, 3, 3])
         >>> len(ClassAwareSampler(labels, num_classes=3, seed=0))  # default: one pass worth, len(labels)
         7
+        >>> pairs = ClassAwareSampler(labels, 3, seed=0, samples_per_epoch=6, class_visit_samples=2)
+        >>> labels[pairs.sample_epoch()].view(3, 2).tolist()  # 2 consecutive samples per class visit
+        [[2, 2], [0, 0], [1, 1]]
     """
 
     def __init__(
-        self, labels: torch.Tensor, num_classes: int, seed: int, samples_per_epoch: int | None = None
+        self,
+        labels: torch.Tensor,
+        num_classes: int,
+        seed: int,
+        samples_per_epoch: int | None = None,
+        class_visit_samples: int = 1,
     ) -> None:
         labels = _check_labels(labels, num_classes, "ClassAwareSampler")
         samples = _epoch_length(samples_per_epoch, len(labels))
+        check_int("class_visit_samples", class_visit_samples, low=1)
         self.num_classes = num_classes
         self.samples_per_epoch = samples
+        self.class_visit_samples = class_visit_samples
         self.seed = seed
         self.epoch = 0
         self._generator = _generator(seed)
@@ -184,14 +235,17 @@ class ClassAwareSampler:
     def sample_epoch(self) -> torch.Tensor:
         """Return the next ``samples_per_epoch`` positions (int64), continuing every iterator."""
         self.epoch += 1
-        visits = self._next_classes(self.samples_per_epoch)
+        per_visit = self.class_visit_samples
+        visits = self._next_classes(-(-self.samples_per_epoch // per_visit))
+        if per_visit > 1:
+            visits = visits.repeat_interleave(per_visit)
         # Fill the slots of each class, in visit order, from that class's own iterator.
         slots = torch.argsort(visits, stable=True)
         taken = torch.bincount(visits, minlength=self.num_classes).tolist()
         draws = [self._next_positions(c, k) for c, k in enumerate(taken) if k > 0]
-        out = torch.empty(self.samples_per_epoch, dtype=torch.int64)
+        out = torch.empty(len(visits), dtype=torch.int64)
         out[slots] = torch.cat(draws)
-        return out
+        return out[: self.samples_per_epoch]
 
     def _next_classes(self, count: int) -> torch.Tensor:
         head = self._class_order[self._class_pointer : self._class_pointer + count]
@@ -227,6 +281,7 @@ class ClassAwareSampler:
             "kind": "class_aware",
             "num_classes": self.num_classes,
             "samples_per_epoch": self.samples_per_epoch,
+            "class_visit_samples": self.class_visit_samples,
             "seed": self.seed,
             "epoch": self.epoch,
             "class_sizes": [len(p) for p in self._positions],
@@ -247,6 +302,7 @@ class ClassAwareSampler:
                 "rebuild the sampler on the same training split (same split manifest)"
             )
         self.samples_per_epoch = int(state["samples_per_epoch"])
+        self.class_visit_samples = int(state.get("class_visit_samples", 1))  # absent before the option existed
         self.seed = int(state["seed"])
         self.epoch = int(state["epoch"])
         self._generator.set_state(state["generator"].clone())
@@ -437,27 +493,35 @@ class ProgressiveSampler(_ClassConditionalSampler):
         self.total_epochs = int(state["total_epochs"])
 
 
-def _progressive(labels: torch.Tensor, num_classes: int, seed: int, total_epochs: int | None) -> IndexSampler:
-    if total_epochs is None:
-        raise ValueError("sampler 'progressive' needs total_epochs (the stage length T); pass total_epochs=")
-    return ProgressiveSampler(labels, num_classes, seed, total_epochs)
-
-
 SamplerName = Literal["instance", "class_aware", "class_balanced", "sqrt", "progressive"]
 
-# Each builder takes (labels, num_classes, seed, total_epochs); only "progressive" uses total_epochs.
-_SAMPLERS: dict[str, Callable[[torch.Tensor, int, int, int | None], IndexSampler]] = {
-    "instance": lambda labels, classes, seed, _: InstanceSampler(len(labels), seed),
-    "class_aware": lambda labels, classes, seed, _: ClassAwareSampler(labels, classes, seed),
-    "class_balanced": lambda labels, classes, seed, _: ClassBalancedSampler(labels, classes, seed),
-    "sqrt": lambda labels, classes, seed, _: SquareRootSampler(labels, classes, seed),
+
+def _progressive(
+    labels: torch.Tensor, num_classes: int, seed: int, total_epochs: int | None, samples: int, _: int
+) -> IndexSampler:
+    if total_epochs is None:
+        raise ValueError("sampler 'progressive' needs total_epochs (the stage length T); pass total_epochs=")
+    return ProgressiveSampler(labels, num_classes, seed, total_epochs, samples)
+
+
+# The resampling samplers: each builder takes (labels, num_classes, seed, total_epochs, samples per
+# epoch, class_visit_samples); only "progressive" uses total_epochs and only "class_aware" the last.
+# "instance" (one permutation of the N samples) is built apart.
+_RESAMPLERS: dict[str, Callable[[torch.Tensor, int, int, int | None, int, int], IndexSampler]] = {
+    "class_aware": lambda labels, classes, seed, _, samples, visit: ClassAwareSampler(
+        labels, classes, seed, samples, visit
+    ),
+    "class_balanced": lambda labels, classes, seed, _, samples, __: ClassBalancedSampler(
+        labels, classes, seed, samples
+    ),
+    "sqrt": lambda labels, classes, seed, _, samples, __: SquareRootSampler(labels, classes, seed, samples),
     "progressive": _progressive,
 }
 
 
 def list_samplers() -> list[str]:
     """Return the sampler names :func:`build_sampler` accepts (sorted)."""
-    return sorted(_SAMPLERS)
+    return sorted([*_RESAMPLERS, "instance"])
 
 
 def build_sampler(
@@ -467,20 +531,42 @@ def build_sampler(
     seed: int,
     *,
     total_epochs: int | None = None,
+    epoch_samples: EpochSamples = "dataset",
+    class_visit_samples: int = 1,
 ) -> IndexSampler:
     """Build the sampler called ``name`` over the long-tailed training ``labels``.
 
     ``total_epochs`` (the stage length ``T``) is required by ``progressive`` and ignored by the others.
+    ``epoch_samples`` sets the epoch length of the resampling samplers (:func:`epoch_sample_count`:
+    ``"dataset"`` = ``N``, ``"max_class_times_classes"`` = ``max_c n_c * C'``, or a count); ``instance``
+    is one permutation of the ``N`` samples and takes only ``"dataset"``. ``class_visit_samples``
+    (consecutive samples per class visit, Kang et al.'s ``num_samples_cls``) is for ``class_aware`` only.
 
     Example:
         >>> labels = torch.tensor([0, 0, 0, 0, 1, 1, 2])  # the training labels
         >>> sampler = build_sampler("class_aware", labels, num_classes=3, seed=0)
         >>> type(sampler).__name__, len(sampler)
         ('ClassAwareSampler', 7)
+        >>> len(build_sampler("class_balanced", labels, 3, seed=0, epoch_samples="max_class_times_classes"))
+        12
         >>> sampler = build_sampler("progressive", labels, 3, seed=0, total_epochs=200)
         >>> sampler.total_epochs
         200
     """
-    if name not in _SAMPLERS:
+    if name != "instance" and name not in _RESAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; choose one of {list_samplers()}")
-    return _SAMPLERS[name](labels, num_classes, seed, total_epochs)
+    check_int("class_visit_samples", class_visit_samples, low=1)
+    if class_visit_samples != 1 and name != "class_aware":
+        raise ValueError(
+            f"class_visit_samples={class_visit_samples} is for the class_aware sampler, not {name!r}; "
+            "drop it or use class_aware"
+        )
+    if name == "instance":
+        if epoch_samples != "dataset":
+            raise ValueError(
+                f"epoch_samples={epoch_samples!r} needs a resampling sampler: instance sampling is one "
+                "permutation of the N training samples; use 'dataset' or another sampler"
+            )
+        return InstanceSampler(len(labels), seed)
+    samples = epoch_sample_count(epoch_samples, labels)
+    return _RESAMPLERS[name](labels, num_classes, seed, total_epochs, samples, class_visit_samples)

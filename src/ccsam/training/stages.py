@@ -123,7 +123,10 @@ def _loader(
 ) -> InMemoryLoader | DataLoaderBatches:
     stage_cfg = cfg.stage1 if number == 1 else cfg.stage2
     extra = {"total_epochs": stage_cfg.epochs} if stage_cfg.sampler == "progressive" else {}
-    sampler = build_sampler(stage_cfg.sampler, data.train.labels.cpu(), data.num_classes, seed, **extra)
+    sampler = build_sampler(
+        stage_cfg.sampler, data.train.labels.cpu(), data.num_classes, seed, **extra,
+        epoch_samples=stage_cfg.epoch_samples, class_visit_samples=stage_cfg.class_visit_samples,
+    )
     mixup_alpha = cfg.stage1.mixup_alpha if number == 1 else 0.0
     memory_format = torch.channels_last if runtime.channels_last else torch.contiguous_format
     return train_batches(data, sampler, cfg.data, mixup_alpha, seed, runtime.device, memory_format)
