@@ -209,7 +209,8 @@ class DataLoaderBatches:
             raise one_line(exc) from None
 
     def state_dict(self) -> dict[str, Any]:
-        """Sampler, seed-generator and mixup-RNG state."""
+        """Sampler, seed-generator and mixup-RNG state, taken between epochs (as the trainer does): a
+        state taken inside an epoch resumes at the next epoch, not at the next batch."""
         return {
             "sampler": self.sampler.state_dict(),
             "generator": self.generator.get_state().clone(),

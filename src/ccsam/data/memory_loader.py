@@ -226,7 +226,8 @@ class InMemoryLoader:
             yield dataclasses.replace(batch, inputs=batch.inputs.contiguous(memory_format=self.memory_format))
 
     def state_dict(self) -> dict[str, Any]:
-        """Sampler, augmentation-generator and mixup-RNG state."""
+        """Sampler, augmentation-generator and mixup-RNG state, taken between epochs (as the trainer does):
+        a state taken inside an epoch does not continue that epoch's batch sequence."""
         return {
             "sampler": self.sampler.state_dict(),
             "generator": _generator_state(self.generator),
