@@ -133,6 +133,13 @@ class DataConfig(Section):
                              "colour jitter) or none")
         return self
 
+    @property
+    def has_val_list(self) -> bool:
+        """A list data set whose selection split is its own val list (ImageNet-LT, Places-LT, a list_file
+        with ``val_list``); the other list data sets carve it from the train list
+        (``selection_per_class``), the in-memory ones draw it from unused images (``val_per_class``)."""
+        return self.dataset in OPEN_SET_DATASETS or (self.dataset == "list_file" and self.val_list is not None)
+
 
 class ModelConfig(Section):
     """Backbone architecture and the classifier head on top of it."""
@@ -403,8 +410,7 @@ class RunConfig(Section):
         stage-1 SWA's averaged weights (``best_val.pt`` holds the best single epoch)."""
         data, s1 = self.data, self.stage1
         fix = "or set stage2.init_from=last"
-        no_val_list = data.dataset == "inat2018" or (data.dataset == "list_file" and not data.val_list)
-        if no_val_list and data.selection_per_class == 0:
+        if data.dataset in LIST_DATASETS and not data.has_val_list and data.selection_per_class == 0:
             raise ValueError(f"stage2.init_from=best_val needs a selection split: {data.dataset} has no val "
                              f"list, so set data.selection_per_class (held out of the train list) {fix}")
         if data.dataset not in LIST_DATASETS and data.val_per_class == 0:

@@ -11,7 +11,7 @@ from typing import Any
 
 from torch import nn
 
-from ccsam.config.schema import FILE_DATASETS, LIST_DATASETS, OPEN_SET_DATASETS, DataConfig, RunConfig
+from ccsam.config.schema import FILE_DATASETS, LIST_DATASETS, DataConfig, RunConfig
 from ccsam.data.arrays import ImageArrays
 from ccsam.data.build import LongTailData
 from ccsam.errors import ConfigError
@@ -182,8 +182,7 @@ def _unread_data_options(data: DataConfig) -> list[str]:
     if data.dataset in LIST_DATASETS:
         names: tuple[str, ...] = _LONG_TAIL_FIELDS
         why = "trains on its list files as they are (no long-tailed subset is drawn)"
-        has_val_list = data.dataset in OPEN_SET_DATASETS or (data.dataset == "list_file" and data.val_list)
-        if has_val_list:
+        if data.has_val_list:
             names = (*names, "selection_per_class")
             why += "; it selects on its val list"
     elif data.dataset not in FILE_DATASETS:

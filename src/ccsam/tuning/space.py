@@ -158,8 +158,7 @@ def _check_selection_split(cfg: RunConfig) -> None:
     """Refuse a search config without the split the objective is scored on (validation / selection)."""
     data = cfg.data
     if data.dataset in LIST_DATASETS:
-        no_val_list = data.dataset == "inat2018" or (data.dataset == "list_file" and not data.val_list)
-        if no_val_list and data.selection_per_class == 0:
+        if not data.has_val_list and data.selection_per_class == 0:
             raise ConfigError(
                 f"the search scores trials on a selection split, but {data.dataset} has no val list and "
                 "data.selection_per_class=0; set data.selection_per_class >= 1 in the search overrides"
