@@ -170,9 +170,7 @@ class ImbSAM(SAM):
         for p, head in self._head_grads.items():
             if p.grad is None:
                 p.grad = head
-            elif self.tail_weight == 1.0:
-                p.grad.add_(head)
             else:
-                p.grad.mul_(self.tail_weight).add_(head)
+                p.grad.mul_(self.tail_weight).add_(head)  # x * 1.0 is exact: lambda = 1 adds bit for bit
         self._head_grads = {}
         super().second_step(zero_grad=zero_grad, grad_scaler=grad_scaler)

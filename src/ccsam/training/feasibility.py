@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel
 from torch import nn
 
 from ccsam.config.schema import FILE_DATASETS, LIST_DATASETS, DataConfig, RunConfig
@@ -141,7 +142,6 @@ def ignored_option_warnings(cfg: RunConfig) -> list[str]:
         stage = getattr(cfg, name)
         if stage.epochs == 0:
             continue
-        fields = type(stage).model_fields
         if stage.schedule == "constant" and stage.warmup_epochs:
             lines.append(f"{name}.warmup_epochs={stage.warmup_epochs} has no effect with {name}.schedule=constant "
                          f"(the learning rate is {name}.lr throughout); set it to 0 or use cosine / official_step")
@@ -151,22 +151,27 @@ def ignored_option_warnings(cfg: RunConfig) -> list[str]:
         if stage.schedule == "official_step" and stage.warmup_epochs == 1:
             lines.append(f"{name}.warmup_epochs=1 is no warm-up with {name}.schedule=official_step (as in the "
                          "official code, epoch e runs at counter e + 1 >= 1); use 0 or >= 2")
-        if stage.swa_start != fields["swa_start"].default and not stage.swa:
+        if _away_from_default(stage, ("swa_start",)) and not stage.swa:
             lines.append(f"{name}.swa_start has no effect without {name}.swa=true")
-    s1, s1_fields = cfg.stage1, type(cfg.stage1).model_fields
+    s1 = cfg.stage1
     if s1.epochs and s1.method == "erm":
-        unread = [f"stage1.{key}" for key in ("flat_ratio", "noise_scale")
-                  if getattr(s1, key) != s1_fields[key].default]
+        unread = [f"stage1.{key}" for key in _away_from_default(s1, ("flat_ratio", "noise_scale"))]
         if unread:
             lines.append(f"{' and '.join(unread)} weigh CC-SAM's perturbed loss; with stage1.method=erm they "
                          "have no effect")
-    if s1.perturb_scope != "last_k" and s1.perturb_last_k != s1_fields["perturb_last_k"].default:
+    if s1.perturb_scope != "last_k" and _away_from_default(s1, ("perturb_last_k",)):
         lines.append(f"stage1.perturb_last_k={s1.perturb_last_k} has no effect with stage1.perturb_scope="
                      f"{s1.perturb_scope}; it counts blocks for perturb_scope=last_k")
-    if cfg.model.head == "linear" and cfg.model.head_scale != type(cfg.model).model_fields["head_scale"].default:
+    if cfg.model.head == "linear" and _away_from_default(cfg.model, ("head_scale",)):
         lines.append(f"model.head_scale={cfg.model.head_scale:g} scales a cosine head; with model.head=linear "
                      "it has no effect")
     return lines + _unread_data_options(cfg.data)
+
+
+def _away_from_default(section: BaseModel, names: tuple[str, ...]) -> list[str]:
+    """The fields among ``names`` whose value in ``section`` differs from the field's default."""
+    fields = type(section).model_fields
+    return [name for name in names if getattr(section, name) != fields[name].default]
 
 
 #: Options of the long-tailed subset drawn from a full training set (not read by the list data sets).
@@ -189,8 +194,7 @@ def _unread_data_options(data: DataConfig) -> list[str]:
         names, why = _FILE_ONLY_FIELDS, "is read into memory, not from image files"
     else:
         return []
-    fields = type(data).model_fields
-    changed = [f"data.{name}" for name in names if getattr(data, name) != fields[name].default]
+    changed = [f"data.{name}" for name in _away_from_default(data, names)]
     if not changed:
         return []
     return [f"{', '.join(changed)} {'has' if len(changed) == 1 else 'have'} no effect: data.dataset="

@@ -106,7 +106,6 @@ def imbsam_update(model: nn.Module, objective: ErmObjective, batch: MixedBatch, 
             p.grad = g
     with bn_stats_frozen(model), autocast():
         perturbed_tail = run_objective(model, objective, batch, mask=tail)
-    tail_weight = optimizer.tail_weight
-    (perturbed_tail.loss if tail_weight == 1.0 else tail_weight * perturbed_tail.loss).backward()
+    (optimizer.tail_weight * perturbed_tail.loss).backward()  # x * 1.0 is exact: lambda = 1 is the plain sum
     optimizer.second_step(zero_grad=True)
     return StepOutput((head_loss + tail_loss).detach(), logits.detach())
