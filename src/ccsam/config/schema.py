@@ -38,6 +38,14 @@ FILE_DATASETS = ("imagenet_lt", "places_lt", "inat2018", "list_file", "image_fol
 LIST_DATASETS = ("imagenet_lt", "places_lt", "inat2018", "list_file")  # the splits are given by list files
 OPEN_SET_DATASETS = ("imagenet_lt", "places_lt")  # those with an `_open` list of unknown-class images
 
+#: Config keys that name a run or say where and how fast it runs, never what it computes: a run's label,
+#: paths, device and worker / thread / compile settings (seeds of one method differ only in these and
+#: ``seed``; ``ccsam.reporting.collect`` and ``ccsam.tuning.study`` compare configs without them).
+MACHINE_KEYS: tuple[tuple[str, ...], ...] = (
+    ("name",), ("description",), ("out_dir",), ("device",), ("data", "root"), ("data", "cache"),
+    ("data", "download"), ("data", "num_workers"), ("runtime", "threads"), ("runtime", "compile"),
+)
+
 SamplerChoice = Literal["instance", "class_aware", "class_balanced", "sqrt", "progressive"]
 
 

@@ -18,21 +18,10 @@ from typing import Any
 import yaml
 
 from ccsam.config.migration import migrate_tree
+from ccsam.config.schema import MACHINE_KEYS
 
 # Keys that differ between seeds or machines but not between methods.
-_NOT_HASHED = {
-    ("seed",),
-    ("name",),
-    ("description",),
-    ("out_dir",),
-    ("device",),
-    ("data", "root"),
-    ("data", "cache"),
-    ("data", "download"),
-    ("data", "num_workers"),
-    ("runtime", "threads"),
-    ("runtime", "compile"),
-}
+_NOT_HASHED = {("seed",), *MACHINE_KEYS}
 
 
 @dataclass

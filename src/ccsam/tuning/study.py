@@ -30,7 +30,7 @@ from typing import Any
 from ccsam.atomic_io import atomic_write_text
 from ccsam.config import resolve_config
 from ccsam.config.migration import migrate_key, migrate_override
-from ccsam.config.schema import RunConfig
+from ccsam.config.schema import MACHINE_KEYS, RunConfig
 from ccsam.errors import CcsamError, ConfigError, InterruptedRun
 from ccsam.training.run_dir import RunDir
 from ccsam.training.trainer import Trainer, train
@@ -57,15 +57,11 @@ def _write_json(path: Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
-# Overrides that change speed only, never the numbers (cf. ``ccsam.reporting.collect._NOT_HASHED``); every
+# Overrides that change speed only, never the numbers (cf. ``ccsam.config.schema.MACHINE_KEYS``); every
 # other override, ``runtime.precision`` / ``runtime.on_nonfinite`` included, is part of a recorded spec.
 _SPEED_ONLY_OVERRIDES = ("runtime.threads=", "runtime.compile=", "runtime.channels_last=", "device=")
 # Config keys a final seed folder may differ in from the config the final phase would train now.
-_SPEED_ONLY_KEYS = (
-    ("name",), ("description",), ("out_dir",), ("device",), ("data", "root"), ("data", "cache"),
-    ("data", "download"), ("data", "num_workers"), ("runtime", "threads"), ("runtime", "compile"),
-    ("runtime", "channels_last"),
-)
+_SPEED_ONLY_KEYS = (*MACHINE_KEYS, ("runtime", "channels_last"))
 # Fields of space.json that older study folders lack: a missing one means "not recorded" and is accepted.
 _NEWER_SPACE_FIELDS = ("startup_trials", "pruner_startup_trials", "pruner_warmup_epochs")
 
