@@ -12,6 +12,12 @@ tuned CC-SAM (released form): the radius ablation (none / dir_only / mag_only vs
 isolation (CC-SAM or ERM stage 1, each followed by CC-SAM's stage 2 or cRT). After every job the report
 `benchmarks/results/fmnist-lt-tuned.md` is rewritten from whatever has finished (`--smoke`: inside the
 study folder). A lock file in the study folder keeps a second copy from running at the same time.
+
+The study's JSON records (spec, spaces, trials, choices, per-seed results: `ccsam.tuning.records`) are
+copied after every job into `benchmarks/results/fmnist-lt-tuned-records/`, which is committed: the study
+folder (Optuna storage, run folders) is lost with its machine, the records are not. On a new machine the
+study folder is rebuilt from them first (`--phase restore` does only that), so finished trials and seeds
+are not trained again; `--phase records` copies the records and rewrites the report while a study runs.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import yaml
 
 from ccsam.config import resolve_config
 from ccsam.data.build import DATA_ROOT_ENV
-from ccsam.tuning import load_study_spec, run_final, run_search
+from ccsam.tuning import export_records, load_study_spec, restore_study, run_final, run_search
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tuned_report import write_report  # noqa: E402
@@ -34,6 +40,15 @@ from tuned_report import write_report  # noqa: E402
 HERE = Path(__file__).resolve().parent
 SPEC = HERE / "fmnist_tuned_study.yaml"
 REPORT = HERE / "results" / "fmnist-lt-tuned.md"
+RECORDS = HERE / "results" / "fmnist-lt-tuned-records"
+# Where and with what code the study ran (quoted at the top of the report).
+PROVENANCE = (
+    "> The study runs from a checkout frozen at commit 2c6fec4 (the flat config keys of that version, e.g. "
+    "`stage1.rho`, `stage2.up_limit`; the same math as today's union keys, which `ccsam tune` migrates when "
+    "it continues an old study folder). Machine: 2-core Intel Xeon (KVM guest), no GPU, one torch thread, "
+    "channels_last; the cores were shared with development work. On 2026-12-03 the machine was replaced: the "
+    "study folder was rebuilt from the committed records (`--phase restore`) and continued."
+)
 CRT_STAGE2 = [
     "stage2.method={name: retrain, reinit_head: true}",  # a mapping replaces the tuned CC-SAM stage 2 member
     "stage2.sampler=class_balanced",
@@ -111,23 +126,46 @@ def main() -> None:
     parser.add_argument(
         "--smoke", action="store_true", help="2 trials, 2 seeds, 1 (+1) epochs: a pipeline check"
     )
-    parser.add_argument("--phase", choices=("search", "final", "ablations", "report", "all"), default="all")
+    parser.add_argument(
+        "--phase", choices=("search", "final", "ablations", "report", "restore", "records", "all"), default="all",
+        help="restore: rebuild the study folder from the records and stop; records: copy the study folder's "
+        "records and rewrite the report (safe while a study runs); report: rewrite the report only",
+    )
     parser.add_argument("--methods", nargs="*", default=None, help="a subset of the study's methods")
+    parser.add_argument(
+        "--records", default=None,
+        help=f"records folder (default {RECORDS.relative_to(HERE.parent)}; none with --smoke)",
+    )
     args = parser.parse_args()
     if args.data_root:
         os.environ[DATA_ROOT_ENV] = str(Path(args.data_root).expanduser())
     study_dir = Path(args.study_dir)
     report = study_dir / "fmnist-lt-tuned-smoke.md" if args.smoke else REPORT
+    records = Path(args.records) if args.records else None if args.smoke else RECORDS
     spec = load_study_spec(_spec_tree(args.smoke))
     methods = args.methods or list(spec.methods)
     ablated = "ccsam-released"  # the radius ablation exists for the head-only (released) form
 
     def report_now() -> None:
+        if records is not None:
+            export_records(study_dir, records)
         write_report(
-            _spec_tree(args.smoke), _spec_tree(False), study_dir, report, ABLATIONS, smoke=args.smoke
+            _spec_tree(args.smoke), _spec_tree(False), study_dir, report, ABLATIONS, smoke=args.smoke,
+            preface="" if args.smoke else PROVENANCE,
         )
 
+    if args.phase == "records":  # reads the study folder only: no lock
+        report_now()
+        print(f"records: {records}\nreport: {report}")
+        return
     with StudyLock(study_dir):
+        if records is not None and records.is_dir():
+            restored = restore_study(spec, records, study_dir, variant_overrides=ABLATIONS)
+            if any(restored.values()):
+                print(f"restored from {records}: {restored['files']} record files, {restored['trials']} "
+                      f"trials, {restored['seeds']} finished seeds")
+        if args.phase == "restore":
+            return
         # Method by method (its search, then its seeds), so that whatever has finished is a complete row.
         for method in methods:
             if args.phase in ("search", "all"):

@@ -3,12 +3,11 @@
 Per method: budget, chosen values, proxy validation score, full-schedule test mean ± std over seeds
 (overall / many / medium / few / ECE), seeds missing; the paired per-seed comparison of the best CC-SAM
 variant against the best baseline (both chosen by validation) with a 95 % t-interval; the ablations; the
-search spaces; and the per-epoch cost measured on this machine with the full study's estimated time.
+search spaces; and the per-epoch cost recorded on this machine with the full study's estimated time.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import platform
@@ -231,21 +230,31 @@ def _ablations(spec: StudySpec, summary: dict[str, Any], names: list[str]) -> li
     ]
 
 
-def _epoch_seconds(study_dir: Path, method: str) -> float | None:
-    times = []
-    for metrics in (study_dir / method).glob("*/*/metrics.jsonl"):
-        times += [json.loads(line)["time_s"] for line in metrics.read_text().splitlines() if line.strip()]
+def _epoch_seconds(full: StudySpec, method: str, entry: dict[str, Any]) -> float | None:
+    """Median recorded seconds per epoch of ``method`` (validation included): each trial's duration over
+    the epochs it reported, each seed's training time over its schedule's epochs. From the JSON records
+    alone, so a study folder rebuilt from them (``ccsam.tuning.restore_study``) reports the same cost."""
+    times = [
+        t["duration_s"] / len(t["validation_per_epoch"])
+        for t in entry.get("trials") or []
+        if t.get("duration_s") and t.get("validation_per_epoch")
+    ]
+    params = (entry.get("choice") or {}).get("params")
+    seeds = (entry.get("final") or {}).get("per_seed") or {}
+    if params is not None and seeds:
+        epochs = full.final_config(method, params, 0).total_epochs
+        times += [r["train_time_s"] / epochs for r in seeds.values()]
     return statistics.median(times) if times else None
 
 
-def _cost(full: StudySpec, study_dir: Path, summary: dict[str, Any], n_ablations: int) -> list[str]:
-    """Median measured seconds per epoch times the full study's epochs (unpruned search + seeds)."""
+def _cost(full: StudySpec, summary: dict[str, Any], n_ablations: int) -> list[str]:
+    """Median recorded seconds per epoch times the full study's epochs (unpruned search + seeds)."""
     lines = _table(
         ["method", "median s / epoch (incl. validation)", "est. full search + final (+ ablations)"]
     )
     total = 0.0
     for method in full.methods:
-        sec = _epoch_seconds(study_dir, method)
+        sec = _epoch_seconds(full, method, summary.get(method, {}))
         if sec is None:
             lines.append(f"| {method} | - | - |")
             continue
@@ -271,9 +280,10 @@ def write_report(
     ablations: dict[str, list[str]],
     *,
     smoke: bool = False,
+    preface: str = "",
 ) -> None:
     """Write the report of ``study_dir`` (declared by ``tree``; ``full_tree`` = the real study, for the
-    cost estimate) to ``out``."""
+    cost estimate) to ``out``; ``preface`` (Markdown) goes under the title."""
     spec, full = load_study_spec(tree), load_study_spec(full_tree)
     summary = study_summary(study_dir)
     seeds = ", ".join(map(str, spec.seeds))
@@ -282,6 +292,7 @@ def write_report(
         f"# Fashion-MNIST-LT IR 100: every method tuned on validation, then seeds {seeds}"
         + (" (SMOKE RUN: tiny schedule, not a result)" if smoke else ""),
         "",
+        *([preface, ""] if preface else []),
         f"Command: `python benchmarks/fmnist_tuned_study.py{flag} --study-dir {study_dir}`; study file "
         f"`benchmarks/fmnist_tuned_study.yaml`. Written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on "
         f"{platform.machine()} / {os.cpu_count()} CPUs, torch {torch.__version__}.",
@@ -311,6 +322,6 @@ def write_report(
     for method, m in spec.methods.items():
         fixed = ", ".join(f"`{o}`" for o in m.overrides) or "-"
         lines.append(f"| {method} | `{m.preset}`, {fixed} | {_fmt_space(spec, method)} |")
-    lines += ["", "## Cost on this machine", "", *_cost(full, study_dir, summary, len(ablations)), ""]
+    lines += ["", "## Cost on this machine", "", *_cost(full, summary, len(ablations)), ""]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines))

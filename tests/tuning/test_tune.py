@@ -139,7 +139,7 @@ def test_a_smaller_trial_budget_for_a_searched_method_is_refused_and_changes_not
     assert not (tmp_path / "spec.json").exists()
 
 
-def test_cli_runs_search_and_final_from_a_study_file(tmp_path: Path, capsys) -> None:
+def test_cli_runs_search_and_final_from_a_study_file(tmp_path: Path, capsys, monkeypatch) -> None:
     import yaml
 
     from ccsam.cli.main import main
@@ -148,8 +148,19 @@ def test_cli_runs_search_and_final_from_a_study_file(tmp_path: Path, capsys) -> 
     tree["search_overrides"], tree["final_overrides"] = ["stage1.epochs=1"], ["stage1.epochs=1"]
     spec_file = tmp_path / "study.yaml"
     spec_file.write_text(yaml.safe_dump(tree))
-    assert main(["tune", "--spec", str(spec_file), "--study-dir", str(tmp_path / "s")]) == 0
+    records = ["--records", str(tmp_path / "records")]
+    assert main(["tune", "--spec", str(spec_file), "--study-dir", str(tmp_path / "s"), *records]) == 0
     out = capsys.readouterr().out
     assert "ce: chose trial 0" in out and "test top-1 per seed" in out
     assert (tmp_path / "s" / "ce" / "final" / "seed-3" / "results.json").is_file()
+    recorded = json.loads((tmp_path / "records" / "ce" / "final.json").read_text())
+    assert recorded == json.loads((tmp_path / "s" / "ce" / "final.json").read_text())
+    # A new machine: the same command with the records rebuilds the study folder and trains nothing.
+    monkeypatch.setattr(Trainer, "__init__", None)  # any training would fail
+    assert main(["tune", "--spec", str(spec_file), "--study-dir", str(tmp_path / "new"), *records]) == 0
+    out = capsys.readouterr().out
+    assert "restored from" in out and "1 trials, 1 finished seeds" in out
+    assert json.loads((tmp_path / "new" / "ce" / "final.json").read_text())["per_seed"] == {
+        "3": {**recorded["per_seed"]["3"], "run_dir": str(tmp_path / "new" / "ce" / "final" / "seed-3")}
+    }
     assert main(["tune", "--spec", str(tmp_path / "missing.yaml"), "--study-dir", str(tmp_path / "s")]) == 2

@@ -21,7 +21,10 @@ _EPILOG = """The study file (YAML) declares the budget (`trials`, the same for e
       preset: fmnist-lt-sam
       space:
         stage1.optimizer.rho: {type: float, low: 0.02, high: 1.0, log: true}
-Run it again to continue a killed study (SQLite storage in STUDY_DIR/study.db)."""
+Run it again to continue a killed study (SQLite storage in STUDY_DIR/study.db). With --records DIR the
+study's JSON records (spec, spaces, trials, choices, per-seed results) are copied into DIR after every
+phase: commit DIR, and on a new machine the same command rebuilds STUDY_DIR from it first (finished
+trials and seeds are not trained again)."""
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -38,23 +41,35 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="only this method (repeatable; default: every method of the study file)")
     p.add_argument("--phase", choices=("search", "final", "all"), default="all",
                    help="search only, final only (needs the search's choice), or both (default)")
+    p.add_argument("--records", default=None, metavar="DIR",
+                   help="keep the study's JSON records in DIR (copied after every phase) and rebuild what "
+                   "STUDY_DIR lacks from them before starting")
     p.add_argument("--data-root", default=None, help=f"folder holding the data sets (sets ${DATA_ROOT_ENV})")
 
 
 def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from ccsam.tuning import load_study_spec, run_final, run_search
+    from ccsam.tuning import export_records, load_study_spec, restore_study, run_final, run_search
 
     if args.data_root:
         os.environ[DATA_ROOT_ENV] = str(Path(args.data_root).expanduser())
     spec = load_study_spec(args.spec)
     methods = args.method or list(spec.methods)
+    if args.records and Path(args.records).is_dir():
+        restored = restore_study(spec, args.records, args.study_dir)
+        if any(restored.values()):
+            print(f"restored from {args.records}: {restored['files']} record files, {restored['trials']} trials, "
+                  f"{restored['seeds']} finished seeds")
     for method in methods:
         if args.phase in ("search", "all"):
             choice = run_search(spec, args.study_dir, method)
             print(f"{method}: chose trial {choice['trial']} (validation {100 * choice['validation']:.2f}) "
                   f"{choice['params']}")
+            if args.records:
+                export_records(args.study_dir, args.records)
         if args.phase in ("final", "all"):
             final = run_final(spec, args.study_dir, method)
             tops = [100 * r["test"]["top1"] for r in final["per_seed"].values()]
             print(f"{method}: test top-1 per seed {', '.join(f'{t:.2f}' for t in tops)}")
+            if args.records:
+                export_records(args.study_dir, args.records)
     return 0

@@ -11,6 +11,7 @@ models, so they are not run here):
 the test split once per seed.
 """
 
+from ccsam.tuning.records import export_records, restore_study
 from ccsam.tuning.space import MethodSearch, ParamSpec, StudySpec, load_study_spec
 from ccsam.tuning.study import run_final, run_search, study_summary, validation_score
 
@@ -18,7 +19,9 @@ __all__ = [
     "MethodSearch",
     "ParamSpec",
     "StudySpec",
+    "export_records",
     "load_study_spec",
+    "restore_study",
     "run_final",
     "run_search",
     "study_summary",

@@ -38,7 +38,7 @@ from ccsam.tuning.space import ParamSpec, StudySpec
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ["run_final", "run_search", "study_summary"]
+__all__ = ["final_run_config", "run_final", "run_search", "study_summary"]
 
 VALIDATION_KEY = "balanced"
 
@@ -411,6 +411,18 @@ def _config_differences(stored: RunConfig, wanted: RunConfig) -> list[str]:
     return sorted(k for k in a.keys() | b.keys() if keep(k) and a.get(k, "<absent>") != b.get(k, "<absent>"))
 
 
+def final_run_config(
+    spec: StudySpec, method: str, params: dict[str, Any], seed: int, extra_overrides: Sequence[str], label: str
+) -> RunConfig:
+    """The config of one final-phase seed: ``method``'s preset with the study's final overrides, the chosen
+    ``params``, ``seed`` and (for an ablation) ``extra_overrides``, named ``<method>-<label>`` for all seeds
+    of a method so that ``ccsam report`` puts them in one mean ± std row."""
+    cfg = resolve_config(
+        spec.methods[method].preset, [*spec.final_overrides_of(method, params, seed), *extra_overrides]
+    )
+    return cfg.model_copy(update={"name": f"{method}-{label}"})
+
+
 def run_final(
     spec: StudySpec,
     study_dir: str | Path,
@@ -438,11 +450,7 @@ def run_final(
     record_path, record = _check_final_spec(spec, study_dir, method, params, variant, extra_overrides)
     configs = {}
     for seed in spec.seeds:
-        cfg = resolve_config(
-            spec.methods[method].preset, [*spec.final_overrides_of(method, params, seed), *extra_overrides]
-        )
-        # One name for all seeds of a method, so `ccsam report` puts them in one mean ± std row.
-        configs[seed] = cfg.model_copy(update={"name": f"{method}-{label}"})
+        configs[seed] = final_run_config(spec, method, params, seed, extra_overrides, label)
         path = folder / f"seed-{seed}"
         if (path / "results.json").is_file() or (path / "checkpoints" / "last.pt").is_file():
             differ = _config_differences(RunDir.open(path).load_config(), configs[seed])

@@ -1,0 +1,136 @@
+"""A study's JSON records rebuild its study folder on a new machine: a finished search is not run again,
+an unfinished one continues with the trials it lacks, finished seeds are kept, and nothing the study
+folder already holds is overwritten."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import synthetic_overrides
+
+from ccsam.errors import ConfigError
+from ccsam.training import trainer as trainer_module
+from ccsam.training.trainer import Trainer
+from ccsam.tuning import export_records, load_study_spec, restore_study, run_final, run_search
+from ccsam.tuning.study import _storage_url, _trial_records
+
+optuna = pytest.importorskip("optuna")
+
+
+def _tree(trials: int) -> dict:
+    common = synthetic_overrides(**{"stage1.epochs": 2, "stage2.epochs": 0, "stage1.method": "erm"})
+    return {
+        "trials": trials, "seeds": [0, 1], "startup_trials": 1, "pruner": "median",
+        "pruner_startup_trials": 1, "pruner_warmup_epochs": 0, "common_overrides": common,
+        "search_overrides": ["stage1.epochs=2"], "final_overrides": ["stage1.epochs=2"],
+        "methods": {"ce": {"preset": "fmnist-lt-ce", "space": {
+            "stage1.lr": {"type": "float", "low": 0.01, "high": 0.2, "log": True},
+            "stage1.mixup_alpha": {"type": "categorical", "choices": [0.0, 1.0]},
+            "stage1.warmup_epochs": {"type": "int", "low": 0, "high": 1},
+        }}},
+    }
+
+
+@pytest.fixture(scope="module")
+def finished_study(tmp_path_factory) -> tuple[Path, Path]:
+    """A study of 3 trials and 2 final seeds, and its records exported to another folder."""
+    root = tmp_path_factory.mktemp("records")
+    spec = load_study_spec(_tree(trials=3))
+    run_search(spec, root / "study", "ce")
+    run_final(spec, root / "study", "ce")
+    changed = export_records(root / "study", root / "records")
+    assert {p.relative_to(root / "records").as_posix() for p in changed} == {
+        "spec.json", "ce/space.json", "ce/trials.json", "ce/choice.json", "ce/final_spec.json", "ce/final.json",
+    }
+    assert export_records(root / "study", root / "records") == []  # unchanged files are not rewritten
+    return root / "study", root / "records"
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("a restored study trained a model")
+
+    monkeypatch.setattr(Trainer, "__init__", refuse)
+    monkeypatch.setattr(trainer_module, "train", refuse)
+    monkeypatch.setattr("ccsam.tuning.study.train", refuse)
+
+
+def test_a_study_rebuilt_from_its_records_trains_nothing_and_reports_the_same(
+    finished_study: tuple[Path, Path], tmp_path: Path, no_training
+) -> None:
+    study, records = finished_study
+    spec = load_study_spec(_tree(trials=3))
+    counts = restore_study(spec, records, tmp_path / "new")
+    assert counts == {"files": 6, "trials": 3, "seeds": 2}
+    # The Optuna storage holds the same trials: numbers, states, values, per-epoch scores, durations.
+    rebuilt = _trial_records(optuna.load_study(study_name="ce", storage=_storage_url(tmp_path / "new")))
+    recorded = json.loads((study / "ce" / "trials.json").read_text())
+    for new, old in zip(rebuilt, recorded, strict=True):
+        assert new.pop("duration_s") == pytest.approx(old.pop("duration_s"), abs=1e-6)
+        assert new == old
+    # The search is finished (no trial trains) and chooses the same; the seeds are kept, not trained.
+    assert run_search(spec, tmp_path / "new", "ce") == json.loads((study / "ce" / "choice.json").read_text())
+    final = run_final(spec, tmp_path / "new", "ce")
+    before = json.loads((study / "ce" / "final.json").read_text())
+    kept = ("test", "val", "train_time_s")
+    for seed, row in final["per_seed"].items():
+        assert {k: row[k] for k in kept} == {k: before["per_seed"][seed][k] for k in kept}
+        results = json.loads((Path(row["run_dir"]) / "results.json").read_text())
+        assert results["restored_from"] == "ce/final.json"
+
+
+def test_an_unfinished_search_continues_with_the_trials_it_lacks(
+    finished_study: tuple[Path, Path], tmp_path: Path, monkeypatch
+) -> None:
+    _, records = finished_study
+    spec = load_study_spec(_tree(trials=5))  # a larger budget: the restored 3 trials count toward it
+    restore_study(spec, records, tmp_path / "new")
+    trained = {"n": 0}
+    real_init = Trainer.__init__
+
+    def counting_init(self, *args, **kwargs):
+        trained["n"] += 1
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "__init__", counting_init)
+    choice = run_search(spec, tmp_path / "new", "ce")
+    assert trained["n"] == 2
+    trials = json.loads((tmp_path / "new" / "ce" / "trials.json").read_text())
+    assert [t["number"] for t in trials] == [0, 1, 2, 3, 4]
+    assert trials[:3] == [
+        {**t, "duration_s": pytest.approx(t["duration_s"], abs=1e-6)}
+        for t in json.loads((records / "ce" / "trials.json").read_text())
+    ]
+    assert choice["budget"] == 5 and choice["complete"] + choice["pruned"] == 5
+
+
+def test_restore_keeps_what_the_study_folder_holds(finished_study: tuple[Path, Path], tmp_path: Path) -> None:
+    study, records = finished_study
+    spec = load_study_spec(_tree(trials=3))
+    target = tmp_path / "study"
+    shutil.copytree(study, target)
+    (target / "ce" / "final.json").write_text('{"kept": true}\n')
+    seed_results = target / "ce" / "final" / "seed-0" / "results.json"
+    original_results = seed_results.read_text()
+    assert restore_study(spec, records, target) == {"files": 0, "trials": 0, "seeds": 0}
+    assert json.loads((target / "ce" / "final.json").read_text()) == {"kept": True}
+    assert seed_results.read_text() == original_results
+
+
+def test_restore_refuses_a_missing_records_folder_and_a_gap_in_the_trials(
+    finished_study: tuple[Path, Path], tmp_path: Path
+) -> None:
+    _, records = finished_study
+    spec = load_study_spec(_tree(trials=3))
+    with pytest.raises(ConfigError, match="does not exist"):
+        restore_study(spec, tmp_path / "nowhere", tmp_path / "new")
+    broken = tmp_path / "broken"
+    shutil.copytree(records, broken)
+    trials = json.loads((broken / "ce" / "trials.json").read_text())
+    (broken / "ce" / "trials.json").write_text(json.dumps(trials[1:]))
+    with pytest.raises(ConfigError, match="skips trial 0"):
+        restore_study(spec, broken, tmp_path / "new")
