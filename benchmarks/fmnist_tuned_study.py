@@ -43,11 +43,16 @@ REPORT = HERE / "results" / "fmnist-lt-tuned.md"
 RECORDS = HERE / "results" / "fmnist-lt-tuned-records"
 # Where and with what code the study ran (quoted at the top of the report).
 PROVENANCE = (
-    "> The study runs from a checkout frozen at commit 2c6fec4 (the flat config keys of that version, e.g. "
-    "`stage1.rho`, `stage2.up_limit`; the same math as today's union keys, which `ccsam tune` migrates when "
-    "it continues an old study folder). Machine: 2-core Intel Xeon (KVM guest), no GPU, one torch thread, "
-    "channels_last; the cores were shared with development work. On 2026-12-03 the machine was replaced: the "
-    "study folder was rebuilt from the committed records (`--phase restore`) and continued."
+    "> Code: the rows ce ... ldam-drw-sam, the ImbSAM search and its seeds 0-1 ran at commit 2c6fec4 (the flat "
+    "config keys of that version, e.g. `stage1.rho`, `stage2.up_limit`; `ccsam tune` migrates them). On "
+    "2026-12-03 the machine was replaced: the study folder was rebuilt from the committed records "
+    "(`--phase restore`) and continued with today's code, which trains every remaining configuration (ImbSAM, "
+    "the six ablations) bit for bit as 2c6fec4 did (2-epoch runs, `benchmarks/tuned_study_parity.py`); "
+    "ccsam-paper, rounding-level different (1e-6), ran entirely with today's code. Its first search space, "
+    "noise_scale in [0.1, 10], was abandoned after 3 trials at chance (radius larger than the weights' useful "
+    "range; `fmnist-lt-tuned-records/abandoned/`) and replaced by [0.01, 1] before any test evaluation. "
+    "Machine: 2-core Intel Xeon (KVM guest), no GPU, one torch thread, channels_last; the cores were shared "
+    "with development work."
 )
 CRT_STAGE2 = [
     "stage2.method={name: retrain, reinit_head: true}",  # a mapping replaces the tuned CC-SAM stage 2 member
@@ -132,6 +137,7 @@ def main() -> None:
         "records and rewrite the report (safe while a study runs); report: rewrite the report only",
     )
     parser.add_argument("--methods", nargs="*", default=None, help="a subset of the study's methods")
+    parser.add_argument("--report", default=None, help=f"report file (default {REPORT.relative_to(HERE.parent)})")
     parser.add_argument(
         "--records", default=None,
         help=f"records folder (default {RECORDS.relative_to(HERE.parent)}; none with --smoke)",
@@ -140,7 +146,7 @@ def main() -> None:
     if args.data_root:
         os.environ[DATA_ROOT_ENV] = str(Path(args.data_root).expanduser())
     study_dir = Path(args.study_dir)
-    report = study_dir / "fmnist-lt-tuned-smoke.md" if args.smoke else REPORT
+    report = Path(args.report) if args.report else study_dir / "fmnist-lt-tuned-smoke.md" if args.smoke else REPORT
     records = Path(args.records) if args.records else None if args.smoke else RECORDS
     spec = load_study_spec(_spec_tree(args.smoke))
     methods = args.methods or list(spec.methods)

@@ -134,3 +134,35 @@ def test_restore_refuses_a_missing_records_folder_and_a_gap_in_the_trials(
     (broken / "ce" / "trials.json").write_text(json.dumps(trials[1:]))
     with pytest.raises(ConfigError, match="skips trial 0"):
         restore_study(spec, broken, tmp_path / "new")
+
+
+def test_a_running_search_is_recorded_and_its_running_trial_re_queued_on_restore(
+    finished_study: tuple[Path, Path], tmp_path: Path, monkeypatch
+) -> None:
+    study, _ = finished_study
+    live = tmp_path / "live"
+    shutil.copytree(study, live)
+    running = optuna.load_study(study_name="ce", storage=_storage_url(live)).ask()  # its process was killed
+    values = {
+        "stage1.lr": running.suggest_float("stage1.lr", 0.01, 0.2, log=True),
+        "stage1.mixup_alpha": running.suggest_categorical("stage1.mixup_alpha", [0.0, 1.0]),
+        "stage1.warmup_epochs": running.suggest_int("stage1.warmup_epochs", 0, 1),
+    }
+    export_records(live, tmp_path / "records")
+    recorded = json.loads((tmp_path / "records" / "ce" / "trials.json").read_text())
+    assert [t["state"] for t in recorded][-1] == "RUNNING" and recorded[-1]["params"] == values
+
+    spec = load_study_spec(_tree(trials=4))
+    restore_study(spec, tmp_path / "records", tmp_path / "new")
+    trained = []
+    real_init = Trainer.__init__
+
+    def recording_init(self, cfg, *args, **kwargs):
+        trained.append(cfg)
+        real_init(self, cfg, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "__init__", recording_init)
+    run_search(spec, tmp_path / "new", "ce")
+    assert len(trained) == 1 and trained[0].stage1.lr == values["stage1.lr"]  # the killed trial, re-run
+    trials = json.loads((tmp_path / "new" / "ce" / "trials.json").read_text())
+    assert [t["state"] for t in trials][3] == "FAIL" and trials[4]["params"] == values

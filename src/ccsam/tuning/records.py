@@ -35,7 +35,7 @@ from ccsam.config.migration import migrate_override
 from ccsam.errors import ConfigError
 from ccsam.training.run_dir import RunDir
 from ccsam.tuning.space import StudySpec
-from ccsam.tuning.study import _migrated_params, _optuna, _storage_url, final_run_config
+from ccsam.tuning.study import _migrated_params, _optuna, _storage_url, _trial_records, final_run_config
 
 __all__ = ["export_records", "restore_study"]
 
@@ -54,16 +54,34 @@ def _record_paths(folder: Path) -> list[Path]:
     return paths
 
 
+def _live_trials(study_dir: Path) -> dict[Path, str]:
+    """``<method>/trials.json`` as the Optuna storage holds it now (a search writes its file only when it
+    stops, so a search still running is recorded up to its last finished trial, the running one as
+    RUNNING: restored, it is re-queued with its values)."""
+    if not (study_dir / "study.db").is_file():
+        return {}
+    optuna = _optuna()
+    storage = _storage_url(study_dir)
+    out = {}
+    for summary in optuna.get_all_study_summaries(storage=storage):
+        if (study_dir / summary.study_name / "space.json").is_file():
+            study = optuna.load_study(study_name=summary.study_name, storage=storage)
+            out[Path(summary.study_name) / "trials.json"] = json.dumps(_trial_records(study), indent=2) + "\n"
+    return out
+
+
 def export_records(study_dir: str | Path, records_dir: str | Path) -> list[Path]:
     """Copy the JSON records of ``study_dir`` into ``records_dir``; returns the files that changed.
 
+    ``trials.json`` is written from the Optuna storage, so a search that is still running is recorded too.
     Files of the same name are replaced (the study folder is the newer record); other files in
     ``records_dir`` (a README, a report) are left alone.
     """
     study_dir, records_dir = Path(study_dir), Path(records_dir)
+    live = _live_trials(study_dir)
     changed = []
-    for rel in _record_paths(study_dir):
-        text = (study_dir / rel).read_text()
+    for rel in sorted({*_record_paths(study_dir), *live}):
+        text = live[rel] if rel in live else (study_dir / rel).read_text()
         target = records_dir / rel
         if target.is_file() and target.read_text() == text:
             continue
