@@ -166,3 +166,14 @@ def test_a_running_search_is_recorded_and_its_running_trial_re_queued_on_restore
     assert len(trained) == 1 and trained[0].stage1.lr == values["stage1.lr"]  # the killed trial, re-run
     trials = json.loads((tmp_path / "new" / "ce" / "trials.json").read_text())
     assert [t["state"] for t in trials][3] == "FAIL" and trials[4]["params"] == values
+
+
+def test_restore_refuses_seeds_that_the_changed_study_file_would_train_otherwise(
+    finished_study: tuple[Path, Path], tmp_path: Path
+) -> None:
+    _, records = finished_study
+    changed = _tree(trials=3)
+    changed["final_overrides"] = ["stage1.epochs=3"]  # not what the recorded seeds trained
+    with pytest.raises(ConfigError, match="trained the final seeds of 'ce' with other final_overrides"):
+        restore_study(load_study_spec(changed), records, tmp_path / "new")
+    assert not (tmp_path / "new" / "ce" / "final").exists()

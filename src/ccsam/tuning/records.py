@@ -35,7 +35,14 @@ from ccsam.config.migration import migrate_override
 from ccsam.errors import ConfigError
 from ccsam.training.run_dir import RunDir
 from ccsam.tuning.space import StudySpec
-from ccsam.tuning.study import _migrated_params, _optuna, _storage_url, _trial_records, final_run_config
+from ccsam.tuning.study import (
+    _check_final_spec,
+    _migrated_params,
+    _optuna,
+    _storage_url,
+    _trial_records,
+    final_run_config,
+)
 
 __all__ = ["export_records", "restore_study"]
 
@@ -162,6 +169,9 @@ def _restore_seed_folders(
     label = "final" if variant is None else variant
     folder = study_dir / method / ("final" if variant is None else f"variants/{variant}")
     params = _migrated_params(summary.get("params") or {})
+    # The study file must still declare what the recorded seeds trained (final_spec.json, when recorded):
+    # a seed folder resolved from a changed study file would pass off old results as the new config's.
+    _check_final_spec(spec, study_dir, method, params, variant, extra)
     restored = 0
     for seed_key, entry in sorted((summary.get("per_seed") or {}).items()):
         path = folder / f"seed-{seed_key}"
