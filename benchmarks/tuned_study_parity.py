@@ -70,7 +70,8 @@ def compare(a_path: Path, b_path: Path) -> None:
         if a[name] == b.get(name):
             print(f"{name}: identical")
             continue
-        first = next((i for i, (x, y) in enumerate(zip(a[name]["epochs"], b[name]["epochs"])) if x != y), "-")
+        pairs = zip(a[name]["epochs"], b[name]["epochs"], strict=False)  # a shorter run differs at its end
+        first = next((i for i, (x, y) in enumerate(pairs) if x != y), "-")
         print(f"{name}: differs from epoch {first}")
 
 

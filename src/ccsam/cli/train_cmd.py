@@ -17,6 +17,7 @@ from ccsam.distributed.launch import shared_path, torchrun_session
 from ccsam.errors import ConfigError, InterruptedRun
 from ccsam.reporting import format_results_table
 from ccsam.training.run_dir import RunDir, default_run_path
+from ccsam.training.stage1_reuse import check_stage1_source, start_from_stage1
 from ccsam.training.trainer import Trainer
 
 _EPILOG = """overrides: KEY=VALUE with dotted keys, checked against the config schema, anywhere, e.g.
@@ -56,6 +57,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "(never one with results)")
     p.add_argument("--resume", default=None, metavar="RUN_DIR",
                    help="continue an interrupted run (one with no completed epoch restarts at epoch 0)")
+    p.add_argument("--stage1-from", default=None, metavar="RUN_DIR",
+                   help="train only stage 2, starting from the end of RUN_DIR's stage 1 (the new config may "
+                   "differ from RUN_DIR's only in stage2.*, logging.* and where it runs); the result equals "
+                   "training the new config from scratch")
     p.add_argument("--no-progress", action="store_true", help="no per-epoch progress bar")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides (see below)")
 
@@ -106,9 +111,10 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         raise ConfigError("--overwrite replaces the folder named by --out; without --out a new time-stamped "
                           "folder is made anyway, so drop --overwrite or add --out FOLDER")
     if args.resume:
-        if args.preset or args.overrides or args.out or args.compile or args.overwrite:
+        if args.preset or args.overrides or args.out or args.compile or args.overwrite or args.stage1_from:
             raise ConfigError("--resume takes the run folder's own config; drop --preset/--out/--overwrite/"
-                              "overrides (only --data-root or --data-cache may say where the data lives now)")
+                              "--stage1-from/overrides (only --data-root or --data-cache may say where the data "
+                              "lives now)")
         run_dir = RunDir.open(args.resume)
         config = _relocated(run_dir.load_config(), args.data_root, args.data_cache)
         with torchrun_session(config.device):
@@ -126,20 +132,31 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if args.compile:
         overrides.append("runtime.compile=true")
     config = with_absolute_paths(resolve_config(args.preset, overrides))
+    source = RunDir.open(args.stage1_from) if args.stage1_from else None
+    if source is not None:  # refuse before anything is created
+        check_stage1_source(source, config)
     with torchrun_session(config.device):
         # One folder for every rank (the default name has a timestamp): rank 0's, checked there.
         path = shared_path(lambda: RunDir.check_new(
             Path(args.out) if args.out else default_run_path(config), overwrite=args.overwrite
         ).path)
         # Reads and checks the data before anything is written.
-        trainer = Trainer(config, RunDir(path), progress=progress)
+        trainer = Trainer(config, RunDir(path), progress=progress, load_pretrained_weights=source is None)
         run_dir = RunDir(shared_path(
             lambda: RunDir.create(path, config, ["ccsam", *argv], overwrite=args.overwrite).path
         ))
+        if source is not None:
+            shared_path(lambda: _started_from(source, run_dir, config))
+            trainer.resume()  # at the first stage-2 epoch, with the source's stage-1 state
         if is_main():
-            print(f"run folder: {run_dir.path}")
+            print(f"run folder: {run_dir.path}" + (f" (stage 1 from {source.path})" if source else ""))
         _print_results(_until_done(run_dir, trainer.fit), run_dir)
     return 0
+
+
+def _started_from(source: RunDir, run_dir: RunDir, config: RunConfig) -> Path:
+    start_from_stage1(source, run_dir, config)
+    return run_dir.path
 
 
 def _print_results(results: dict, run_dir: RunDir) -> None:

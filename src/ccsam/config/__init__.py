@@ -3,6 +3,7 @@
 from ccsam.config.io import (
     DEFAULT_PRESET,
     apply_overrides,
+    config_differences,
     config_from_tree,
     config_to_yaml,
     known_keys,
@@ -31,6 +32,7 @@ __all__ = [
     "Stage2Config",
     "SyntheticConfig",
     "apply_overrides",
+    "config_differences",
     "config_from_tree",
     "config_to_yaml",
     "known_keys",

@@ -332,3 +332,28 @@ def load_config_file(path: str | Path) -> RunConfig:
         return config_from_tree(migrate_tree(tree))  # a run folder of the flat-config version migrates
     except ConfigError as exc:
         raise ConfigError(f"'{path}': {exc}") from None
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        out.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def config_differences(a: RunConfig, b: RunConfig, ignore: Iterable[tuple[str, ...]] = ()) -> list[str]:
+    """The dotted keys whose values differ between two resolved configs (a key one of them lacks, e.g. a
+    field of another union member, counts as differing), sorted; keys under a path in ``ignore`` (e.g.
+    :data:`~ccsam.config.schema.MACHINE_KEYS`) are left out."""
+    ignored = {".".join(k) for k in ignore}
+
+    def keep(key: str) -> bool:
+        return not any(key == i or key.startswith(i + ".") for i in ignored)
+
+    flat_a, flat_b = _flat(a.model_dump(mode="json")), _flat(b.model_dump(mode="json"))
+    return sorted(
+        k for k in flat_a.keys() | flat_b.keys()
+        if keep(k) and flat_a.get(k, "<absent>") != flat_b.get(k, "<absent>")
+    )

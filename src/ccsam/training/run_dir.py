@@ -54,6 +54,8 @@ class RunDir:
     results_path = property(lambda self: self.path / "results.json")
     last_checkpoint = property(lambda self: self.path / "checkpoints" / "last.pt")
     best_val_checkpoint = property(lambda self: self.path / "checkpoints" / "best_val_stage1.pt")
+    # The state at the end of stage 1 of a two-stage run (last.pt moves on): `ccsam train --stage1-from`.
+    stage1_checkpoint = property(lambda self: self.path / "checkpoints" / "stage1_end.pt")
 
     @classmethod
     def check_new(cls, path: str | Path, *, overwrite: bool = False) -> RunDir:

@@ -153,7 +153,10 @@ class Trainer:
                 self._write_scalars(record, self.epoch)
             self.epoch += 1
             if is_main():
-                save_checkpoint(self.run.last_checkpoint, self.state_dict())
+                state = self.state_dict()
+                save_checkpoint(self.run.last_checkpoint, state)
+                if self.epoch == self.cfg.stage1.epochs and self.cfg.stage2.epochs:
+                    save_checkpoint(self.run.stage1_checkpoint, state)  # what another stage 2 can start from
                 _log_epoch(record, self.cfg)
             barrier()
         if not evaluate_test:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ccsam.atomic_io import atomic_write_text
-from ccsam.config import resolve_config
+from ccsam.config import config_differences, resolve_config
 from ccsam.config.migration import migrate_key, migrate_override
 from ccsam.config.schema import MACHINE_KEYS, RunConfig
 from ccsam.errors import CcsamError, ConfigError, InterruptedRun
@@ -391,26 +391,6 @@ def _check_final_spec(
     return path, record
 
 
-def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(tree, dict):
-        return {prefix: tree}
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        out.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
-    return out
-
-
-def _config_differences(stored: RunConfig, wanted: RunConfig) -> list[str]:
-    """Dotted keys in which two resolved configs differ, speed-only keys and the run name aside."""
-    ignored = {".".join(k) for k in _SPEED_ONLY_KEYS}
-
-    def keep(key: str) -> bool:
-        return not any(key == i or key.startswith(i + ".") for i in ignored)
-
-    a, b = _flat(stored.model_dump(mode="json")), _flat(wanted.model_dump(mode="json"))
-    return sorted(k for k in a.keys() | b.keys() if keep(k) and a.get(k, "<absent>") != b.get(k, "<absent>"))
-
-
 def final_run_config(
     spec: StudySpec, method: str, params: dict[str, Any], seed: int, extra_overrides: Sequence[str], label: str
 ) -> RunConfig:
@@ -453,7 +433,7 @@ def run_final(
         configs[seed] = final_run_config(spec, method, params, seed, extra_overrides, label)
         path = folder / f"seed-{seed}"
         if (path / "results.json").is_file() or (path / "checkpoints" / "last.pt").is_file():
-            differ = _config_differences(RunDir.open(path).load_config(), configs[seed])
+            differ = config_differences(RunDir.open(path).load_config(), configs[seed], _SPEED_ONLY_KEYS)
             if differ:
                 raise ConfigError(
                     f"seed folder '{path}' was trained with another config than the final phase would train "
