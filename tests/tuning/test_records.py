@@ -177,3 +177,29 @@ def test_restore_refuses_seeds_that_the_changed_study_file_would_train_otherwise
     with pytest.raises(ConfigError, match="trained the final seeds of 'ce' with other final_overrides"):
         restore_study(load_study_spec(changed), records, tmp_path / "new")
     assert not (tmp_path / "new" / "ce" / "final").exists()
+
+
+def test_a_stage2_ablation_trains_only_stage2_on_the_final_runs_stage1_and_equals_training_it_whole(
+    finished_study: tuple[Path, Path], tmp_path: Path, monkeypatch
+) -> None:
+    study, _ = finished_study
+    target = tmp_path / "study"
+    shutil.copytree(study, target)
+    spec = load_study_spec(_tree(trials=3))
+    crt = ["stage2.epochs=1", "stage2.method={name: retrain, reinit_head: true}", "stage2.sampler=class_balanced"]
+    stages: list[int] = []
+    real = Trainer.train_epoch
+
+    def counting(self):
+        stages.append(self.stage.number)
+        return real(self)
+
+    monkeypatch.setattr(Trainer, "train_epoch", counting)
+    whole = run_final(spec, target, "ce", variant="crt-whole", extra_overrides=crt)
+    assert stages == [1, 1, 2] * 2
+    stages.clear()
+    shared = run_final(spec, target, "ce", variant="crt-shared", extra_overrides=crt, stage1_from="final")
+    assert stages == [2, 2]  # the final seeds' stage 1 (2 epochs each) is not trained again
+    for seed in ("0", "1"):
+        assert shared["per_seed"][seed]["test"] == whole["per_seed"][seed]["test"]
+        assert (Path(shared["per_seed"][seed]["run_dir"]) / "stage1_from.json").is_file()

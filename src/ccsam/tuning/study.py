@@ -31,8 +31,9 @@ from ccsam.atomic_io import atomic_write_text
 from ccsam.config import config_differences, resolve_config
 from ccsam.config.migration import migrate_key, migrate_override
 from ccsam.config.schema import MACHINE_KEYS, RunConfig
-from ccsam.errors import CcsamError, ConfigError, InterruptedRun
+from ccsam.errors import CcsamError, ConfigError, InterruptedRun, RunDirError
 from ccsam.training.run_dir import RunDir
+from ccsam.training.stage1_reuse import check_stage1_source, start_from_stage1
 from ccsam.training.trainer import Trainer, train
 from ccsam.tuning.space import ParamSpec, StudySpec
 
@@ -410,12 +411,17 @@ def run_final(
     *,
     variant: str | None = None,
     extra_overrides: Sequence[str] = (),
+    stage1_from: str | None = None,
 ) -> dict[str, Any]:
     """Train ``method``'s chosen config on the full schedule once per seed; evaluate the test split once
     per seed (the only place the study reads it). Finished seeds are kept, interrupted ones resumed.
 
     With ``variant`` (an ablation of the chosen config) ``extra_overrides`` are applied after the chosen
     values and the runs go to ``<method>/variants/<variant>/`` (summary ``variants/<variant>.json``).
+    ``stage1_from`` (``"final"`` or another variant's name) names runs of the same method that declare the
+    same stage 1 (an ablation of stage 2 only): a seed whose run there finished its stage 1 trains only
+    stage 2 from it (:mod:`ccsam.training.stage1_reuse`; bit-identical to training from scratch), the
+    others train from scratch.
 
     Refused (ConfigError): a choice from another budget or an unfinished search, a final spec (preset,
     overrides, final overrides, chosen values) other than the one recorded, and a seed folder whose config
@@ -453,7 +459,11 @@ def run_final(
         else:
             if path.exists():
                 shutil.rmtree(path)  # set up but no epoch finished: start again
-            results = train(cfg, RunDir.create(path, cfg, ["ccsam", "tune", method, "final"]), progress=False)
+            run = RunDir.create(path, cfg, ["ccsam", "tune", method, "final"])
+            source = _stage1_source(study_dir / method, stage1_from, seed, cfg)
+            if source is not None:
+                start_from_stage1(source, run, cfg)
+            results = train(cfg, run, resume=source is not None, progress=False)
         per_seed[str(seed)] = {
             "test": _metrics(results["test"]),
             "val": _metrics(results.get("val")),
@@ -471,6 +481,21 @@ def run_final(
         }
         _write_json(summary_path, final)
     return final
+
+
+def _stage1_source(method_dir: Path, stage1_from: str | None, seed: int, cfg: RunConfig) -> RunDir | None:
+    """The run of ``seed`` under ``stage1_from`` whose finished stage 1 ``cfg`` can start from, if any."""
+    if stage1_from is None:
+        return None
+    path = method_dir / ("final" if stage1_from == "final" else f"variants/{stage1_from}") / f"seed-{seed}"
+    if not (path / "config.yaml").is_file():
+        return None
+    source = RunDir.open(path)
+    try:
+        check_stage1_source(source, cfg)
+    except RunDirError:  # no finished stage 1 there (e.g. a results-only folder rebuilt from records)
+        return None
+    return source
 
 
 def _metrics(report: dict[str, Any] | None) -> dict[str, Any] | None:
