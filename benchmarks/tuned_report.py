@@ -183,10 +183,7 @@ def _paired(spec: StudySpec, summary: dict[str, Any]) -> list[str]:
     base = best([m for m in spec.methods if not m.startswith("ccsam")])
     if ccsam is None or base is None:
         return ["Not available yet (needs a finished search of a CC-SAM variant and of a baseline)."]
-    top1 = {
-        n: {s: r["test"]["top1"] for s, r in ((summary[n].get("final") or {}).get("per_seed") or {}).items()}
-        for n in (ccsam, base)
-    }
+    top1 = {n: _top1_per_seed(summary, n) for n in (ccsam, base)}
     result = paired_interval(top1[ccsam], top1[base])
     head = f"Best CC-SAM variant by validation: **{ccsam}**; best baseline by validation: **{base}**."
     if result is None:
@@ -208,6 +205,28 @@ def _paired(spec: StudySpec, summary: dict[str, Any]) -> list[str]:
         f"95 % t-interval [{100 * result['low']:+.2f}, {100 * result['high']:+.2f}] over "
         f"{len(result['seeds'])} paired seeds: {verdict}.",
     ]
+
+
+def _top1_per_seed(summary: dict[str, Any], method: str) -> dict[str, float]:
+    per_seed = ((summary.get(method) or {}).get("final") or {}).get("per_seed") or {}
+    return {s: r["test"]["top1"] for s, r in per_seed.items()}
+
+
+def _paired_matrix(spec: StudySpec, summary: dict[str, Any]) -> list[str]:
+    """Every CC-SAM variant against every baseline, paired over the seeds both finished: for completeness
+    (the pre-declared comparison is the one above), so that no pair has to be computed by hand."""
+    ccsam = [m for m in spec.methods if m.startswith("ccsam")]
+    bases = [m for m in spec.methods if not m.startswith("ccsam")]
+    lines = _table(["CC-SAM variant − baseline (points, 95 % t-interval)", *bases])
+    for c in ccsam:
+        cells = []
+        for b in bases:
+            r = paired_interval(_top1_per_seed(summary, c), _top1_per_seed(summary, b))
+            cells.append("-" if r is None else
+                         f"{100 * r['mean']:+.2f} [{100 * r['low']:+.2f}, {100 * r['high']:+.2f}]"
+                         + ("" if len(r["seeds"]) == len(spec.seeds) else f" ({len(r['seeds'])} seeds)"))
+        lines.append("| " + " | ".join([c, *cells]) + " |")
+    return lines + ["", "Test overall top-1, paired per seed; `-`: fewer than 2 seeds finished for both."]
 
 
 def _ablations(spec: StudySpec, summary: dict[str, Any], names: list[str]) -> list[str]:
@@ -310,6 +329,10 @@ def write_report(
         "## Paired comparison",
         "",
         *_paired(spec, summary),
+        "",
+        "Every CC-SAM variant against every baseline (reported for completeness, not a selection):",
+        "",
+        *_paired_matrix(spec, summary),
         "",
         f"## Which part of CC-SAM helps ({ABLATED}, tuned values fixed)",
         "",
