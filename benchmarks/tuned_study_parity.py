@@ -37,7 +37,7 @@ def run(code: Path, out: Path) -> None:
     from ccsam.tuning import load_study_spec
 
     try:
-        from ccsam.tuning.study import _migrated_params as migrate
+        from ccsam.tuning.study import migrated_params as migrate
     except ImportError:  # the frozen version reads its own keys
         def migrate(params: dict) -> dict:
             return params

@@ -6,6 +6,7 @@ One leaf module so every layer (data manifests, the data cache, run folders, che
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -32,6 +33,22 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         if exc.filename is None:  # e.g. ENOSPC from write / fsync: name the file being written
             raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
         raise
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_copy_file(source: Path, path: Path) -> None:
+    """Copy ``source`` to ``path`` as :func:`atomic_write_bytes` writes (streamed, not held in memory)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.chmod(tmp, 0o666 & ~_umask())
+    try:
+        with os.fdopen(fd, "wb") as handle, open(source, "rb") as src:
+            shutil.copyfileobj(src, handle, 1 << 20)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

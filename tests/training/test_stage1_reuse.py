@@ -68,6 +68,14 @@ def test_stage2_on_a_two_stage_runs_stage1_equals_training_from_scratch(
     record = json.loads((tmp_path / "crt-reused" / "stage1_from.json").read_text())
     assert record == {"source": str((tmp_path / "ccsam").resolve()), "checkpoint": "stage1_end.pt",
                       "stage1_epochs": 2}
+    # A run started that way is a source in turn; stage 2 from the best-validation stage-1 weights too.
+    best_val = [*base, *CRT, "stage2.init_from=best_val"]
+    assert _train(tmp_path / "best-scratch", "fmnist-lt-ccsam", best_val) == 0
+    trained_stages.clear()
+    assert _train(tmp_path / "best-chained", "fmnist-lt-ccsam", best_val,
+                  "--stage1-from", str(tmp_path / "crt-reused")) == 0
+    assert trained_stages == [2, 2]
+    _same_run(tmp_path / "best-scratch", tmp_path / "best-chained")
 
 
 def test_stage2_on_a_stage1_only_run_equals_training_from_scratch(tmp_path: Path, trained_stages) -> None:

@@ -15,7 +15,7 @@ from ccsam.errors import ConfigError
 from ccsam.training import trainer as trainer_module
 from ccsam.training.trainer import Trainer
 from ccsam.tuning import export_records, load_study_spec, restore_study, run_final, run_search
-from ccsam.tuning.study import _storage_url, _trial_records
+from ccsam.tuning.study import storage_url, trial_records
 
 optuna = pytest.importorskip("optuna")
 
@@ -67,7 +67,7 @@ def test_a_study_rebuilt_from_its_records_trains_nothing_and_reports_the_same(
     counts = restore_study(spec, records, tmp_path / "new")
     assert counts == {"files": 6, "trials": 3, "seeds": 2}
     # The Optuna storage holds the same trials: numbers, states, values, per-epoch scores, durations.
-    rebuilt = _trial_records(optuna.load_study(study_name="ce", storage=_storage_url(tmp_path / "new")))
+    rebuilt = trial_records(optuna.load_study(study_name="ce", storage=storage_url(tmp_path / "new")))
     recorded = json.loads((study / "ce" / "trials.json").read_text())
     for new, old in zip(rebuilt, recorded, strict=True):
         assert new.pop("duration_s") == pytest.approx(old.pop("duration_s"), abs=1e-6)
@@ -81,6 +81,14 @@ def test_a_study_rebuilt_from_its_records_trains_nothing_and_reports_the_same(
         assert {k: row[k] for k in kept} == {k: before["per_seed"][seed][k] for k in kept}
         results = json.loads((Path(row["run_dir"]) / "results.json").read_text())
         assert results["restored_from"] == "ce/final.json"
+    # `ccsam report` reads the restored seeds as one mean ± std row, like the originals.
+    from ccsam.reporting.collect import collect_runs
+
+    def grouped(folder: Path) -> dict:
+        runs = collect_runs(sorted((folder / "ce" / "final").glob("seed-*")))
+        return {label: sorted(r["seed"] for r in rows) for label, rows in runs.groups.items()}
+
+    assert grouped(tmp_path / "new") == grouped(study) == {"ce-final": [0, 1]}
 
 
 def test_an_unfinished_search_continues_with_the_trials_it_lacks(
@@ -121,19 +129,86 @@ def test_restore_keeps_what_the_study_folder_holds(finished_study: tuple[Path, P
     assert seed_results.read_text() == original_results
 
 
-def test_restore_refuses_a_missing_records_folder_and_a_gap_in_the_trials(
-    finished_study: tuple[Path, Path], tmp_path: Path
+def _damage(records: Path, name: str) -> None:
+    trials_path, final_path = records / "ce" / "trials.json", records / "ce" / "final.json"
+    trials, final = json.loads(trials_path.read_text()), json.loads(final_path.read_text())
+    if name == "not json":
+        trials_path.write_text(trials_path.read_text()[:-20])
+    elif name == "a gap":
+        trials_path.write_text(json.dumps(trials[1:]))
+    elif name == "no state":
+        del trials[1]["state"]
+        trials_path.write_text(json.dumps(trials))
+    elif name == "complete without value":
+        complete = next(t for t in trials if t["state"] == "COMPLETE")
+        complete["value"] = None
+        trials_path.write_text(json.dumps(trials))
+    elif name == "outside the space":
+        trials[0]["params"]["stage1.lr"] = 5.0
+        trials_path.write_text(json.dumps(trials))
+    elif name == "seed without test":
+        del final["per_seed"]["1"]["test"]
+        final_path.write_text(json.dumps(final))
+
+
+@pytest.mark.parametrize(("damage", "message"), [
+    ("not json", "trials.json' is not valid JSON"),
+    ("a gap", r"numbers its trials \[1, 2\]; they must run 0, 1, 2"),
+    ("no state", "trial 1: "),
+    ("complete without value", "a complete trial with the value None"),
+    ("outside the space", "stage1.lr=5.0 lies outside its space"),
+    ("seed without test", "seed '1' lacks its test metrics"),
+])
+def test_damaged_records_are_one_clear_error_and_nothing_is_written(
+    finished_study: tuple[Path, Path], tmp_path: Path, damage: str, message: str
+) -> None:
+    _, records = finished_study
+    broken = tmp_path / "broken"
+    shutil.copytree(records, broken)
+    _damage(broken, damage)
+    with pytest.raises(ConfigError, match=message):
+        restore_study(load_study_spec(_tree(trials=3)), broken, tmp_path / "new")
+    assert not (tmp_path / "new").exists()
+
+
+def test_restore_refuses_a_missing_folder_and_a_storage_behind_its_records_and_undoes_a_failed_study(
+    finished_study: tuple[Path, Path], tmp_path: Path, monkeypatch
 ) -> None:
     _, records = finished_study
     spec = load_study_spec(_tree(trials=3))
     with pytest.raises(ConfigError, match="does not exist"):
         restore_study(spec, tmp_path / "nowhere", tmp_path / "new")
-    broken = tmp_path / "broken"
-    shutil.copytree(records, broken)
-    trials = json.loads((broken / "ce" / "trials.json").read_text())
-    (broken / "ce" / "trials.json").write_text(json.dumps(trials[1:]))
-    with pytest.raises(ConfigError, match="skips trial 0"):
-        restore_study(spec, broken, tmp_path / "new")
+    # A study that fails while its trials are added leaves nothing behind; the next restore completes it.
+    real_add, calls = optuna.Study.add_trial, {"n": 0}
+
+    def failing_add(self, trial):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_add(self, trial)
+
+    monkeypatch.setattr(optuna.Study, "add_trial", failing_add)
+    with pytest.raises(KeyboardInterrupt):
+        restore_study(spec, records, tmp_path / "new")
+    monkeypatch.setattr(optuna.Study, "add_trial", real_add)
+    assert restore_study(spec, records, tmp_path / "new")["trials"] == 3
+    assert len(optuna.load_study(study_name="ce", storage=storage_url(tmp_path / "new")).trials) == 3
+    # A storage that holds fewer trials than the records is refused, not silently kept.
+    behind = tmp_path / "behind"
+    restore_study(spec, records, behind)
+    optuna.delete_study(study_name="ce", storage=storage_url(behind))
+    partial = optuna.create_study(study_name="ce", storage=storage_url(behind), direction="maximize")
+    partial.add_trial(optuna.load_study(study_name="ce", storage=storage_url(tmp_path / "new")).trials[0])
+    with pytest.raises(ConfigError, match="holds 1 trials of 'ce', its records 3"):
+        restore_study(spec, records, behind)
+
+
+def test_records_of_another_search_are_refused(finished_study: tuple[Path, Path], tmp_path: Path) -> None:
+    _, records = finished_study
+    other = _tree(trials=3)
+    other["methods"]["ce"]["space"]["stage1.lr"]["high"] = 0.3
+    with pytest.raises(ConfigError, match="hold a search of 'ce' with other space than the study file"):
+        restore_study(load_study_spec(other), records, tmp_path / "new")
 
 
 def test_a_running_search_is_recorded_and_its_running_trial_re_queued_on_restore(
@@ -142,7 +217,7 @@ def test_a_running_search_is_recorded_and_its_running_trial_re_queued_on_restore
     study, _ = finished_study
     live = tmp_path / "live"
     shutil.copytree(study, live)
-    running = optuna.load_study(study_name="ce", storage=_storage_url(live)).ask()  # its process was killed
+    running = optuna.load_study(study_name="ce", storage=storage_url(live)).ask()  # its process was killed
     values = {
         "stage1.lr": running.suggest_float("stage1.lr", 0.01, 0.2, log=True),
         "stage1.mixup_alpha": running.suggest_categorical("stage1.mixup_alpha", [0.0, 1.0]),

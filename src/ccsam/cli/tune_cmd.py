@@ -59,17 +59,21 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         if any(restored.values()):
             print(f"restored from {args.records}: {restored['files']} record files, {restored['trials']} trials, "
                   f"{restored['seeds']} finished seeds")
-    for method in methods:
-        if args.phase in ("search", "all"):
-            choice = run_search(spec, args.study_dir, method)
-            print(f"{method}: chose trial {choice['trial']} (validation {100 * choice['validation']:.2f}) "
-                  f"{choice['params']}")
-            if args.records:
-                export_records(args.study_dir, args.records)
-        if args.phase in ("final", "all"):
-            final = run_final(spec, args.study_dir, method)
-            tops = [100 * r["test"]["top1"] for r in final["per_seed"].values()]
-            print(f"{method}: test top-1 per seed {', '.join(f'{t:.2f}' for t in tops)}")
-            if args.records:
-                export_records(args.study_dir, args.records)
+    try:
+        for method in methods:
+            if args.phase in ("search", "all"):
+                choice = run_search(spec, args.study_dir, method)
+                print(f"{method}: chose trial {choice['trial']} (validation {100 * choice['validation']:.2f}) "
+                      f"{choice['params']}")
+                if args.records:
+                    export_records(args.study_dir, args.records)
+            if args.phase in ("final", "all"):
+                final = run_final(spec, args.study_dir, method)
+                tops = [100 * r["test"]["top1"] for r in final["per_seed"].values()]
+                print(f"{method}: test top-1 per seed {', '.join(f'{t:.2f}' for t in tops)}")
+                if args.records:
+                    export_records(args.study_dir, args.records)
+    finally:  # an interrupted or failed phase is recorded up to its last finished trial or seed
+        if args.records and Path(args.study_dir).is_dir():
+            export_records(args.study_dir, args.records)
     return 0

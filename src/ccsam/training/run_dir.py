@@ -11,6 +11,8 @@
       results.json         last-epoch test metrics (and the last validation metrics)
       checkpoints/last.pt  written atomically after every epoch (resume point)
       checkpoints/best_val_stage1.pt   stage-1 weights with the best validation balanced accuracy
+      checkpoints/stage1_end.pt        two-stage runs: the state at the end of stage 1 (--stage1-from)
+      stage1_from.json     a run started from another run's stage 1: the source run and checkpoint
 """
 
 from __future__ import annotations
@@ -33,7 +35,9 @@ __all__ = ["RunDir", "atomic_write_bytes", "atomic_write_text", "default_run_pat
 
 _logger = logging.getLogger(__name__)
 # What a run writes before its first epoch completes; a folder holding only these can be restarted.
-_SETUP_FILES = frozenset({"config.yaml", "argv.txt", "env.json", "split_manifest.json", "metrics.jsonl"})
+_SETUP_FILES = frozenset(
+    {"config.yaml", "argv.txt", "env.json", "split_manifest.json", "metrics.jsonl", "stage1_from.json"}
+)
 
 
 def default_run_path(config: RunConfig) -> Path:
@@ -127,8 +131,9 @@ class RunDir:
         temps = set(self._temp_files())
         names = {p.name for p in self.path.iterdir() if p not in temps}
         checkpoints = self.path / "checkpoints"
-        # best_val_stage1.pt is written inside an epoch, before last.pt: alone it marks no completed epoch
-        allowed = temps | {self.best_val_checkpoint}
+        # best_val_stage1.pt and stage1_end.pt are written before last.pt (inside an epoch, or by
+        # --stage1-from): alone they mark no completed epoch
+        allowed = temps | {self.best_val_checkpoint, self.stage1_checkpoint}
         if checkpoints.is_dir() and any(p not in allowed for p in checkpoints.iterdir()):
             return False
         return names - {"checkpoints"} <= _SETUP_FILES
@@ -142,6 +147,7 @@ class RunDir:
         for name in _SETUP_FILES:
             (self.path / name).unlink(missing_ok=True)
         self.best_val_checkpoint.unlink(missing_ok=True)
+        self.stage1_checkpoint.unlink(missing_ok=True)
         if (self.path / "checkpoints").is_dir():
             (self.path / "checkpoints").rmdir()
 

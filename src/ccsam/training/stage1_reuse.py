@@ -13,11 +13,10 @@ gives, in a fraction of the time.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 from ccsam import strict_json
-from ccsam.atomic_io import atomic_write_text
+from ccsam.atomic_io import atomic_copy_file, atomic_write_text
 from ccsam.config import config_differences
 from ccsam.config.schema import MACHINE_KEYS, RunConfig
 from ccsam.errors import ConfigError, RunDirError
@@ -77,14 +76,16 @@ def start_from_stage1(source: RunDir, run: RunDir, cfg: RunConfig) -> None:
     checkpoint = check_stage1_source(source, cfg)
     if not run.is_unstarted():
         raise RunDirError(f"'{run.path}' has trained epochs already; --stage1-from needs a new run folder")
-    (run.path / "checkpoints").mkdir(exist_ok=True)
-    shutil.copyfile(checkpoint, run.last_checkpoint)
-    if source.best_val_checkpoint.is_file():
-        shutil.copyfile(source.best_val_checkpoint, run.best_val_checkpoint)
-    stage1_records = [r for r in source.read_metrics() if r.get("stage") == 1]
-    atomic_write_text(run.metrics_path, "".join(strict_json.dumps(r) + "\n" for r in stage1_records))
+    # Everything else first and last.pt last, each atomically: a kill in between leaves an unstarted folder
+    # (replaced by the next try), never a started one with a damaged checkpoint or missing records.
     atomic_write_text(
         run.path / "stage1_from.json",
         json.dumps({"source": str(source.path.resolve()), "checkpoint": checkpoint.name,
                     "stage1_epochs": cfg.stage1.epochs}, indent=2) + "\n",
     )
+    stage1_records = [r for r in source.read_metrics() if r.get("stage") == 1]
+    atomic_write_text(run.metrics_path, "".join(strict_json.dumps(r) + "\n" for r in stage1_records))
+    if source.best_val_checkpoint.is_file():
+        atomic_copy_file(source.best_val_checkpoint, run.best_val_checkpoint)
+    atomic_copy_file(checkpoint, run.stage1_checkpoint)  # so this run can be a source in turn
+    atomic_copy_file(checkpoint, run.last_checkpoint)

@@ -154,9 +154,11 @@ class Trainer:
             self.epoch += 1
             if is_main():
                 state = self.state_dict()
-                save_checkpoint(self.run.last_checkpoint, state)
                 if self.epoch == self.cfg.stage1.epochs and self.cfg.stage2.epochs:
-                    save_checkpoint(self.run.stage1_checkpoint, state)  # what another stage 2 can start from
+                    # what another stage 2 can start from; before last.pt, so a kill between them re-runs
+                    # this epoch (on resume) and writes both
+                    save_checkpoint(self.run.stage1_checkpoint, state)
+                save_checkpoint(self.run.last_checkpoint, state)
                 _log_epoch(record, self.cfg)
             barrier()
         if not evaluate_test:

@@ -25,6 +25,7 @@ finished seeds instead of training them again. Nothing already in the study fold
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -32,16 +33,19 @@ from typing import Any
 
 from ccsam.atomic_io import atomic_write_text
 from ccsam.config.migration import migrate_override
+from ccsam.config.schema import RunConfig
 from ccsam.errors import ConfigError
 from ccsam.training.run_dir import RunDir
 from ccsam.tuning.space import StudySpec
 from ccsam.tuning.study import (
-    _check_final_spec,
-    _migrated_params,
-    _optuna,
-    _storage_url,
-    _trial_records,
+    check_final_spec,
     final_run_config,
+    import_optuna,
+    migrated_params,
+    space_changes,
+    space_record,
+    storage_url,
+    trial_records,
 )
 
 __all__ = ["export_records", "restore_study"]
@@ -67,13 +71,13 @@ def _live_trials(study_dir: Path) -> dict[Path, str]:
     RUNNING: restored, it is re-queued with its values)."""
     if not (study_dir / "study.db").is_file():
         return {}
-    optuna = _optuna()
-    storage = _storage_url(study_dir)
+    optuna = import_optuna()
+    storage = storage_url(study_dir)
     out = {}
     for summary in optuna.get_all_study_summaries(storage=storage):
         if (study_dir / summary.study_name / "space.json").is_file():
             study = optuna.load_study(study_name=summary.study_name, storage=storage)
-            out[Path(summary.study_name) / "trials.json"] = json.dumps(_trial_records(study), indent=2) + "\n"
+            out[Path(summary.study_name) / "trials.json"] = json.dumps(trial_records(study), indent=2) + "\n"
     return out
 
 
@@ -98,6 +102,15 @@ def export_records(study_dir: str | Path, records_dir: str | Path) -> list[Path]
     return changed
 
 
+def _read(records_dir: Path, rel: Path) -> Any:
+    """A record file's JSON; one ConfigError naming it if it is not JSON."""
+    try:
+        return json.loads((records_dir / rel).read_text(errors="replace"))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"record '{records_dir / rel}' is not valid JSON ({exc.msg}, line {exc.lineno}); "
+                          "restore it from the study that wrote it (e.g. git checkout)") from None
+
+
 def _distribution(param: dict[str, Any], optuna: Any) -> Any:
     """The Optuna distribution of one recorded ``space.json`` entry (what ``_suggest`` asked for)."""
     if param["type"] == "categorical":
@@ -111,83 +124,127 @@ def _distribution(param: dict[str, Any], optuna: Any) -> Any:
     )
 
 
-def _restore_trials(study_dir: Path, method: str, space: dict[str, Any], trials: list[dict[str, Any]]) -> int:
-    """Re-create ``method``'s Optuna study from its trial records; 0 if the storage already has one."""
-    optuna = _optuna()
-    storage = _storage_url(study_dir)
-    if method in {s.study_name for s in optuna.get_all_study_summaries(storage=storage)}:
-        return 0
-    distributions = {key: _distribution(p, optuna) for key, p in space.items()}
-    study = optuna.create_study(study_name=method, storage=storage, direction="maximize")
-    state = optuna.trial.TrialState
-    for expected, record in enumerate(sorted(trials, key=lambda r: r["number"])):
-        if record["number"] != expected:
-            raise ConfigError(
-                f"'{method}/trials.json' skips trial {expected} (numbers must run 0, 1, 2, ...); restore the "
-                "file from the study that wrote it"
-            )
-        params = record.get("params") or {}
-        unknown = sorted(set(params) - set(distributions))
-        if unknown:
-            raise ConfigError(f"'{method}/trials.json' trial {expected} has values for {', '.join(unknown)}, "
-                              "which its space.json does not declare; restore both from the same study")
-        attrs = {k: record[k] for k in ("run_dir", "error") if record.get(k) is not None}
-        duration = record.get("duration_s")
-        finished = record["state"] != "RUNNING"
-        study.add_trial(
-            optuna.trial.FrozenTrial(
-                number=expected,
-                state=state[record["state"]],
-                value=record.get("value"),
+def _frozen_trials(where: Path, space: Any, trials: Any) -> list[Any]:
+    """Optuna trials from the records of one method, every record checked first; ConfigError naming the
+    file and the trial otherwise."""
+    optuna = import_optuna()
+    fix = "restore the file from the study that wrote it (e.g. git checkout)"
+    try:
+        distributions = {key: _distribution(p, optuna) for key, p in dict(space).items()}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"'{where.parent / 'space.json'}' holds an unreadable space ({exc!r}); {fix}") from None
+    if not isinstance(trials, list) or not all(isinstance(t, dict) for t in trials):
+        raise ConfigError(f"'{where}' is not a list of trial records; {fix}")
+    numbers = [t.get("number") for t in trials]
+    if numbers != list(range(len(trials))):
+        raise ConfigError(f"'{where}' numbers its trials {numbers[:8]}{'...' if len(numbers) > 8 else ''}; "
+                          f"they must run 0, 1, 2, ... in order; {fix}")
+    states = optuna.trial.TrialState
+    out = []
+    for record in trials:
+        n = record["number"]
+        try:
+            state = states[record.get("state")]
+            params = dict(record.get("params") or {})
+            unknown = sorted(set(params) - set(distributions))
+            if unknown:
+                raise ValueError(f"values for {', '.join(unknown)}, which space.json does not declare")
+            for key, value in params.items():
+                if not distributions[key]._contains(distributions[key].to_internal_repr(value)):
+                    raise ValueError(f"{key}={value!r} lies outside its space")
+            value = record.get("value")
+            if state == states.COMPLETE and not (isinstance(value, (int, float)) and math.isfinite(value)):
+                raise ValueError(f"a complete trial with the value {value!r}")
+            duration = float(record.get("duration_s") or 0.0)
+            attrs = {k: record[k] for k in ("run_dir", "error", "interrupted") if record.get(k) is not None}
+            out.append(optuna.trial.FrozenTrial(
+                number=n,
+                state=state,
+                value=value if state in (states.COMPLETE, states.PRUNED) else None,
                 datetime_start=_RESTORED_START,
-                datetime_complete=(
-                    _RESTORED_START + timedelta(seconds=float(duration)) if finished and duration is not None
-                    else None
-                ),
+                datetime_complete=None if state in (states.RUNNING, states.WAITING)
+                else _RESTORED_START + timedelta(seconds=duration),
                 params=params,
                 distributions={k: distributions[k] for k in params},
                 user_attrs=attrs,
                 system_attrs={},
-                intermediate_values={int(k): v for k, v in (record.get("validation_per_epoch") or {}).items()},
-                trial_id=expected,
-            )
-        )
-    return len(trials)
+                intermediate_values={int(k): float(v) for k, v in (record.get("validation_per_epoch") or {}).items()},
+                trial_id=n,
+            ))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ConfigError(f"'{where}' trial {n}: {exc}; {fix}") from None
+    return out
 
 
-def _restore_seed_folders(
+def _stored_trial_count(study_dir: Path, method: str) -> int | None:
+    """Trials of ``method`` in the study folder's Optuna storage; ``None`` without a storage or study."""
+    if not (study_dir / "study.db").is_file():
+        return None
+    optuna = import_optuna()
+    try:
+        return len(optuna.load_study(study_name=method, storage=storage_url(study_dir)).get_trials(deepcopy=False))
+    except KeyError:
+        return None
+
+
+def _add_study(study_dir: Path, method: str, trials: list[Any], requeued: list[int]) -> None:
+    """Create ``method``'s Optuna study holding ``trials``; nothing is left of it if that fails."""
+    optuna = import_optuna()
+    storage = storage_url(study_dir)
+    study = optuna.create_study(study_name=method, storage=storage, direction="maximize")
+    try:
+        for trial in trials:
+            study.add_trial(trial)
+        if requeued:
+            study.set_user_attr("requeued", requeued)
+    except BaseException:
+        optuna.delete_study(study_name=method, storage=storage)
+        raise
+
+
+def _seed_entry(where: Path, seed: str, entry: Any) -> dict[str, Any]:
+    if not (seed.isdigit() and isinstance(entry, dict) and isinstance(entry.get("test"), dict)
+            and isinstance(entry.get("train_time_s"), (int, float))):
+        raise ConfigError(f"'{where}' seed '{seed}' lacks its test metrics or training time; restore the file "
+                          "from the study that wrote it (e.g. git checkout)")
+    return entry
+
+
+def _planned_seeds(
     spec: StudySpec, study_dir: Path, records_dir: Path, method: str, summary_rel: Path,
     variant_overrides: Mapping[str, Sequence[str]],
-) -> int:
-    """Results-only run folders for the seeds a final-phase summary records and the study folder lacks."""
-    summary = json.loads((records_dir / summary_rel).read_text())
+) -> list[tuple[Path, RunConfig, dict[str, Any]]]:
+    """The seed folders a final-phase summary records and the study folder lacks, with their configs and
+    results; checked against the study file (nothing written)."""
+    summary = _read(records_dir, summary_rel)
+    if not isinstance(summary, dict):
+        raise ConfigError(f"'{records_dir / summary_rel}' is not a final-phase summary; restore it from the study "
+                          "that wrote it")
     variant = summary.get("variant")
-    if variant in variant_overrides:
+    if isinstance(variant, str) and variant in variant_overrides:
         extra = list(variant_overrides[variant])
     else:  # as recorded (keys of the flat-config version under today's names)
         extra = [migrate_override(o) for o in summary.get("extra_overrides") or []]
     label = "final" if variant is None else variant
     folder = study_dir / method / ("final" if variant is None else f"variants/{variant}")
-    params = _migrated_params(summary.get("params") or {})
+    params = migrated_params(summary.get("params") or {})
     # The study file must still declare what the recorded seeds trained (final_spec.json, when recorded):
     # a seed folder resolved from a changed study file would pass off old results as the new config's.
-    _check_final_spec(spec, study_dir, method, params, variant, extra)
-    restored = 0
-    for seed_key, entry in sorted((summary.get("per_seed") or {}).items()):
-        path = folder / f"seed-{seed_key}"
+    check_final_spec(spec, records_dir, method, params, variant, extra)
+    planned = []
+    for seed, entry in sorted((summary.get("per_seed") or {}).items()):
+        entry = _seed_entry(records_dir / summary_rel, seed, entry)
+        path = folder / f"seed-{seed}"
         if (path / "results.json").is_file() or (path / "checkpoints" / "last.pt").is_file():
             continue  # the study folder has it (finished, or resumable)
-        cfg = final_run_config(spec, method, params, int(seed_key), extra, label)
-        run = RunDir.create(path, cfg, ["ccsam", "tune", "restore", str(records_dir / summary_rel)],
-                            overwrite=True)
-        run.write_results({
-            "test": entry["test"],
-            "val": entry.get("val"),
-            "train_time_s": entry["train_time_s"],
-            "restored_from": str(summary_rel),
-        })
-        restored += 1
-    return restored
+        cfg = final_run_config(spec, method, params, int(seed), extra, label)
+        results = {
+            "name": cfg.name, "seed": cfg.seed, "epochs": cfg.total_epochs,  # what `ccsam report` groups by
+            "test": entry["test"], "val": entry.get("val"), "train_time_s": entry["train_time_s"],
+            "restored_from": summary_rel.as_posix(),
+        }
+        planned.append((path, cfg, results))
+    return planned
 
 
 def restore_study(
@@ -201,14 +258,56 @@ def restore_study(
     restored (``files``, ``trials``, ``seeds``).
 
     Record files are copied where the study folder has none; each method's Optuna study is re-created
-    from ``trials.json`` where the storage has none; each recorded seed gets a results-only run folder
-    where the study folder has no finished or resumable one. ``spec`` (the study file) resolves the seeds'
-    configs, as :func:`ccsam.tuning.run_final` would; ``variant_overrides`` gives an ablation's overrides
-    as the caller passes them to ``run_final`` (default: as its summary recorded them).
+    from ``trials.json`` where the storage has none (with its interrupted and re-queued marks, so a trial
+    that was running or interrupted is re-run once with its values); each recorded seed gets a
+    results-only run folder where the study folder has no finished or resumable one. ``spec`` (the study
+    file) resolves the seeds' configs, as :func:`ccsam.tuning.run_final` would; ``variant_overrides``
+    gives an ablation's overrides as the caller passes them to ``run_final`` (default: as its summary
+    recorded them).
+
+    Everything is checked before anything is written: unreadable or inconsistent records, records of a
+    search or final phase other than the study file declares, and a storage that holds fewer trials of a
+    method than its records (a restore that stopped part-way, or another study) are one ConfigError each.
     """
     records_dir, study_dir = Path(records_dir), Path(study_dir)
     if not records_dir.is_dir():
         raise ConfigError(f"records folder '{records_dir}' does not exist; pass the folder export_records wrote")
+    studies: list[tuple[str, list[Any], list[int]]] = []
+    seeds: list[tuple[Path, RunConfig, dict[str, Any]]] = []
+    for space_path in sorted(records_dir.glob("*/space.json")):
+        method, folder = space_path.parent.name, space_path.parent
+        stored_space = _read(records_dir, Path(method) / "space.json")
+        if not isinstance(stored_space, dict):
+            raise ConfigError(f"'{space_path}' is not a search record; restore it from the study that wrote it")
+        trials = _read(records_dir, Path(method) / "trials.json") if (folder / "trials.json").is_file() else []
+        frozen = _frozen_trials(folder / "trials.json", stored_space.get("space", {}), trials)
+        finished = sum(t.state.is_finished() and t.state.name != "FAIL" for t in frozen)
+        if method in spec.methods and finished:
+            changed = space_changes(stored_space, space_record(spec, method))
+            if changed:
+                raise ConfigError(
+                    f"records '{records_dir}' hold a search of '{method}' with other {', '.join(changed)} than "
+                    "the study file; restore the study file that wrote them, or use another records folder"
+                )
+        stored = _stored_trial_count(study_dir, method)
+        if stored is not None and stored < len(frozen):
+            raise ConfigError(
+                f"'{study_dir / 'study.db'}' holds {stored} trials of '{method}', its records {len(frozen)}: the "
+                "storage is behind its records (a restore that stopped part-way, or another study); move "
+                "study.db away and run again to rebuild it from the records"
+            )
+        if stored is None and frozen:
+            studies.append((method, frozen, [t["number"] for t in trials if t.get("requeued")]))
+        if method not in spec.methods:
+            continue  # its records are kept; its seeds' configs cannot be resolved without the study file
+        summaries = [Path(method) / "final.json"] if (folder / "final.json").is_file() else []
+        summaries += [
+            p.relative_to(records_dir) for p in sorted(folder.glob("variants/*.json"))
+            if not p.name.endswith(".spec.json")
+        ]
+        for rel in summaries:
+            seeds += _planned_seeds(spec, study_dir, records_dir, method, rel, variant_overrides or {})
+
     counts = {"files": 0, "trials": 0, "seeds": 0}
     for rel in _record_paths(records_dir):
         target = study_dir / rel
@@ -216,21 +315,11 @@ def restore_study(
             target.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_text(target, (records_dir / rel).read_text())
             counts["files"] += 1
-    for space_path in sorted(records_dir.glob("*/space.json")):
-        method = space_path.parent.name
-        trials_path = space_path.parent / "trials.json"
-        if trials_path.is_file():
-            space = json.loads(space_path.read_text()).get("space", {})
-            counts["trials"] += _restore_trials(study_dir, method, space, json.loads(trials_path.read_text()))
-        if method not in spec.methods:
-            continue  # its records are kept; its seeds' configs cannot be resolved without the study file
-        summaries = [Path(method) / "final.json"] if (space_path.parent / "final.json").is_file() else []
-        summaries += [
-            p.relative_to(records_dir) for p in sorted(space_path.parent.glob("variants/*.json"))
-            if not p.name.endswith(".spec.json")
-        ]
-        for rel in summaries:
-            counts["seeds"] += _restore_seed_folders(
-                spec, study_dir, records_dir, method, rel, variant_overrides or {}
-            )
+    for method, frozen, requeued in studies:
+        _add_study(study_dir, method, frozen, requeued)
+        counts["trials"] += len(frozen)
+    for path, cfg, results in seeds:
+        run = RunDir.create(path, cfg, ["ccsam", "tune", "restore", str(records_dir)], overwrite=True)
+        run.write_results(results)
+        counts["seeds"] += 1
     return counts

@@ -44,7 +44,7 @@ __all__ = ["final_run_config", "run_final", "run_search", "study_summary"]
 VALIDATION_KEY = "balanced"
 
 
-def _optuna() -> Any:
+def import_optuna() -> Any:
     try:
         import optuna
     except ImportError:
@@ -75,7 +75,7 @@ def _method_part(value: Any) -> Any:
     return value
 
 
-def _migrated_params(params: dict[str, Any]) -> dict[str, Any]:
+def migrated_params(params: dict[str, Any]) -> dict[str, Any]:
     """Chosen values recorded by a study of the flat-config version, under today's keys."""
     return {migrate_key(k): v for k, v in params.items()}
 
@@ -84,14 +84,14 @@ def _migrated_record(record: dict[str, Any]) -> dict[str, Any]:
     """A ``space.json`` of the flat-config version under today's keys (searched keys and overrides)."""
     out = dict(record)
     if isinstance(out.get("space"), dict):
-        out["space"] = _migrated_params(out["space"])
+        out["space"] = migrated_params(out["space"])
     for name in ("overrides", "search_overrides"):
         if isinstance(out.get(name), list):
             out[name] = [migrate_override(v) if isinstance(v, str) else v for v in out[name]]
     return out
 
 
-def _storage_url(study_dir: Path) -> str:
+def storage_url(study_dir: Path) -> str:
     return f"sqlite:///{(study_dir / 'study.db').resolve()}"
 
 
@@ -99,9 +99,9 @@ def _finished_trials(study_dir: Path, method: str) -> int | None:
     """Complete + pruned trials of ``method`` in the study folder's storage; ``None`` if it has no study."""
     if not (study_dir / "study.db").is_file():
         return None
-    optuna = _optuna()
+    optuna = import_optuna()
     try:
-        study = optuna.load_study(study_name=method, storage=_storage_url(study_dir))
+        study = optuna.load_study(study_name=method, storage=storage_url(study_dir))
     except KeyError:
         return None
     done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
@@ -110,19 +110,17 @@ def _finished_trials(study_dir: Path, method: str) -> int | None:
 
 def _start_over(study_dir: Path, method: str) -> None:
     """Forget a search of ``method`` in which no trial finished (only failed or killed ones)."""
-    optuna = _optuna()
+    optuna = import_optuna()
     if _finished_trials(study_dir, method) is not None:
-        optuna.delete_study(study_name=method, storage=_storage_url(study_dir))
+        optuna.delete_study(study_name=method, storage=storage_url(study_dir))
     shutil.rmtree(study_dir / method / "trials", ignore_errors=True)
     (study_dir / method / "trials.json").unlink(missing_ok=True)
 
 
-def _check_spec(spec: StudySpec, study_dir: Path, method: str) -> None:
-    """Record the spec; refuse a study folder whose record of ``method``'s search differs (a field an
-    older record lacks is not compared). A record under which no trial finished binds nothing: the
-    search starts over with the new spec."""
+def space_record(spec: StudySpec, method: str) -> dict[str, Any]:
+    """What ``space.json`` records of ``method``'s search: preset, budget, sampler, pruner, overrides, space."""
     m = spec.methods[method]
-    record = {
+    return {
         "method": method,
         "preset": m.preset,
         "trials": spec.trials,
@@ -135,14 +133,28 @@ def _check_spec(spec: StudySpec, study_dir: Path, method: str) -> None:
         "search_overrides": [*spec.search_overrides, *m.search_overrides],
         "space": {k: p.model_dump(mode="json") for k, p in m.space.items()},
     }
+
+
+def space_changes(stored: dict[str, Any], record: dict[str, Any]) -> list[str]:
+    """Fields of a stored ``space.json`` (any version) that differ from ``record``, the budget aside (a
+    field an older record lacks, and speed-only overrides, are not compared)."""
+    stored = _migrated_record(stored)
+    return sorted(
+        k for k in record
+        if k != "trials" and not (k in _NEWER_SPACE_FIELDS and k not in stored)
+        and _method_part(stored.get(k)) != _method_part(record[k])
+    )
+
+
+def _check_spec(spec: StudySpec, study_dir: Path, method: str) -> None:
+    """Record the spec; refuse a study folder whose record of ``method``'s search differs (a field an
+    older record lacks is not compared). A record under which no trial finished binds nothing: the
+    search starts over with the new spec."""
+    record = space_record(spec, method)
     path = study_dir / method / "space.json"
     if path.is_file():
         stored = _migrated_record(json.loads(path.read_text()))
-        changed = sorted(
-            k for k in record
-            if k != "trials" and not (k in _NEWER_SPACE_FIELDS and k not in stored)
-            and _method_part(stored.get(k)) != _method_part(record[k])
-        )
+        changed = space_changes(stored, record)
         if changed and not _finished_trials(study_dir, method):
             _logger.warning(
                 "'%s': no trial of the recorded search finished (%s changed); starting its search over",
@@ -252,7 +264,10 @@ def _requeue_interrupted(study: Any, optuna: Any) -> None:
     study.set_user_attr("requeued", sorted(requeued))
 
 
-def _trial_records(study: Any) -> list[dict[str, Any]]:
+def trial_records(study: Any) -> list[dict[str, Any]]:
+    """Every trial of ``study`` as ``trials.json`` records it (``interrupted`` / ``requeued`` only when set:
+    a trial stopped by Ctrl-C, and one already re-queued after an interruption)."""
+    requeued = set(study.user_attrs.get("requeued", []))
     return [
         {
             "number": t.number,
@@ -263,6 +278,8 @@ def _trial_records(study: Any) -> list[dict[str, Any]]:
             "run_dir": t.user_attrs.get("run_dir"),
             "error": t.user_attrs.get("error"),
             "duration_s": t.duration.total_seconds() if t.duration is not None else None,
+            **({"interrupted": True} if t.user_attrs.get("interrupted") else {}),
+            **({"requeued": True} if t.number in requeued else {}),
         }
         for t in study.get_trials(deepcopy=False)
     ]
@@ -273,12 +290,12 @@ def run_search(spec: StudySpec, study_dir: str | Path, method: str) -> dict[str,
 
     Writes ``trials.json`` and ``choice.json`` and returns the choice. Only validation metrics are read.
     """
-    optuna = _optuna()
+    optuna = import_optuna()
     study_dir = Path(study_dir)
     if method not in spec.methods:
         raise ConfigError(f"study has no method '{method}' (methods: {', '.join(spec.methods)})")
     _check_spec(spec, study_dir, method)
-    storage = _storage_url(study_dir)
+    storage = storage_url(study_dir)
     done_states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     study = optuna.create_study(
         study_name=method,
@@ -304,7 +321,7 @@ def run_search(spec: StudySpec, study_dir: str | Path, method: str) -> dict[str,
             study.optimize(objective, n_trials=spec.trials - done, catch=(CcsamError,))
     finally:
         optuna.logging.set_verbosity(optuna_logger)
-        _write_json(study_dir / method / "trials.json", _trial_records(study))
+        _write_json(study_dir / method / "trials.json", trial_records(study))
     done = len(study.get_trials(deepcopy=False, states=done_states))
     if done < spec.trials:
         _logger.warning(
@@ -354,7 +371,7 @@ def _choice_for_final(spec: StudySpec, study_dir: Path, method: str) -> dict[str
     return choice
 
 
-def _check_final_spec(
+def check_final_spec(
     spec: StudySpec, study_dir: Path, method: str, params: dict[str, Any], variant: str | None,
     extra_overrides: Sequence[str],
 ) -> tuple[Path, dict[str, Any]]:
@@ -375,7 +392,7 @@ def _check_final_spec(
     if path.is_file():
         stored = json.loads(path.read_text())
         if isinstance(stored.get("params"), dict):
-            stored["params"] = _migrated_params(stored["params"])
+            stored["params"] = migrated_params(stored["params"])
         for key in ("overrides", "final_overrides", "extra_overrides"):
             if isinstance(stored.get(key), list):
                 stored[key] = [migrate_override(v) if isinstance(v, str) else v for v in stored[key]]
@@ -429,11 +446,11 @@ def run_final(
     """
     study_dir = Path(study_dir)
     choice = _choice_for_final(spec, study_dir, method)
-    params = _migrated_params(choice["params"])
+    params = migrated_params(choice["params"])
     folder = study_dir / method / ("final" if variant is None else f"variants/{variant}")
     label = "final" if variant is None else variant
     summary_path = study_dir / method / ("final.json" if variant is None else f"variants/{variant}.json")
-    record_path, record = _check_final_spec(spec, study_dir, method, params, variant, extra_overrides)
+    record_path, record = check_final_spec(spec, study_dir, method, params, variant, extra_overrides)
     configs = {}
     for seed in spec.seeds:
         configs[seed] = final_run_config(spec, method, params, seed, extra_overrides, label)
@@ -487,13 +504,16 @@ def _stage1_source(method_dir: Path, stage1_from: str | None, seed: int, cfg: Ru
     """The run of ``seed`` under ``stage1_from`` whose finished stage 1 ``cfg`` can start from, if any."""
     if stage1_from is None:
         return None
-    path = method_dir / ("final" if stage1_from == "final" else f"variants/{stage1_from}") / f"seed-{seed}"
-    if not (path / "config.yaml").is_file():
-        return None
-    source = RunDir.open(path)
+    runs = method_dir / ("final" if stage1_from == "final" else f"variants/{stage1_from}")
+    if not runs.is_dir():
+        raise ConfigError(f"stage1_from='{stage1_from}': '{runs}' does not exist; name 'final' or a variant of "
+                          f"'{method_dir.name}' that has run")
+    path = runs / f"seed-{seed}"
     try:
+        source = RunDir.open(path)
         check_stage1_source(source, cfg)
-    except RunDirError:  # no finished stage 1 there (e.g. a results-only folder rebuilt from records)
+    except RunDirError as exc:  # no finished stage 1 there (e.g. a results-only folder rebuilt from records)
+        _logger.warning("seed %d trains its stage 1 too: %s", seed, exc)
         return None
     return source
 
@@ -515,7 +535,7 @@ def study_summary(study_dir: str | Path) -> dict[str, Any]:
             path = folder / f"{name}.json"
             entry[name] = json.loads(path.read_text()) if path.is_file() else None
         if entry["choice"] is not None:  # a study of the flat-config version: its values under today's keys
-            entry["choice"]["params"] = _migrated_params(entry["choice"].get("params", {}))
+            entry["choice"]["params"] = migrated_params(entry["choice"].get("params", {}))
         variants = sorted(folder.glob("variants/*.json"))
         entry["variants"] = {p.stem: json.loads(p.read_text()) for p in variants}
         out[folder.name] = entry
