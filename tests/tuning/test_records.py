@@ -278,3 +278,17 @@ def test_a_stage2_ablation_trains_only_stage2_on_the_final_runs_stage1_and_equal
     for seed in ("0", "1"):
         assert shared["per_seed"][seed]["test"] == whole["per_seed"][seed]["test"]
         assert (Path(shared["per_seed"][seed]["run_dir"]) / "stage1_from.json").is_file()
+
+
+def test_trials_under_old_keys_restore_against_a_space_rewritten_under_new_ones(tmp_path: Path) -> None:
+    # A study of the flat-config version, continued since: space.json under today's key, the trials (and
+    # Optuna's parameter names) under the old one.
+    from ccsam.tuning.records import _frozen_trials
+
+    space = {"stage1.optimizer.rho": {"type": "float", "low": 0.02, "high": 1.0, "log": True}}
+    record = {"number": 0, "state": "COMPLETE", "params": {"stage1.rho": 0.1}, "value": 0.5,
+              "validation_per_epoch": {"0": 0.5}, "duration_s": 2.0}
+    (trial,) = _frozen_trials(tmp_path / "trials.json", space, [record])
+    assert trial.params == {"stage1.rho": 0.1} and trial.duration.total_seconds() == 2.0
+    with pytest.raises(ConfigError, match=r"stage1.rho=2.0 lies outside its space"):
+        _frozen_trials(tmp_path / "trials.json", space, [{**record, "params": {"stage1.rho": 2.0}}])

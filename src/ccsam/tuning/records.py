@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ccsam.atomic_io import atomic_write_text
-from ccsam.config.migration import migrate_override
+from ccsam.config.migration import migrate_key, migrate_override
 from ccsam.config.schema import RunConfig
 from ccsam.errors import ConfigError
 from ccsam.training.run_dir import RunDir
@@ -129,8 +129,8 @@ def _frozen_trials(where: Path, space: Any, trials: Any) -> list[Any]:
     file and the trial otherwise."""
     optuna = import_optuna()
     fix = "restore the file from the study that wrote it (e.g. git checkout)"
-    try:
-        distributions = {key: _distribution(p, optuna) for key, p in dict(space).items()}
+    try:  # keyed by today's names: a space.json rewritten under them still holds the old trials' keys
+        distributions = {migrate_key(key): _distribution(p, optuna) for key, p in dict(space).items()}
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"'{where.parent / 'space.json'}' holds an unreadable space ({exc!r}); {fix}") from None
     if not isinstance(trials, list) or not all(isinstance(t, dict) for t in trials):
@@ -146,11 +146,12 @@ def _frozen_trials(where: Path, space: Any, trials: Any) -> list[Any]:
         try:
             state = states[record.get("state")]
             params = dict(record.get("params") or {})
-            unknown = sorted(set(params) - set(distributions))
+            unknown = sorted(k for k in params if migrate_key(k) not in distributions)
             if unknown:
                 raise ValueError(f"values for {', '.join(unknown)}, which space.json does not declare")
+            param_distributions = {k: distributions[migrate_key(k)] for k in params}
             for key, value in params.items():
-                if not distributions[key]._contains(distributions[key].to_internal_repr(value)):
+                if not param_distributions[key]._contains(param_distributions[key].to_internal_repr(value)):
                     raise ValueError(f"{key}={value!r} lies outside its space")
             value = record.get("value")
             if state == states.COMPLETE and not (isinstance(value, (int, float)) and math.isfinite(value)):
@@ -165,7 +166,7 @@ def _frozen_trials(where: Path, space: Any, trials: Any) -> list[Any]:
                 datetime_complete=None if state in (states.RUNNING, states.WAITING)
                 else _RESTORED_START + timedelta(seconds=duration),
                 params=params,
-                distributions={k: distributions[k] for k in params},
+                distributions=param_distributions,
                 user_attrs=attrs,
                 system_attrs={},
                 intermediate_values={int(k): float(v) for k, v in (record.get("validation_per_epoch") or {}).items()},
