@@ -292,3 +292,19 @@ def test_trials_under_old_keys_restore_against_a_space_rewritten_under_new_ones(
     assert trial.params == {"stage1.rho": 0.1} and trial.duration.total_seconds() == 2.0
     with pytest.raises(ConfigError, match=r"stage1.rho=2.0 lies outside its space"):
         _frozen_trials(tmp_path / "trials.json", space, [{**record, "params": {"stage1.rho": 2.0}}])
+
+
+def test_export_never_drops_recorded_trials_or_seeds(finished_study: tuple[Path, Path], tmp_path: Path) -> None:
+    study, records = finished_study
+    kept = tmp_path / "records"
+    shutil.copytree(records, kept)
+    smaller = tmp_path / "quick"  # e.g. a quick check with one seed, exported to the same records by mistake
+    restore_study(load_study_spec(_tree(trials=3)), records, smaller)
+    (smaller / "ce" / "final.json").write_text(json.dumps({
+        **json.loads((smaller / "ce" / "final.json").read_text()),
+        "per_seed": {"0": json.loads((smaller / "ce" / "final.json").read_text())["per_seed"]["0"]},
+    }))
+    before = (kept / "ce" / "final.json").read_text()
+    with pytest.raises(ConfigError, match=r"holds fewer trials or seeds .* \(missing seed 1\)"):
+        export_records(smaller, kept)
+    assert (kept / "ce" / "final.json").read_text() == before

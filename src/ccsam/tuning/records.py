@@ -85,8 +85,9 @@ def export_records(study_dir: str | Path, records_dir: str | Path) -> list[Path]
     """Copy the JSON records of ``study_dir`` into ``records_dir``; returns the files that changed.
 
     ``trials.json`` is written from the Optuna storage, so a search that is still running is recorded too.
-    Files of the same name are replaced (the study folder is the newer record); other files in
-    ``records_dir`` (a README, a report) are left alone.
+    Files of the same name are replaced (the study folder is the newer record), except by one that holds
+    fewer trials or seeds (a study folder that is not the one the records came from: ConfigError, nothing
+    lost); other files in ``records_dir`` (a README, a report) are left alone.
     """
     study_dir, records_dir = Path(study_dir), Path(records_dir)
     live = _live_trials(study_dir)
@@ -94,12 +95,40 @@ def export_records(study_dir: str | Path, records_dir: str | Path) -> list[Path]
     for rel in sorted({*_record_paths(study_dir), *live}):
         text = live[rel] if rel in live else (study_dir / rel).read_text()
         target = records_dir / rel
-        if target.is_file() and target.read_text() == text:
-            continue
+        if target.is_file():
+            old = target.read_text()
+            if old == text:
+                continue
+            lost = _entries(old) - _entries(text)
+            if lost:
+                raise ConfigError(
+                    f"'{study_dir / rel}' holds fewer trials or seeds than '{target}' (missing {_shown(lost)}); "
+                    "the records would lose them: export to another records folder, or restore the study "
+                    "folder from these records first"
+                )
         target.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(target, text)
         changed.append(target)
     return changed
+
+
+def _entries(text: str) -> set[str]:
+    """What a record holds that a newer one must keep: trial numbers (``trials.json``) or seeds (a
+    final-phase summary); empty for other files and for text that is not JSON."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        return set()
+    if isinstance(data, list):
+        return {f"trial {t.get('number')}" for t in data if isinstance(t, dict)}
+    if isinstance(data, dict) and isinstance(data.get("per_seed"), dict):
+        return {f"seed {s}" for s in data["per_seed"]}
+    return set()
+
+
+def _shown(entries: set[str]) -> str:
+    ordered = sorted(entries, key=lambda e: (e.split()[0], int(e.split()[1]) if e.split()[1].isdigit() else 0))
+    return ", ".join(ordered[:6]) + (", ..." if len(ordered) > 6 else "")
 
 
 def _read(records_dir: Path, rel: Path) -> Any:
