@@ -56,6 +56,22 @@ def synthetic_overrides(**extra: object) -> list[str]:
 
 
 @pytest.fixture
+def trained_stages(monkeypatch) -> list[int]:
+    """The stage number of every epoch the engine trains from now on (what a run trained, not resumed)."""
+    from ccsam.training.trainer import Trainer
+
+    stages: list[int] = []
+    real = Trainer.train_epoch
+
+    def counting(self):
+        stages.append(self.stage.number)
+        return real(self)
+
+    monkeypatch.setattr(Trainer, "train_epoch", counting)
+    return stages
+
+
+@pytest.fixture
 def tiny_overrides():
     """A function returning the override list of a tiny synthetic run (keyword arguments replace keys)."""
 

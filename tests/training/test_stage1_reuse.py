@@ -26,20 +26,6 @@ def _train(out: Path, preset: str, overrides: list[str], *extra: str) -> int:
     return main(["train", "--preset", preset, "--out", str(out), "--no-progress", *extra, *overrides])
 
 
-@pytest.fixture
-def trained_stages(monkeypatch) -> list[int]:
-    """The stage number of every epoch the engine trains from now on."""
-    stages: list[int] = []
-    real = Trainer.train_epoch
-
-    def counting(self):
-        stages.append(self.stage.number)
-        return real(self)
-
-    monkeypatch.setattr(Trainer, "train_epoch", counting)
-    return stages
-
-
 def _same_run(a: Path, b: Path) -> None:
     """Two run folders trained the same numbers: results, per-epoch records (timings aside), weights."""
     ra, rb = (json.loads((p / "results.json").read_text()) for p in (a, b))

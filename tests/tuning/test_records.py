@@ -255,21 +255,14 @@ def test_restore_refuses_seeds_that_the_changed_study_file_would_train_otherwise
 
 
 def test_a_stage2_ablation_trains_only_stage2_on_the_final_runs_stage1_and_equals_training_it_whole(
-    finished_study: tuple[Path, Path], tmp_path: Path, monkeypatch
+    finished_study: tuple[Path, Path], tmp_path: Path, trained_stages: list[int]
 ) -> None:
     study, _ = finished_study
     target = tmp_path / "study"
     shutil.copytree(study, target)
     spec = load_study_spec(_tree(trials=3))
     crt = ["stage2.epochs=1", "stage2.method={name: retrain, reinit_head: true}", "stage2.sampler=class_balanced"]
-    stages: list[int] = []
-    real = Trainer.train_epoch
-
-    def counting(self):
-        stages.append(self.stage.number)
-        return real(self)
-
-    monkeypatch.setattr(Trainer, "train_epoch", counting)
+    stages = trained_stages
     whole = run_final(spec, target, "ce", variant="crt-whole", extra_overrides=crt)
     assert stages == [1, 1, 2] * 2
     stages.clear()
