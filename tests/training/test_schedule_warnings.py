@@ -53,6 +53,8 @@ def test_a_shortened_schedule_names_each_unreached_point(tmp_path, caplog, tiny_
         ({"stage1.perturb_last_k": 2}, ["stage1.perturb_last_k=2 has no effect with stage1.perturb_scope=head"]),
         ({"model.head_scale": 16}, ["model.head_scale=16 scales a cosine head"]),
         ({"stage1.perturb_scope": "last_k", "stage1.perturb_last_k": 2}, []),  # read: no line
+        ({"stage1.class_pass_bn": "batch"}, ["stage1.class_pass_bn=batch has no effect without per-class passes"]),
+        ({"stage1.perturb_scope": "all", "stage1.class_pass_bn": "batch"}, []),
         ({"stage1.schedule": "cosine", "stage1.milestones": "[]", "stage1.warmup_epochs": 1}, []),
     ],
 )

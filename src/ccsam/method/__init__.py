@@ -14,7 +14,7 @@ from ccsam.method.radius import (
     ccsam_radius,
     global_norm,
 )
-from ccsam.method.scoped import PerturbScope, class_conditional_loss, select_parameters
+from ccsam.method.scoped import ClassPassBn, PerturbScope, class_conditional_loss, select_parameters
 from ccsam.method.stage1 import stage1_loss
 from ccsam.method.stage2 import adversarial_class_weights, adversarial_feature_losses
 
@@ -22,6 +22,7 @@ __all__ = [
     "GRAD_NORM_FLOOR",
     "PARAM_NORM_EPS",
     "RADIUS_MODES",
+    "ClassPassBn",
     "PerturbScope",
     "RadiusMode",
     "adversarial_class_weights",

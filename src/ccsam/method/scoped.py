@@ -28,11 +28,12 @@ from ccsam.checks import check_int
 from ccsam.method._common import check_counts
 from ccsam.method.radius import GRAD_NORM_FLOOR, PARAM_NORM_EPS, ccsam_radius, global_norm
 from ccsam.method.stage1 import Criterion
-from ccsam.models.bn import bn_stats_frozen
+from ccsam.models.bn import BatchStatistics, bn_stats_frozen, normalised_with, recorded_batch_statistics
 
 __all__ = ["PerturbScope", "class_conditional_loss", "select_parameters"]
 
 PerturbScope = Literal["head", "last_k", "all"]
+ClassPassBn = Literal["class_rows", "batch"]
 
 def select_parameters(model: nn.Module, scope: PerturbScope, k: int = 1) -> list[nn.Parameter]:
     """The trainable parameters that CC-SAM perturbs for a perturbation ``scope``.
@@ -116,6 +117,7 @@ def class_conditional_loss(
     clean_loss: Callable[[Tensor], Tensor] | None = None,
     freeze_bn_stats: bool = True,
     sum_over_processes: Callable[[Tensor], Tensor] | None = None,
+    class_pass_bn: ClassPassBn = "class_rows",
 ) -> Tensor:
     """CC-SAM stage-1 objective with the perturbation on ``params`` (paper form of the radius).
 
@@ -140,11 +142,15 @@ def class_conditional_loss(
 
     Class ``c``'s rows are forwarded through the whole model at ``w + eps_c`` (the other parameters and
     buffers as they are), so the gradient of ``L`` reaches every parameter as at the perturbed points.
-    BatchNorm runs in the model's current mode: in train mode each class pass normalises with the
-    statistics of its own rows (a class with one sample fails in ``BatchNorm1d``) and, with
-    ``freeze_bn_stats=False``, also updates the running statistics (``1 + P`` updates per step);
+    BatchNorm in the class passes (``class_pass_bn``): ``"class_rows"`` runs it in the model's current
+    mode, so in train mode each class pass normalises with the statistics of its own rows (a tail class
+    with one row in the batch gets the statistics of one image; one sample fails in ``BatchNorm1d``) and,
+    with ``freeze_bn_stats=False``, also updates the running statistics (``1 + P`` updates per step;
     ``freeze_bn_stats=True`` runs the class passes under :func:`ccsam.models.bn.bn_stats_frozen`, so only
-    the clean pass updates them.
+    the clean pass updates them). ``"batch"`` normalises every class pass with the statistics the clean
+    pass used for the whole batch (:func:`ccsam.models.bn.recorded_batch_statistics`, detached: no
+    gradient through them from the class passes) and updates no running statistics, so that at
+    ``eps_c = 0`` each row's perturbed logits equal its clean logits.
 
     Several processes (``sum_over_processes``, e.g. :func:`ccsam.distributed.all_reduce_sum`), each with
     its slice of a global batch: ``m_c`` and ``g_c`` are those of the global batch (per class, the
@@ -171,6 +177,7 @@ def class_conditional_loss(
         freeze_bn_stats: keep the class passes from updating BatchNorm running statistics.
         sum_over_processes: sum of a tensor over the processes that share the global batch (``None``:
             one process).
+        class_pass_bn: ``"class_rows"`` or ``"batch"``: the BatchNorm statistics of the class passes.
 
     Returns:
         The scalar loss (reads ``labels`` back to the host to group the classes).
@@ -184,7 +191,13 @@ def class_conditional_loss(
         >>> loss.backward()
     """
     names = _check_loss_args(model, inputs, labels, params, noise_scale, flat_ratio)
-    logits = model(inputs)
+    if class_pass_bn not in ("class_rows", "batch"):
+        raise ValueError(f"class_pass_bn must be 'class_rows' or 'batch', got {class_pass_bn!r}")
+    recording: contextlib.AbstractContextManager[BatchStatistics] = (
+        recorded_batch_statistics(model) if class_pass_bn == "batch" else contextlib.nullcontext({})
+    )
+    with recording as clean_stats:
+        logits = model(inputs)
     if logits.dim() != 2 or logits.shape[0] != labels.shape[0]:
         raise ValueError(f"model must return logits [{labels.shape[0]}, C], got {tuple(logits.shape)}")
     num_classes = logits.shape[1]
@@ -204,7 +217,10 @@ def class_conditional_loss(
     with torch.no_grad():
         theta_norm = global_norm(params) + PARAM_NORM_EPS
     num_params = sum(p.numel() for p in params)
-    bn_ctx = bn_stats_frozen(model) if freeze_bn_stats else contextlib.nullcontext()
+    bn_ctx: contextlib.AbstractContextManager[object] = (
+        normalised_with(clean_stats) if class_pass_bn == "batch"
+        else bn_stats_frozen(model) if freeze_bn_stats else contextlib.nullcontext()
+    )
     perturbed_rows: list[Tensor] = []
     row_labels: list[Tensor] = []
     groups, batch_counts = _class_groups(labels, num_classes, sum_over_processes)

@@ -16,12 +16,20 @@ from __future__ import annotations
 
 import contextlib
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
-from torch import nn
+import torch.nn.functional as F
+from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-__all__ = ["bn_stats_frozen", "disable_running_stats", "enable_running_stats", "eval_mode"]
+__all__ = [
+    "BatchStatistics", "bn_stats_frozen", "disable_running_stats", "enable_running_stats", "eval_mode",
+    "normalised_with", "recorded_batch_statistics",
+]
+
+#: Per train-mode BatchNorm layer: the mean and biased variance of its input over every dimension but
+#: the channels, detached (what the layer normalised one batch with).
+BatchStatistics = dict[_BatchNorm, tuple[Tensor, Tensor]]
 
 # Each layer's own flag before disable_running_stats, restored by enable_running_stats. Weak keys:
 # no attribute is added to the user's modules and no module is kept alive by this table.
@@ -87,3 +95,46 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     finally:
         for module, flag in flags:
             module.training = flag
+
+
+@contextlib.contextmanager
+def recorded_batch_statistics(model: nn.Module) -> Iterator[BatchStatistics]:
+    """Context that records, for every BatchNorm layer of ``model`` that runs in train mode inside it, the
+    statistics it normalises with: ``mean_c = E[x_c]`` and ``var_c = E[(x_c - mean_c)^2]`` over the batch
+    and spatial dimensions, detached (the last forward's, if a layer runs twice)."""
+    stats: BatchStatistics = {}
+
+    def record(module: nn.Module, args: tuple[Tensor, ...]) -> None:
+        if module.training and isinstance(module, _BatchNorm):
+            x = args[0].detach()
+            dims = [d for d in range(x.dim()) if d != 1]
+            stats[module] = (x.mean(dims), x.var(dims, unbiased=False))
+
+    handles = [m.register_forward_pre_hook(record) for m in _batch_norms(model)]
+    try:
+        yield stats
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextlib.contextmanager
+def normalised_with(stats: BatchStatistics) -> Iterator[None]:
+    """Context in which each BatchNorm layer of ``stats`` computes ``(x - mean) / sqrt(var + eps) * weight
+    + bias`` with the given statistics instead of its input's, and updates no running statistics; its
+    ``weight`` / ``bias`` are read at call time (e.g. perturbed ones under ``torch.func.functional_call``).
+    Under torchrun these are the process's own statistics, and the layer runs no collective."""
+
+    def fixed(module: _BatchNorm, mean: Tensor, var: Tensor) -> Callable[[Tensor], Tensor]:
+        def forward(x: Tensor) -> Tensor:
+            return F.batch_norm(x, mean, var, module.weight, module.bias, False, 0.0, module.eps)
+
+        return forward
+
+    for module, (mean, var) in stats.items():
+        module.forward = fixed(module, mean, var)  # type: ignore[method-assign,assignment]
+    try:
+        yield
+    finally:
+        for module in stats:
+            del module.forward  # the class's forward again

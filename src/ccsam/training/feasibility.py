@@ -162,6 +162,9 @@ def ignored_option_warnings(cfg: RunConfig) -> list[str]:
     if s1.perturb_scope != "last_k" and _away_from_default(s1, ("perturb_last_k",)):
         lines.append(f"stage1.perturb_last_k={s1.perturb_last_k} has no effect with stage1.perturb_scope="
                      f"{s1.perturb_scope}; it counts blocks for perturb_scope=last_k")
+    if (s1.perturb_scope == "head" or s1.method == "erm") and _away_from_default(s1, ("class_pass_bn",)):
+        lines.append(f"stage1.class_pass_bn={s1.class_pass_bn} has no effect without per-class passes "
+                     "(stage1.method=ccsam with stage1.perturb_scope=last_k or all)")
     if cfg.model.head == "linear" and _away_from_default(cfg.model, ("head_scale",)):
         lines.append(f"model.head_scale={cfg.model.head_scale:g} scales a cosine head; with model.head=linear "
                      "it has no effect")

@@ -17,6 +17,7 @@ from torch import nn
 from ccsam.data.augment import MixedBatch
 from ccsam.losses import effective_class_weights
 from ccsam.method import (
+    ClassPassBn,
     PerturbScope,
     RadiusMode,
     adversarial_feature_losses,
@@ -151,6 +152,7 @@ class ScopedCcsamObjective:
     last_k: int = 1
     criterion: nn.Module = field(default_factory=_cross_entropy)
     sum_over_processes: Callable[[torch.Tensor], torch.Tensor] | None = None
+    class_pass_bn: ClassPassBn = "class_rows"
 
     def __call__(self, model: Classifier, batch: MixedBatch) -> StepOutput:
         params = select_parameters(model, self.scope, self.last_k)
@@ -159,7 +161,7 @@ class ScopedCcsamObjective:
                                       noise_scale=self.noise_scale, flat_ratio=self.flat_ratio, soft_targets=soft,
                                       criterion=self.criterion,
                                       clean_loss=lambda logits: mixup_loss(self.criterion, logits, batch),
-                                      sum_over_processes=self.sum_over_processes)
+                                      sum_over_processes=self.sum_over_processes, class_pass_bn=self.class_pass_bn)
         return StepOutput(loss, _clean_logits(model, batch))
 
 

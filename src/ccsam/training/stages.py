@@ -184,7 +184,8 @@ def _ccsam_head(cfg: RunConfig, stage: Stage, stage_epoch: int, counts: torch.Te
 def _ccsam_scoped(cfg: RunConfig, stage: Stage, stage_epoch: int, counts: torch.Tensor) -> Objective:
     s1 = cfg.stage1
     return ScopedCcsamObjective(
-        counts, s1.flat_ratio, s1.noise_scale, s1.perturb_scope, s1.perturb_last_k, stage.criterion
+        counts, s1.flat_ratio, s1.noise_scale, s1.perturb_scope, s1.perturb_last_k, stage.criterion,
+        class_pass_bn=s1.class_pass_bn,
     )
 
 

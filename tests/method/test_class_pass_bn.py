@@ -1,0 +1,151 @@
+"""``class_conditional_loss(class_pass_bn="batch")``: the per-class passes of the paper form normalise
+BatchNorm with the clean pass's whole-batch statistics. Checked by value and gradient against an
+independent computation (eval-mode passes whose running statistics are the batch statistics, computed
+layer by layer by hand), against the clean logits at ``eps = 0``, and for untouched running statistics."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from ccsam.method import class_conditional_loss, select_parameters
+
+
+class TinyBnNet(nn.Module):
+    """conv -> BN -> ReLU -> conv -> BN -> ReLU -> pool -> linear head (``backbone`` / ``head``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone = nn.Sequential(
+            nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU()),
+            nn.Sequential(nn.Conv2d(4, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU()),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        )
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+
+def _batch() -> tuple[TinyBnNet, torch.Tensor, torch.Tensor, torch.Tensor]:
+    torch.manual_seed(0)
+    model = TinyBnNet().double().train()
+    for bn in (model.backbone[0][1], model.backbone[1][1]):  # non-trivial affine parameters
+        nn.init.uniform_(bn.weight, 0.5, 1.5)
+        nn.init.uniform_(bn.bias, -0.2, 0.2)
+    x = torch.randn(9, 1, 5, 5, dtype=torch.float64)
+    y = torch.tensor([0, 0, 0, 0, 0, 1, 1, 1, 2])  # class 2 has one row: its own statistics would be one image's
+    return model, x, y, torch.tensor([500.0, 50.0, 5.0])
+
+
+def _reference(model: TinyBnNet, x, y, counts, params, noise_scale: float, flat_ratio: float) -> torch.Tensor:
+    """The same objective by hand: the clean train-mode pass; per class, its gradient, the closed-form
+    radius, then an eval-mode pass at w + eps_c whose running statistics are the whole batch's (each BN
+    input recomputed here, layer by layer, from the clean pass)."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    logits = model(x)
+    per_sample = F.cross_entropy(logits, y, reduction="none")
+    clean = per_sample.mean()
+    # Batch statistics of each BN input, recomputed from the clean pass's layers (detached).
+    stats = {}
+    with torch.no_grad():
+        h = x
+        for block in model.backbone[:2]:
+            h = block[0](h)
+            stats[block[1]] = (h.mean((0, 2, 3)), h.var((0, 2, 3), unbiased=False))
+            h = block[2](block[1](h))
+    frozen = copy.deepcopy(model).eval()
+    buffers = {}
+    for name, module in model.named_modules():
+        if module in stats:
+            buffers[f"{name}.running_mean"], buffers[f"{name}.running_var"] = stats[module]
+    theta = torch.sqrt(sum((p.detach() ** 2).sum() for p in params)) + 1e-12
+    k = sum(p.numel() for p in params)
+    rows, row_labels = [], []
+    for c in y.unique().tolist():
+        idx = (y == c).nonzero().flatten()
+        grads = torch.autograd.grad(per_sample[idx].mean(), params, retain_graph=True)
+        g = torch.sqrt(sum((gr ** 2).sum() for gr in grads))
+        radius = noise_scale * k ** 0.25 * torch.sqrt(theta / (2 * g)) * max(float(counts[c]) - 1, 1.0) ** -0.25
+        moved = {names[id(p)]: p + (radius / g) * gr for p, gr in zip(params, grads, strict=True)}
+        # the frozen copy's structure, the original parameters (so gradients reach them), batch statistics
+        rows.append(functional_call(frozen, {**dict(model.named_parameters()), **moved, **buffers}, (x[idx],)))
+        row_labels.append(y[idx])
+    perturbed = F.cross_entropy(torch.cat(rows), torch.cat(row_labels))
+    return (1 - flat_ratio) * clean + flat_ratio * perturbed
+
+
+@pytest.mark.parametrize("scope", ["last_k", "all"])
+def test_batch_statistics_class_passes_match_an_independent_computation_by_value_and_gradient(scope: str) -> None:
+    model, x, y, counts = _batch()
+    params = select_parameters(model, scope, 1)
+    ref_model = copy.deepcopy(model)
+    ref_params = select_parameters(ref_model, scope, 1)
+    loss = class_conditional_loss(model, x, y, counts, params=params, noise_scale=0.05, flat_ratio=0.6,
+                                  class_pass_bn="batch")
+    ref = _reference(ref_model, x, y, counts, ref_params, noise_scale=0.05, flat_ratio=0.6)
+    torch.testing.assert_close(loss, ref, rtol=1e-10, atol=1e-12)
+    all_params, ref_all = list(model.parameters()), list(ref_model.parameters())
+    grads = torch.autograd.grad(loss, all_params)
+    ref_grads = torch.autograd.grad(ref, ref_all)
+    for g, r in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(g, r, rtol=1e-9, atol=1e-12)
+
+
+def test_at_zero_radius_batch_statistics_reproduce_the_clean_loss_and_class_rows_do_not() -> None:
+    model, x, y, counts = _batch()
+    params = select_parameters(model, "last_k", 1)
+    clean = F.cross_entropy(model(x), y)
+    batch = class_conditional_loss(model, x, y, counts, params=params, noise_scale=0.0, flat_ratio=1.0,
+                                   class_pass_bn="batch")
+    rows = class_conditional_loss(model, x, y, counts, params=params, noise_scale=0.0, flat_ratio=1.0)
+    torch.testing.assert_close(batch, clean, rtol=1e-12, atol=1e-12)
+    assert abs(float((rows - clean).detach())) > 1e-3  # each class normalised with its own rows is another network
+
+
+def test_batch_statistics_class_passes_leave_running_statistics_as_the_clean_pass_sets_them() -> None:
+    model, x, y, counts = _batch()
+    clean_only = copy.deepcopy(model)
+    clean_only(x)
+    class_conditional_loss(model, x, y, counts, params=select_parameters(model, "all"), noise_scale=0.05,
+                           flat_ratio=0.5, class_pass_bn="batch")
+    for bn, ref in zip(
+        (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)),
+        (m for m in clean_only.modules() if isinstance(m, nn.BatchNorm2d)), strict=True,
+    ):
+        torch.testing.assert_close(bn.running_mean, ref.running_mean)
+        torch.testing.assert_close(bn.running_var, ref.running_var)
+        assert bn.num_batches_tracked == ref.num_batches_tracked
+        assert "forward" not in vars(bn)  # the layer's own forward is back
+    with pytest.raises(ValueError, match="class_pass_bn must be"):
+        class_conditional_loss(model, x, y, counts, params=select_parameters(model, "all"), noise_scale=0.05,
+                               flat_ratio=0.5, class_pass_bn="global")  # type: ignore[arg-type]
+
+
+def test_the_engine_passes_stage1_class_pass_bn_to_the_class_passes(tmp_path, monkeypatch) -> None:
+    from conftest import synthetic_overrides
+
+    from ccsam.config import resolve_config
+    from ccsam.training import objectives
+    from ccsam.training.run_dir import RunDir
+    from ccsam.training.trainer import Trainer
+
+    seen: list[str] = []
+    real = objectives.class_conditional_loss
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["class_pass_bn"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(objectives, "class_conditional_loss", spy)
+    cfg = resolve_config("fmnist-lt-ccsam", synthetic_overrides(**{
+        "stage1.perturb_scope": "last_k", "stage1.class_pass_bn": "batch", "stage1.epochs": 1, "stage2.epochs": 0,
+        "stage1.milestones": "[]",
+    }))
+    Trainer(cfg, RunDir.create(tmp_path / "run", cfg, ["test"]), progress=False).fit()
+    assert seen and set(seen) == {"batch"}
