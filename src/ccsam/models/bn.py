@@ -131,10 +131,14 @@ def normalised_with(stats: BatchStatistics) -> Iterator[None]:
 
         return forward
 
+    own = {module: vars(module).get("forward") for module in stats}  # an instance-level forward, if any
     for module, (mean, var) in stats.items():
         module.forward = fixed(module, mean, var)  # type: ignore[method-assign,assignment]
     try:
         yield
     finally:
-        for module in stats:
-            del module.forward  # the class's forward again
+        for module, forward in own.items():
+            if forward is None:
+                del module.forward  # the class's forward again
+            else:
+                module.forward = forward  # type: ignore[method-assign]
