@@ -148,9 +148,9 @@ def class_conditional_loss(
     with ``freeze_bn_stats=False``, also updates the running statistics (``1 + P`` updates per step;
     ``freeze_bn_stats=True`` runs the class passes under :func:`ccsam.models.bn.bn_stats_frozen`, so only
     the clean pass updates them). ``"batch"`` normalises every class pass with the statistics the clean
-    pass used for the whole batch (:func:`ccsam.models.bn.recorded_batch_statistics`, detached: no
-    gradient through them from the class passes) and updates no running statistics, so that at
-    ``eps_c = 0`` each row's perturbed logits equal its clean logits.
+    pass used for the whole batch (:func:`ccsam.models.bn.recorded_batch_statistics`, in its graph) and
+    updates no running statistics, so that at ``eps_c = 0`` the perturbed loss equals the clean loss in
+    value and gradient.
 
     Several processes (``sum_over_processes``, e.g. :func:`ccsam.distributed.all_reduce_sum`), each with
     its slice of a global batch: ``m_c`` and ``g_c`` are those of the global batch (per class, the

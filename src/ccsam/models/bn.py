@@ -18,7 +18,7 @@ import contextlib
 import weakref
 from collections.abc import Callable, Iterator
 
-import torch.nn.functional as F
+import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -28,7 +28,7 @@ __all__ = [
 ]
 
 #: Per train-mode BatchNorm layer: the mean and biased variance of its input over every dimension but
-#: the channels, detached (what the layer normalised one batch with).
+#: the channels (what the layer normalised one batch with), as tensors of that batch's graph.
 BatchStatistics = dict[_BatchNorm, tuple[Tensor, Tensor]]
 
 # Each layer's own flag before disable_running_stats, restored by enable_running_stats. Weak keys:
@@ -101,12 +101,14 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
 def recorded_batch_statistics(model: nn.Module) -> Iterator[BatchStatistics]:
     """Context that records, for every BatchNorm layer of ``model`` that runs in train mode inside it, the
     statistics it normalises with: ``mean_c = E[x_c]`` and ``var_c = E[(x_c - mean_c)^2]`` over the batch
-    and spatial dimensions, detached (the last forward's, if a layer runs twice)."""
+    and spatial dimensions (the last forward's, if a layer runs twice). They stay in the batch's autograd
+    graph, as the layer's own statistics do: a loss of rows normalised with them has the gradient those
+    rows have in the batch (through every row's contribution to the statistics)."""
     stats: BatchStatistics = {}
 
     def record(module: nn.Module, args: tuple[Tensor, ...]) -> None:
         if module.training and isinstance(module, _BatchNorm):
-            x = args[0].detach()
+            x = args[0]
             dims = [d for d in range(x.dim()) if d != 1]
             stats[module] = (x.mean(dims), x.var(dims, unbiased=False))
 
@@ -121,13 +123,18 @@ def recorded_batch_statistics(model: nn.Module) -> Iterator[BatchStatistics]:
 @contextlib.contextmanager
 def normalised_with(stats: BatchStatistics) -> Iterator[None]:
     """Context in which each BatchNorm layer of ``stats`` computes ``(x - mean) / sqrt(var + eps) * weight
-    + bias`` with the given statistics instead of its input's, and updates no running statistics; its
+    + bias`` with the given statistics instead of its input's (differentiably in both, unlike
+    ``F.batch_norm``, whose running statistics take no gradient) and updates no running statistics; its
     ``weight`` / ``bias`` are read at call time (e.g. perturbed ones under ``torch.func.functional_call``).
     Under torchrun these are the process's own statistics, and the layer runs no collective."""
 
     def fixed(module: _BatchNorm, mean: Tensor, var: Tensor) -> Callable[[Tensor], Tensor]:
         def forward(x: Tensor) -> Tensor:
-            return F.batch_norm(x, mean, var, module.weight, module.bias, False, 0.0, module.eps)
+            shape = (1, -1) + (1,) * (x.dim() - 2)
+            y = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + module.eps)
+            if module.weight is not None:
+                y = y * module.weight.view(shape) + module.bias.view(shape)
+            return y
 
         return forward
 
