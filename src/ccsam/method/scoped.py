@@ -30,10 +30,11 @@ from ccsam.method.radius import GRAD_NORM_FLOOR, PARAM_NORM_EPS, ccsam_radius, g
 from ccsam.method.stage1 import Criterion
 from ccsam.models.bn import BatchStatistics, bn_stats_frozen, normalised_with, recorded_batch_statistics
 
-__all__ = ["PerturbScope", "class_conditional_loss", "select_parameters"]
+__all__ = ["ClassPassBn", "PerturbScope", "class_conditional_loss", "select_parameters"]
 
 PerturbScope = Literal["head", "last_k", "all"]
 ClassPassBn = Literal["class_rows", "batch"]
+
 
 def select_parameters(model: nn.Module, scope: PerturbScope, k: int = 1) -> list[nn.Parameter]:
     """The trainable parameters that CC-SAM perturbs for a perturbation ``scope``.
