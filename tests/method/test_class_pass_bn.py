@@ -154,3 +154,21 @@ def test_the_engine_passes_stage1_class_pass_bn_to_the_class_passes(tmp_path, mo
     }))
     Trainer(cfg, RunDir.create(tmp_path / "run", cfg, ["test"]), progress=False).fit()
     assert seen and set(seen) == {"batch"}
+
+
+def test_layers_without_running_statistics_are_recorded_and_a_layer_run_twice_is_an_error() -> None:
+    from ccsam.models.bn import normalised_with, recorded_batch_statistics
+
+    x = torch.randn(6, 3, 4, 4, dtype=torch.float64)
+    stateless = nn.BatchNorm2d(3, track_running_stats=False).double().eval()  # normalises with the batch's
+    with recorded_batch_statistics(stateless) as stats:
+        out = stateless(x)
+    assert list(stats) == [stateless]
+    with normalised_with(stats):
+        torch.testing.assert_close(stateless(x), out)  # the same statistics, the same output
+    assert "forward" not in vars(stateless)
+
+    twice = nn.BatchNorm2d(3).double().train()
+    with pytest.raises(RuntimeError, match="ran twice in one forward"), recorded_batch_statistics(twice):
+        twice(twice(x))
+    assert "forward" not in vars(twice)

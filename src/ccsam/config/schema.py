@@ -239,7 +239,7 @@ class Stage1Config(ScheduleFields):
     perturb_last_k: int = Field(1, ge=1, description="last_k: number of backbone blocks")
     class_pass_bn: Literal["class_rows", "batch"] = Field(
         "class_rows", description="last_k / all: BatchNorm statistics of the per-class passes: class_rows "
-        "(each class's own rows) | batch (the clean pass's whole-batch statistics)"
+        "(each class's own rows) | batch (the clean pass's whole-batch statistics; per process under torchrun)"
     )
     optimizer: OptimizerChoice = Field(
         SgdOptimizer(), description="sgd | sam {rho} | asam {rho, eta} | imbsam {rho, tail_threshold, tail_weight}"

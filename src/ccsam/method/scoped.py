@@ -150,8 +150,9 @@ def class_conditional_loss(
     ``freeze_bn_stats=True`` runs the class passes under :func:`ccsam.models.bn.bn_stats_frozen`, so only
     the clean pass updates them). ``"batch"`` normalises every class pass with the statistics the clean
     pass used for the whole batch (:func:`ccsam.models.bn.recorded_batch_statistics`, in its graph) and
-    updates no running statistics, so that at ``eps_c = 0`` the perturbed loss equals the clean loss in
-    value and gradient.
+    updates no running statistics, so that at ``eps_c = 0`` (hard labels, ``criterion`` the batch-mean
+    cross-entropy) the perturbed loss equals the clean loss in value and gradient. Under several
+    processes these are each process's own statistics, also with SyncBatchNorm.
 
     Several processes (``sum_over_processes``, e.g. :func:`ccsam.distributed.all_reduce_sum`), each with
     its slice of a global batch: ``m_c`` and ``g_c`` are those of the global batch (per class, the

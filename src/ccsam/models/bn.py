@@ -97,55 +97,77 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
             module.training = flag
 
 
+def _normalising_with_batch_statistics(module: _BatchNorm) -> bool:
+    """Whether ``module`` normalises with its input's statistics (as PyTorch decides: train mode, or no
+    running statistics to use)."""
+    return module.training or (module.running_mean is None and module.running_var is None)
+
+
+@contextlib.contextmanager
+def _forwards_replaced(replacements: dict[_BatchNorm, Callable[[Tensor], Tensor]]) -> Iterator[None]:
+    """Each layer's ``forward`` replaced on the instance (which ``torch.compile`` guards, unlike hooks
+    added after compiling), and restored on exit: a layer's own instance-level forward, if it had one."""
+    own = {module: vars(module).get("forward") for module in replacements}
+    for module, forward in replacements.items():
+        module.forward = forward  # type: ignore[method-assign,assignment]
+    try:
+        yield
+    finally:
+        for module, previous in own.items():
+            if previous is None:
+                del module.forward  # the class's forward again
+            else:
+                module.forward = previous  # type: ignore[method-assign]
+
+
 @contextlib.contextmanager
 def recorded_batch_statistics(model: nn.Module) -> Iterator[BatchStatistics]:
-    """Context that records, for every BatchNorm layer of ``model`` that runs in train mode inside it, the
-    statistics it normalises with: ``mean_c = E[x_c]`` and ``var_c = E[(x_c - mean_c)^2]`` over the batch
-    and spatial dimensions (the last forward's, if a layer runs twice). They stay in the batch's autograd
-    graph, as the layer's own statistics do: a loss of rows normalised with them has the gradient those
-    rows have in the batch (through every row's contribution to the statistics)."""
+    """Context that records, for every BatchNorm layer of ``model`` that normalises with batch statistics
+    (train mode, or no running statistics), the statistics of its input inside it: ``mean_c = E[x_c]`` and
+    ``var_c = E[(x_c - mean_c)^2]`` over the batch and spatial dimensions, in float32 at least. They stay in the
+    batch's autograd graph, as the layer's own statistics do: a loss of rows normalised with them has the
+    gradient those rows have in the batch. A layer that runs twice inside the context is an error (one
+    set of statistics per layer)."""
     stats: BatchStatistics = {}
 
-    def record(module: nn.Module, args: tuple[Tensor, ...]) -> None:
-        if module.training and isinstance(module, _BatchNorm):
-            x = args[0]
+    def recording(module: _BatchNorm) -> Callable[[Tensor], Tensor]:
+        original = module.forward
+
+        def forward(input: Tensor) -> Tensor:
+            if module in stats:
+                raise RuntimeError(f"{module.__class__.__name__} layer ran twice in one forward; its batch "
+                                   "statistics are recorded once (use class_pass_bn=class_rows with this model)")
+            x = input.to(torch.promote_types(input.dtype, torch.float32))
             dims = [d for d in range(x.dim()) if d != 1]
             stats[module] = (x.mean(dims), x.var(dims, unbiased=False))
+            return original(input)
 
-    handles = [m.register_forward_pre_hook(record) for m in _batch_norms(model)]
-    try:
+        return forward
+
+    layers = [m for m in _batch_norms(model) if _normalising_with_batch_statistics(m)]
+    with _forwards_replaced({m: recording(m) for m in layers}):
         yield stats
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 @contextlib.contextmanager
 def normalised_with(stats: BatchStatistics) -> Iterator[None]:
     """Context in which each BatchNorm layer of ``stats`` computes ``(x - mean) / sqrt(var + eps) * weight
-    + bias`` with the given statistics instead of its input's (differentiably in both, unlike
-    ``F.batch_norm``, whose running statistics take no gradient) and updates no running statistics; its
-    ``weight`` / ``bias`` are read at call time (e.g. perturbed ones under ``torch.func.functional_call``).
-    Under torchrun these are the process's own statistics, and the layer runs no collective."""
+    + bias`` with the given statistics instead of its input's (in float32 at least, differentiably in both, unlike
+    ``F.batch_norm``, whose running statistics take no gradient; the output in the input's dtype) and
+    updates no running statistics; its ``weight`` / ``bias`` are read at call time (e.g. perturbed ones
+    under ``torch.func.functional_call``). Under torchrun these are the process's own statistics, and
+    the layer runs no collective."""
 
     def fixed(module: _BatchNorm, mean: Tensor, var: Tensor) -> Callable[[Tensor], Tensor]:
-        def forward(x: Tensor) -> Tensor:
-            shape = (1, -1) + (1,) * (x.dim() - 2)
-            y = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + module.eps)
+        def forward(input: Tensor) -> Tensor:
+            shape = (1, -1) + (1,) * (input.dim() - 2)
+            dtype = torch.promote_types(input.dtype, torch.float32)
+            y = (input.to(dtype) - mean.view(shape)) * torch.rsqrt(var.view(shape) + module.eps)
             if module.weight is not None:
-                y = y * module.weight.view(shape) + module.bias.view(shape)
-            return y
+                y = y * module.weight.to(dtype).view(shape) + module.bias.to(dtype).view(shape)
+            return y.to(input.dtype)
 
         return forward
 
-    own = {module: vars(module).get("forward") for module in stats}  # an instance-level forward, if any
-    for module, (mean, var) in stats.items():
-        module.forward = fixed(module, mean, var)  # type: ignore[method-assign,assignment]
-    try:
+    with _forwards_replaced({m: fixed(m, mean, var) for m, (mean, var) in stats.items()}):
         yield
-    finally:
-        for module, forward in own.items():
-            if forward is None:
-                del module.forward  # the class's forward again
-            else:
-                module.forward = forward  # type: ignore[method-assign]
