@@ -91,25 +91,25 @@ def export_records(study_dir: str | Path, records_dir: str | Path) -> list[Path]
     """
     study_dir, records_dir = Path(study_dir), Path(records_dir)
     live = _live_trials(study_dir)
-    changed = []
-    for rel in sorted({*_record_paths(study_dir), *live}):
+    updates = []
+    for rel in sorted({*_record_paths(study_dir), *live}):  # every file checked before any is written
         text = live[rel] if rel in live else (study_dir / rel).read_text()
         target = records_dir / rel
-        if target.is_file():
-            old = target.read_text()
-            if old == text:
-                continue
-            lost = _entries(old) - _entries(text)
-            if lost:
-                raise ConfigError(
-                    f"'{study_dir / rel}' holds fewer trials or seeds than '{target}' (missing {_shown(lost)}); "
-                    "the records would lose them: export to another records folder, or restore the study "
-                    "folder from these records first"
-                )
+        old = target.read_text() if target.is_file() else None
+        if old == text:
+            continue
+        lost = _entries(old) - _entries(text) if old is not None else set()
+        if lost:
+            raise ConfigError(
+                f"'{study_dir / rel}' holds fewer trials or seeds than '{target}' (missing {_shown(lost)}); "
+                "the records would lose them: export to another records folder, or restore the study "
+                "folder from these records first"
+            )
+        updates.append((target, text))
+    for target, text in updates:
         target.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(target, text)
-        changed.append(target)
-    return changed
+    return [target for target, _ in updates]
 
 
 def _entries(text: str) -> set[str]:

@@ -153,8 +153,8 @@ def _check_spec(spec: StudySpec, study_dir: Path, method: str) -> None:
     record = space_record(spec, method)
     path = study_dir / method / "space.json"
     if path.is_file():
-        stored = _migrated_record(json.loads(path.read_text()))
-        changed = space_changes(stored, record)
+        stored = json.loads(path.read_text())
+        changed = space_changes(stored, record)  # migrates a flat-config record itself
         if changed and not _finished_trials(study_dir, method):
             _logger.warning(
                 "'%s': no trial of the recorded search finished (%s changed); starting its search over",
