@@ -320,7 +320,8 @@ class RuntimeConfig(Section):
     )
     channels_last: bool | None = Field(None, description="None (auto) = on for CUDA, off on the CPU")
     cudnn_benchmark: bool = True
-    compile: bool = Field(False, description="torch.compile the backbone (CLI --compile)")
+    compile: bool = Field(False, description="torch.compile the backbone (CLI --compile; donated buffers "
+                                             "off, for the updates that retain the graph)")
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice)")
     sync_bn: bool = Field(
         False, description="under torchrun: BatchNorm statistics of the global batch (SyncBatchNorm)"

@@ -51,6 +51,7 @@ def prepare_model(model: Classifier, cfg: RuntimeConfig, runtime: Runtime) -> Cl
     if runtime.device.type == "cuda":
         torch.backends.cudnn.benchmark = cfg.cudnn_benchmark
     if cfg.compile:
+        keep_compiled_graphs_retainable()
         model.backbone.compile()
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
@@ -59,6 +60,20 @@ def prepare_model(model: Classifier, cfg: RuntimeConfig, runtime: Runtime) -> Cl
         if hint:
             _logger.info(hint)
     return model
+
+
+def keep_compiled_graphs_retainable() -> None:
+    """Turn off AOTAutograd's donated buffers (``torch._functorch.config.donated_buffer``, torch >= 2.6)
+    for this process. With them, a compiled graph's backward frees its saved activations and refuses
+    ``retain_graph=True``, which CC-SAM's ``last_k`` / ``all`` scopes (one gradient per class before the
+    update) and ImbSAM (the head-class gradient before the tail backward) need. The cost is the memory
+    those buffers would have reused during backward."""
+    try:
+        from torch._functorch import config as functorch_config
+    except ImportError:  # pragma: no cover - a torch without AOTAutograd's config module
+        return
+    if hasattr(functorch_config, "donated_buffer"):
+        functorch_config.donated_buffer = False
 
 
 def busy_cpu_hint(threads: int, load: float | None = None) -> str | None:
