@@ -192,8 +192,8 @@ def test_migrated_loss_presets_keep_their_stage2_loss():
     gcl = resolve_config("cifar10-lt-gcl").stage2.method
     assert isinstance(gcl, RetrainStage2) and not gcl.reinit_head
     assert (gcl.loss.name, gcl.loss.options) == ("gcl", {"scale": 20.0, "noise_mul": 0.5, "margin": 0.1, "gamma": 1.0})
-    mislas = resolve_config("cifar10-lt-mislas").stage2
-    assert isinstance(mislas.method, RetrainStage2) and mislas.train_bn
+    mislas = resolve_config("cifar100-lt-mislas").stage2  # shift learning: BN statistics only
+    assert isinstance(mislas.method, RetrainStage2) and not mislas.train_bn and mislas.bn_mode == "train"
     assert (mislas.method.loss.name, mislas.method.loss.options) == (
-        "label_aware_smoothing", {"eps_head": 0.3, "eps_tail": 0.0}
+        "label_aware_smoothing", {"eps_head": 0.4, "eps_tail": 0.1}
     )

@@ -192,14 +192,15 @@ def test_config_refuses_an_epoch_shorter_than_a_batch() -> None:
 
 
 def test_cifar_and_fmnist_presets_keep_one_pass_epochs() -> None:
-    """The CC-SAM code's samplers (datasets/Samplers.py) draw N samples per epoch: these presets must too."""
+    """The CC-SAM code's samplers (datasets/Samplers.py) draw N samples per epoch: these presets must too
+    (MiSLAS's class visits of 4 images included)."""
     labels = _labels()
     names = [n for n, _ in list_presets() if n.startswith(("cifar10-", "cifar100-", "fmnist-"))]
     assert len(names) > 30
     for name in names:
         cfg = resolve_config(name)
         for stage in (cfg.stage1, cfg.stage2):
-            assert (stage.epoch_samples, stage.class_visit_samples) == ("dataset", 1), name
+            assert stage.epoch_samples == "dataset", name
             extra = {"total_epochs": 2} if stage.sampler == "progressive" else {}
             sampler = build_sampler(stage.sampler, labels, len(COUNTS), 0, epoch_samples=stage.epoch_samples,
                                     class_visit_samples=stage.class_visit_samples, **extra)
@@ -208,11 +209,13 @@ def test_cifar_and_fmnist_presets_keep_one_pass_epochs() -> None:
 
 @pytest.mark.parametrize("preset", ["imagenet-lt-crt", "places-lt-crt", "inat2018-crt"])
 def test_large_scale_crt_follows_kangs_cls_crt_sampler(preset) -> None:
-    """config/<data set>/cls_crt.yaml: ClassAwareSampler, num_samples_cls 4, max_c n_c * C per epoch."""
+    """config/<data set>/cls_crt.yaml: ClassAwareSampler with num_samples_cls 4, and run_networks.py's epoch
+    of N / batch steps (the sampler's max_c n_c * C is cut short)."""
     stage2 = resolve_config(preset).stage2
-    assert (stage2.sampler, stage2.class_visit_samples, stage2.epoch_samples) == (
-        "class_aware", 4, "max_class_times_classes"
-    )
+    assert (stage2.sampler, stage2.class_visit_samples, stage2.epoch_samples) == ("class_aware", 4, "dataset")
+    sampler = build_sampler(stage2.sampler, _labels(), len(COUNTS), 0, epoch_samples=stage2.epoch_samples,
+                            class_visit_samples=stage2.class_visit_samples)
+    assert len(sampler) == N
 
 
 def test_the_trainer_builds_the_configured_epoch_and_resumes_it_exactly(tmp_path, tiny_overrides) -> None:

@@ -253,7 +253,8 @@ class Stage2Config(ScheduleFields):
         CcsamStage2(), description="ccsam {up_limit, div, feature_step}: adversarial features | retrain "
         "{loss, reinit_head}: head (cRT, MiSLAS, GCL) | lws {loss}: per-class scales"
     )
-    train_bn: bool = Field(False, description="also train BatchNorm affine parameters (MiSLAS shift learning)")
+    train_bn: bool = Field(False, description="also train BatchNorm affine parameters (MiSLAS's shift "
+                                                 "learning is bn_mode=train alone: running statistics)")
     epochs: int = Field(0, ge=0, description="0 turns stage 2 off")
     lr: float = Field(0.01, gt=0.0)
     schedule: Literal["official_step", "cosine", "constant"] = "constant"
