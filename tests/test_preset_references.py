@@ -8,15 +8,12 @@ preset follows the code and its header says why. A preset edit that drifts from 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 
 from ccsam.config import resolve_config
 from ccsam.config.schema import RunConfig
 from ccsam.optim.schedules import cosine_factor
-
-PRESETS = Path(__file__).parents[1] / "src/ccsam/presets"
 
 # facebookresearch/classifier-balancing: config/<set>/cls_crt.yaml lines 1, 8 (cosine to 0), 15 (lr, wd),
 # 34 (epochs), 37 (ClassAwareSampler, num_samples_cls 4); run_networks.py 57-63, 265 (N / batch steps per
@@ -27,15 +24,16 @@ CRT = [
     ("inat2018-crt", 30, 0.2, 1e-4),
 ]
 
-# dvlab-research/MiSLAS: config/<set>/*_stage2_mislas.yaml (shift_bn, weight_decay, num_epochs,
-# smooth_head / smooth_tail); datasets/sampler.py 131 (ClassAwareSampler, 4 per class visit);
+# dvlab-research/MiSLAS: config/<set>/*_stage2_mislas.yaml (shift_bn, lr_factor, lr 0.1, weight_decay,
+# num_epochs, smooth_head / smooth_tail); train_stage2.py 241-244, 452-462 (classifier at lr_factor * lr,
+# LWS at lr); datasets/sampler.py 131 (ClassAwareSampler, 4 per class visit);
 # train_stage2.py 241-244, 309-313, 331-335 (shift_bn = model.train() under no_grad, BN affine not optimised).
 MISLAS = [
-    ("cifar10-lt-mislas", False, 2e-4, 0.3, 0.0),
-    ("cifar100-lt-mislas", True, 2e-4, 0.4, 0.1),
-    ("imagenet-lt-mislas", True, 5e-4, 0.3, 0.0),
-    ("places-lt-mislas", True, 5e-4, 0.4, 0.1),
-    ("inat2018-mislas", True, 1e-4, 0.3, 0.0),
+    ("cifar10-lt-mislas", False, 0.5, 2e-4, 0.3, 0.0),
+    ("cifar100-lt-mislas", True, 0.2, 2e-4, 0.4, 0.1),
+    ("imagenet-lt-mislas", True, 0.05, 5e-4, 0.3, 0.0),
+    ("places-lt-mislas", True, 0.05, 5e-4, 0.4, 0.1),
+    ("inat2018-mislas", True, 0.05, 1e-4, 0.3, 0.0),
 ]
 
 # Keke921/GCLLoss: cifar_train_classifier.py 43 (30 epochs), 51 (--lr 0.1), 55 (wd 2e-4), 466-476
@@ -67,14 +65,17 @@ def test_crt_presets_follow_kangs_configs(preset, epochs, lr, weight_decay):
     assert s2.method.name == "retrain" and s2.method.reinit_head
 
 
-@pytest.mark.parametrize(("preset", "shift_bn", "weight_decay", "eps_head", "eps_tail"), MISLAS)
-def test_mislas_presets_shift_only_the_batchnorm_statistics(preset, shift_bn, weight_decay, eps_head, eps_tail):
+@pytest.mark.parametrize(("preset", "shift_bn", "lr_factor", "weight_decay", "eps_head", "eps_tail"), MISLAS)
+def test_mislas_presets_follow_its_stage_2_configs(preset, shift_bn, lr_factor, weight_decay, eps_head, eps_tail):
     s2 = resolve_config(preset).stage2
-    assert not s2.train_bn  # MiSLAS optimises the classifier (and LWS) only
+    assert not s2.train_bn  # MiSLAS optimises the classifier and LWS only: shift_bn moves BN statistics
     assert s2.bn_mode == ("train" if shift_bn else "eval")
-    assert (s2.epochs, s2.weight_decay, s2.sampler, s2.class_visit_samples) == (10, weight_decay, "class_aware", 4)
-    assert s2.method.loss.options == {"eps_head": eps_head, "eps_tail": eps_tail}
-    assert "[RECON]" in (PRESETS / f"{preset}.yaml").read_text()  # the missing joint LWS is stated
+    assert (s2.epochs, s2.lr, s2.weight_decay, s2.schedule) == (10, 0.1, weight_decay, "cosine")
+    assert (s2.sampler, s2.class_visit_samples, s2.epoch_samples) == ("class_aware", 4, "dataset")
+    method = s2.method
+    assert method.name == "retrain" and not method.reinit_head  # the stage-1 classifier goes on training
+    assert (method.lws, method.head_lr_factor) == (True, lr_factor)
+    assert method.loss.options == {"eps_head": eps_head, "eps_tail": eps_tail}
 
 
 @pytest.mark.parametrize(("preset", "weight_decay", "stage1_loss", "stage2_loss"), GCL)

@@ -73,6 +73,29 @@ def test_lws_only_scales_train() -> None:
     assert torch.allclose(head(f), nn.functional.linear(f, head.weight, head.bias), atol=1e-5)
 
 
+def test_joint_lws_trains_weights_and_scales_by_value_and_gradient() -> None:
+    torch.manual_seed(3)
+    linear = nn.Linear(5, 3)
+    head = LWSHead(linear, train_linear=True)
+    assert [name for name, _ in head.named_parameters()] == ["linear_weight", "linear_bias", "scales"]
+    assert head.state_dict().keys() == LWSHead(linear).state_dict().keys()  # checkpoints of either load alike
+    with torch.no_grad():
+        head.scales.copy_(torch.tensor([1.5, 0.5, 2.0]))
+    f, target = torch.randn(4, 5), torch.randn(4, 3)
+    loss = ((head(f) - target) ** 2).sum()
+    loss.backward()
+    # by hand: z = f W^T + b, logits = s * z, dL/dlogits = 2 (logits - t)
+    w, b, s = linear.weight.detach(), linear.bias.detach(), torch.tensor([1.5, 0.5, 2.0])
+    z = f @ w.T + b
+    upstream = 2 * (s * z - target)
+    torch.testing.assert_close(loss.detach(), ((s * z - target) ** 2).sum())
+    torch.testing.assert_close(head.scales.grad, (upstream * z).sum(0))
+    torch.testing.assert_close(head.linear_weight.grad, (upstream * s).T @ f)
+    torch.testing.assert_close(head.linear_bias.grad, (upstream * s).sum(0))
+    assert linear.weight.grad is None  # a copy: the wrapped layer is left as it was
+    torch.testing.assert_close(head.weight, s[:, None] * head.linear_weight.detach())
+
+
 def test_build_head_and_validation() -> None:
     linear = build_head("linear", 4, 2, bias=False)
     assert isinstance(linear, nn.Linear) and linear.bias is None

@@ -14,6 +14,7 @@ from ccsam.evaluation import classification_report
 from ccsam.evaluation.predict import predict
 from ccsam.losses.logit_adjustment import posthoc_logit_adjustment
 from ccsam.models.heads import LWSHead, tau_normalized_weight
+from ccsam.optim.schedules import set_learning_rate
 from ccsam.training.checkpoint import load_checkpoint
 from ccsam.training.run_dir import RunDir
 from ccsam.training.trainer import Trainer, train
@@ -93,6 +94,40 @@ def test_mislas_shift_learning_updates_batchnorm_but_not_convolutions(tmp_path):
     assert changed == batch_norms | {"head.weight", "head.bias"}
 
 
+def test_mislas_joint_lws_trains_head_and_scales_at_their_own_rates(tmp_path):
+    config = _tiny("fmnist-lt-mislas", "stage2.train_bn=false", "stage2.bn_mode=eval", "stage2.method.lws=true",
+                   "stage2.method.head_lr_factor=0.25", "stage2.momentum=0", "stage2.weight_decay=0",
+                   "stage2.schedule=constant")
+    trainer = Trainer(config, RunDir.create(tmp_path / "run", config, []), progress=False)
+    trainer.fit(stop_at=config.stage1.epochs)
+    stage1_head = {k: v.clone() for k, v in trainer.model.head.state_dict().items()}
+    stage = trainer.enter_stage(2)
+    head = trainer.model.head
+    assert isinstance(head, LWSHead) and head.train_linear
+    assert {n for n, p in trainer.model.named_parameters() if p.requires_grad} == {
+        "head.linear_weight", "head.linear_bias", "head.scales"}
+    torch.testing.assert_close(head.linear_weight.detach(), stage1_head["weight"])  # MiSLAS keeps the head
+    # one plain-SGD step from given gradients: the head moves at 0.25 * lr, the scales at lr
+    params = [head.linear_weight, head.linear_bias, head.scales]
+    before = [p.detach().clone() for p in params]
+    grads = [torch.randn_like(p) for p in params]
+    set_learning_rate(stage.optimizer, config.stage2.lr)
+    for p, g in zip(params, grads, strict=True):
+        p.grad = g.clone()
+    stage.optimizer.step()
+    rates = [0.25 * config.stage2.lr] * 2 + [config.stage2.lr]
+    for p, b, g, lr in zip(params, before, grads, rates, strict=True):
+        torch.testing.assert_close(p.detach(), b - lr * g)
+    # a run stopped in stage 2 resumes into the same joint head, lr factors included, to the same result
+    whole = train(config, RunDir.create(tmp_path / "whole", config, []), progress=False)
+    cut = Trainer(config, RunDir.create(tmp_path / "cut", config, []), progress=False)
+    cut.fit(stop_at=config.stage1.epochs + 1)
+    state = load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")
+    assert [g["lr_factor"] for g in state["optimizer"]["param_groups"]] == [0.25, 1.0]
+    resumed = train(config, RunDir.open(tmp_path / "cut"), resume=True, progress=False)
+    assert (resumed["test"]["top1"], resumed["test"]["nll"]) == (whole["test"]["top1"], whole["test"]["nll"])
+
+
 def test_posthoc_logit_adjustment_and_tau_norm_are_applied_at_prediction(tmp_path):
     config = _tiny("fmnist-lt-posthoc-la", "eval.tau_norm=0.5")
     trainer = Trainer(config, RunDir.create(tmp_path / "run", config, []), progress=False)
@@ -139,7 +174,10 @@ def test_incompatible_compositions_are_config_errors():
         ("fmnist-lt-crt", ["stage2.init_from=best_val", "data.val_per_class=0"], "data.val_per_class=0"),
         ("fmnist-lt-crt", ["stage2.init_from=best_val", "stage1.swa=true"], "not stage-1 SWA's averaged weights"),
         ("fmnist-lt-crt", ["stage2.init_from=best_val", "stage1.epochs=0"], "but stage1.epochs=0"),
-        ("fmnist-lt-crt", ["stage2.method=lws", "stage2.spectral_norm=true"], "stage2.method=lws trains only"),
+        ("fmnist-lt-crt", ["stage2.method=lws", "stage2.spectral_norm=true"], "but LWS scales it per class"),
+        ("fmnist-lt-crt", ["stage2.method.lws=true", "stage2.spectral_norm=true"], "but LWS scales it per class"),
+        ("fmnist-lt-crt", ["stage2.method.head_lr_factor=0.5"], "without stage2.method.lws=true set stage2.lr"),
+        ("fmnist-lt-gcl", ["stage2.method.lws=true"], "stage2.method=retrain with lws=true needs model.head=linear"),
         ("fmnist-lt-ce", ["stage1.radius=none"], "with stage1.method=erm they would do nothing"),
         ("fmnist-lt-ce", ["stage1.perturb_scope=all"], "with stage1.method=erm they would do nothing"),
         ("fmnist-lt-ce", ["stage1.nesterov=true", "stage1.momentum=0"], "nesterov=true needs momentum > 0"),

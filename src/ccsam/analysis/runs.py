@@ -46,8 +46,9 @@ def _load(run: RunDir, data_root: str | None, logit_scale: float | None, threads
     ln(C) and every landscape flat. A cosine head's own scale is multiplied (its parameters keep their
     names); another head is wrapped (its parameters become ``head.inner.*``). The prediction rules
     ``eval.posthoc_tau`` and ``eval.tau_norm`` are not applied: the analyses measure the trained weights.
-    An LWS head keeps its linear weights in buffers, so only its per-class scales are perturbed or
-    differentiated (a warning says so)."""
+    An LWS head (``stage2.method=lws``) keeps its linear weights in buffers, so only its per-class scales
+    are perturbed or differentiated (a warning says so); MiSLAS's joint one (``retrain`` with ``lws=true``)
+    trains both, and both are."""
     trained = load_trained(run, data_root=data_root, threads=threads)
     scale = logit_scale if logit_scale is not None else trained.cfg.eval.logit_scale
     head = trained.model.head
@@ -55,7 +56,7 @@ def _load(run: RunDir, data_root: str | None, logit_scale: float | None, threads
         head.scale = float(head.scale) * float(scale)
     elif scale != 1.0:
         trained.model.head = _ScaledLogits(head, scale)  # type: ignore[assignment]
-    if isinstance(head, LWSHead):
+    if isinstance(head, LWSHead) and not head.train_linear:
         _logger.warning("'%s' has an LWS head: its linear weights are fixed buffers, so the analyses perturb "
                         "and differentiate only its per-class scales (not comparable with a trained head's)",
                         run.path)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ccsam.config.base import Section
 from ccsam.config.loss import LossConfig
@@ -149,11 +149,25 @@ class CcsamStage2(Section):
 
 
 class RetrainStage2(Section):
-    """Head re-training with ``loss`` (cRT, MiSLAS, GCL); ``reinit_head`` starts from a fresh head (cRT)."""
+    """Head re-training with ``loss`` (cRT, MiSLAS, GCL); ``reinit_head`` starts from a fresh head (cRT);
+    ``lws`` also learns per-class scales ``f_c`` jointly with the head, ``logits_c = f_c (w_c . x + b_c)``,
+    the head at ``head_lr_factor * stage2.lr`` and the scales at ``stage2.lr`` (MiSLAS's stage 2)."""
 
     name: Literal["retrain"] = "retrain"
     loss: LossConfig = LossConfig()
     reinit_head: bool = Field(False, description="start from a fresh head (cRT)")
+    lws: bool = Field(False, description="also learn per-class weight scales, jointly with the head (MiSLAS)")
+    head_lr_factor: float = Field(
+        1.0, gt=0.0, le=1.0, description="with lws: the head's rate as a fraction of stage2.lr, the scales' being "
+        "stage2.lr (MiSLAS lr_factor)"
+    )
+
+    @model_validator(mode="after")
+    def _head_lr_factor_needs_lws(self) -> RetrainStage2:
+        if self.head_lr_factor != 1.0 and not self.lws:
+            raise ValueError("stage2.method.head_lr_factor sets the head's rate against the LWS scales' rate; "
+                             "without stage2.method.lws=true set stage2.lr instead")
+        return self
 
 
 class LwsStage2(Section):

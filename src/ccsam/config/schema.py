@@ -21,6 +21,7 @@ from ccsam.config.choices import (
     NoFlattening,
     OptimizerChoice,
     RadiusChoice,
+    RetrainStage2,
     SgdOptimizer,
     Stage2Method,
 )
@@ -251,7 +252,8 @@ class Stage2Config(ScheduleFields):
 
     method: Stage2Method = Field(
         CcsamStage2(), description="ccsam {up_limit, div, feature_step}: adversarial features | retrain "
-        "{loss, reinit_head}: head (cRT, MiSLAS, GCL) | lws {loss}: per-class scales"
+        "{loss, reinit_head, lws, head_lr_factor}: head (cRT, GCL; with lws: MiSLAS) | lws {loss}: per-class "
+        "scales"
     )
     train_bn: bool = Field(False, description="also train BatchNorm affine parameters (MiSLAS's shift "
                                                  "learning is bn_mode=train alone: running statistics)")
@@ -365,11 +367,14 @@ class RunConfig(Section):
         if cosine and self.stage1.method == "ccsam" and self.stage1.perturb_scope == "head":
             raise ValueError("stage1.method=ccsam with stage1.perturb_scope=head needs model.head=linear (its closed "
                              "form is for a linear head); stage1.perturb_scope=last_k|all perturb any head")
-        if self.stage2.epochs and cosine and self.stage2.method.name in ("ccsam", "lws"):
-            raise ValueError(f"stage2.method={self.stage2.method.name} needs model.head=linear")
-        if self.stage2.epochs and self.stage2.spectral_norm and self.stage2.method.name == "lws":
-            raise ValueError("stage2.spectral_norm normalises a trainable linear head, but stage2.method=lws trains "
-                             "only per-class scales; use stage2.method=retrain|ccsam or drop stage2.spectral_norm")
+        method = self.stage2.method
+        scales = method.name == "lws" or (isinstance(method, RetrainStage2) and method.lws)
+        if self.stage2.epochs and cosine and (method.name == "ccsam" or scales):
+            what = "lws=true" if method.name == "retrain" else ""
+            raise ValueError(f"stage2.method={method.name}{' with ' + what if what else ''} needs model.head=linear")
+        if self.stage2.epochs and self.stage2.spectral_norm and scales:
+            raise ValueError("stage2.spectral_norm normalises a linear head, but LWS scales it per class "
+                             "(stage2.method=lws, or retrain with lws=true); drop one of them")
         s1 = self.stage1
         if s1.method == "erm" and (s1.perturb_scope != "head" or not isinstance(s1.radius, CcsamRadius)):
             raise ValueError("stage1.perturb_scope and stage1.radius shape CC-SAM's perturbation; with "

@@ -145,8 +145,10 @@ class LWSHead(nn.Module):
     """Learnable weight scaling: ``logits_c = f_c * (w_c . x + b_c)`` with a frozen linear head (Kang et al.).
 
     ``W`` and ``b`` are copied from ``linear`` into buffers, so the per-class scales ``scales``
-    (initialised to 1, i.e. the linear head's logits) are the only parameters. ``weight`` and ``bias``
-    are the *effective* ``f_c w_c`` and ``f_c b_c``, recomputed on access (not parameters).
+    (initialised to 1, i.e. the linear head's logits) are the only parameters; with ``train_linear``
+    they are parameters too, trained jointly with the scales (MiSLAS's stage 2), under the same names
+    (so the ``state_dict`` keys are the same either way). ``weight`` and ``bias`` are the *effective*
+    ``f_c w_c`` and ``f_c b_c``, recomputed on access (not parameters).
 
     Example:
         >>> head = LWSHead(nn.Linear(4, 3))
@@ -157,14 +159,25 @@ class LWSHead(nn.Module):
     linear_weight: Tensor
     linear_bias: Tensor | None
 
-    def __init__(self, linear: nn.Module) -> None:
+    def __init__(self, linear: nn.Module, train_linear: bool = False) -> None:
         """Wrap a trained ``nn.Linear`` head; any other head is refused with a ``ValueError``."""
         super().__init__()
         linear = _check_linear(linear)
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        self.register_buffer("linear_weight", linear.weight.detach().clone())
-        self.register_buffer("linear_bias", None if linear.bias is None else linear.bias.detach().clone())
-        self.scales = nn.Parameter(torch.ones_like(self.linear_weight[:, 0]))
+        self.train_linear = train_linear
+        weight = linear.weight.detach().clone()
+        bias = None if linear.bias is None else linear.bias.detach().clone()
+        if train_linear:
+            self.linear_weight = nn.Parameter(weight)
+            self.linear_bias = None if bias is None else nn.Parameter(bias)
+        else:
+            self.register_buffer("linear_weight", weight)
+            self.register_buffer("linear_bias", bias)
+        self.scales = nn.Parameter(torch.ones_like(weight[:, 0]))
+
+    def linear_parameters(self) -> list[nn.Parameter]:
+        """The trainable ``W`` and ``b`` (``train_linear``), else none."""
+        return [p for p in (self.linear_weight, self.linear_bias) if isinstance(p, nn.Parameter)]
 
     @property
     def weight(self) -> Tensor:
@@ -181,7 +194,8 @@ class LWSHead(nn.Module):
         return F.linear(features, self.linear_weight, self.linear_bias) * self.scales
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}"
+        return (f"in_features={self.in_features}, out_features={self.out_features}"
+                + (", train_linear=True" if self.train_linear else ""))
 
 
 #: The heads a :class:`ccsam.models.Classifier` carries: the trained ``nn.Linear`` / :class:`CosineHead`, and

@@ -71,6 +71,7 @@ def adversarial_weight(stage_epoch: int, total_epochs: int, up_limit: float) -> 
 
 
 def set_learning_rate(optimizer: Optimizer, lr: float) -> None:
-    """Write ``lr`` into every parameter group (the one place the loop touches the optimizer's LR)."""
+    """Write ``lr * lr_factor`` into every parameter group (``lr_factor`` 1 where a group has none; e.g.
+    MiSLAS's head at a fraction of its LWS scales' rate); the one place the loop touches the optimiser's LR."""
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_factor", 1.0)

@@ -37,6 +37,7 @@ from ccsam.training.precision import Runtime, prepare_model
 
 __all__ = [
     "OPTIMIZERS",
+    "TrainableParameters",
     "build_criterion",
     "build_optimizer",
     "build_run_model",
@@ -112,25 +113,30 @@ def build_run_model(cfg: RunConfig, in_channels: int, num_classes: int, runtime:
     return prepare_model(model, runtime_cfg, runtime)
 
 
+#: What a stage's optimiser trains: parameters, or parameter groups ``{"params": [...], "lr_factor": f}``
+#: whose rate is ``f`` times the stage's (:func:`ccsam.optim.schedules.set_learning_rate`).
+TrainableParameters = list[nn.Parameter] | list[dict[str, Any]]
+
+
 def _base_kwargs(stage: Stage1Config | Stage2Config) -> dict[str, Any]:
     return {"lr": stage.lr, "momentum": stage.momentum, "weight_decay": stage.weight_decay,
             "nesterov": stage.nesterov}
 
 
-def _sgd(choice: SgdOptimizer, base: dict[str, Any], params: list[nn.Parameter], counts: torch.Tensor) -> Optimizer:
+def _sgd(choice: SgdOptimizer, base: dict[str, Any], params: TrainableParameters, counts: torch.Tensor) -> Optimizer:
     return SGD(params, **base)
 
 
-def _sam(choice: SamOptimizer, base: dict[str, Any], params: list[nn.Parameter], counts: torch.Tensor) -> Optimizer:
+def _sam(choice: SamOptimizer, base: dict[str, Any], params: TrainableParameters, counts: torch.Tensor) -> Optimizer:
     return SAM(params, SGD, rho=choice.rho, **base)
 
 
-def _asam(choice: AsamOptimizer, base: dict[str, Any], params: list[nn.Parameter], counts: torch.Tensor) -> Optimizer:
+def _asam(choice: AsamOptimizer, base: dict[str, Any], params: TrainableParameters, counts: torch.Tensor) -> Optimizer:
     return SAM(params, SGD, rho=choice.rho, adaptive=True, eta=choice.eta, **base)
 
 
 def _imbsam(
-    choice: ImbsamOptimizer, base: dict[str, Any], params: list[nn.Parameter], counts: torch.Tensor
+    choice: ImbsamOptimizer, base: dict[str, Any], params: TrainableParameters, counts: torch.Tensor
 ) -> Optimizer:
     return ImbSAM(
         params, SGD, counts.cpu(), rho=choice.rho, tail_threshold=choice.tail_threshold,
@@ -148,9 +154,10 @@ def optimizer_choice(stage: Stage1Config | Stage2Config) -> OptimizerChoice:
     return stage.optimizer if isinstance(stage, Stage1Config) else SgdOptimizer()
 
 
-def build_optimizer(stage: Stage1Config | Stage2Config, params: Iterable[nn.Parameter],
+def build_optimizer(stage: Stage1Config | Stage2Config, params: Iterable[nn.Parameter] | TrainableParameters,
                     class_counts: torch.Tensor) -> Optimizer:
-    """``OPTIMIZERS[optimizer_choice(stage).name]`` over ``params`` with the stage's SGD settings."""
+    """``OPTIMIZERS[optimizer_choice(stage).name]`` over ``params`` (parameters, or parameter groups with an
+    ``lr_factor``: see :func:`ccsam.optim.schedules.set_learning_rate`) with the stage's SGD settings."""
     choice = optimizer_choice(stage)
     return OPTIMIZERS[choice.name](choice, _base_kwargs(stage), list(params), class_counts)
 
@@ -166,30 +173,35 @@ def _batch_norm_parameters(module: nn.Module) -> list[nn.Parameter]:
             for p in m.parameters()]
 
 
-def prepare_stage2(model: Classifier, cfg: RunConfig) -> list[nn.Parameter]:
+def prepare_stage2(model: Classifier, cfg: RunConfig) -> TrainableParameters:
     """Freeze the backbone, set up the stage-2 head, and return the parameters stage 2 trains.
 
-    ``reinit_head`` gives cRT's fresh head; ``lws`` wraps the linear head in learnable per-class scales;
-    ``spectral_norm`` normalises the head; ``train_bn`` re-enables the BatchNorm affine parameters
-    (MiSLAS shift learning).
+    ``reinit_head`` gives cRT's fresh head; ``lws`` (the method, or ``retrain`` with ``lws=true``) wraps
+    the linear head in learnable per-class scales (its linear weights frozen, or trained too with
+    ``retrain``: then two parameter groups, the head's at ``head_lr_factor`` times the rate);
+    ``spectral_norm`` normalises the head; ``train_bn`` re-enables the BatchNorm affine parameters.
     """
     stage2 = cfg.stage2
+    method = stage2.method
     model.freeze_backbone()
-    if isinstance(stage2.method, RetrainStage2) and stage2.method.reinit_head:
+    if isinstance(method, RetrainStage2) and method.reinit_head:
         old = model.head
         if isinstance(old, CosineHead):
             model.head = CosineHead(old.in_features, old.out_features, scale=old.scale,
                                     device=old.weight.device, dtype=old.weight.dtype)
         else:
             model.reset_head()
-    if isinstance(stage2.method, LwsStage2) and not isinstance(model.head, LWSHead):
-        model.head = LWSHead(model.head)
+    joint = isinstance(method, RetrainStage2) and method.lws
+    if (isinstance(method, LwsStage2) or joint) and not isinstance(model.head, LWSHead):
+        model.head = LWSHead(model.head, train_linear=joint)
     if stage2.spectral_norm:
         apply_spectral_norm(model.head)
-    params = list(model.head_parameters())
-    if stage2.train_bn:
-        bn = _batch_norm_parameters(model.backbone)
-        for p in bn:
-            p.requires_grad_(True)
-        params += bn
-    return params
+    bn = _batch_norm_parameters(model.backbone) if stage2.train_bn else []
+    for p in bn:
+        p.requires_grad_(True)
+    if isinstance(method, RetrainStage2) and joint:
+        head = model.head
+        assert isinstance(head, LWSHead)
+        return [{"params": head.linear_parameters(), "lr_factor": method.head_lr_factor},
+                {"params": [head.scales, *bn], "lr_factor": 1.0}]
+    return [*model.head_parameters(), *bn]

@@ -27,7 +27,13 @@ from ccsam.losses import LOSSES
 from ccsam.models import Classifier
 from ccsam.optim.schedules import adversarial_weight
 from ccsam.optim.swa import SwaAverager, swa_window
-from ccsam.training.assembly import build_criterion, build_optimizer, optimizer_choice, stage_loss
+from ccsam.training.assembly import (
+    TrainableParameters,
+    build_criterion,
+    build_optimizer,
+    optimizer_choice,
+    stage_loss,
+)
 from ccsam.training.objectives import (
     CcsamStage1Objective,
     CcsamStage2Objective,
@@ -138,7 +144,7 @@ def build_stage(
     model: Classifier,
     data: LongTailData,
     runtime: Runtime,
-    params: list[nn.Parameter],
+    params: TrainableParameters,
     counts: torch.Tensor,
 ) -> Stage:
     """Sampler, batches, criterion, a fresh optimiser over ``params`` and the update of one stage."""

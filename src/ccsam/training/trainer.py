@@ -26,7 +26,7 @@ from ccsam.evaluation.predict import balanced_accuracy, evaluate_split, open_set
 from ccsam.models import Classifier
 from ccsam.optim.schedules import learning_rate
 from ccsam.training import distributed
-from ccsam.training.assembly import build_run_model, prepare_stage2, select_device
+from ccsam.training.assembly import TrainableParameters, build_run_model, prepare_stage2, select_device
 from ccsam.training.checkpoint import (
     load_checkpoint,
     load_model_state,
@@ -194,7 +194,7 @@ class Trainer:
         params = list(self.model.parameters()) if number == 1 else prepare_stage2(self.model, self.cfg)
         return self._stage(number, params)
 
-    def _stage(self, number: int, params: list[torch.nn.Parameter]) -> Stage:
+    def _stage(self, number: int, params: TrainableParameters) -> Stage:
         stage = build_stage(number, self.cfg, self.model, self.data, self.runtime, params, self.counts)
         distributed.distribute_stage(stage, self.model)  # under torchrun: batch slices, DDP
         return stage
