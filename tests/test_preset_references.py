@@ -19,9 +19,9 @@ from ccsam.optim.schedules import cosine_factor
 # 34 (epochs), 37 (ClassAwareSampler, num_samples_cls 4); run_networks.py 57-63, 265 (N / batch steps per
 # epoch), 247-249 (model.train() on every network, the fixed backbone included).
 CRT = [
-    ("imagenet-lt-crt", 10, 0.2, 5e-4),
-    ("places-lt-crt", 10, 0.1, 5e-4),
-    ("inat2018-crt", 30, 0.2, 1e-4),
+    ("imagenet-lt-crt", 10, 0.2, 5e-4, 512),
+    ("places-lt-crt", 10, 0.1, 5e-4, 256),
+    ("inat2018-crt", 30, 0.2, 1e-4, 512),
 ]
 
 # dvlab-research/MiSLAS: config/<set>/*_stage2_mislas.yaml (shift_bn, lr_factor, lr 0.1, weight_decay,
@@ -55,9 +55,11 @@ def _stage2_rate_at(cfg: RunConfig, epoch: float) -> float:
     return cfg.stage2.lr * cosine_factor(epoch / cfg.stage2.epochs, warmup_progress=0.0, warmup_start_factor=1.0)
 
 
-@pytest.mark.parametrize(("preset", "epochs", "lr", "weight_decay"), CRT)
-def test_crt_presets_follow_kangs_configs(preset, epochs, lr, weight_decay):
-    s2 = resolve_config(preset).stage2
+@pytest.mark.parametrize(("preset", "epochs", "lr", "weight_decay", "batch"), CRT)
+def test_crt_presets_follow_kangs_configs(preset, epochs, lr, weight_decay, batch):
+    cfg = resolve_config(preset)
+    s2 = cfg.stage2
+    assert cfg.batch_size_of(2) == batch  # training_opt.batch_size
     assert (s2.epochs, s2.lr, s2.weight_decay, s2.schedule, s2.warmup_epochs) == (epochs, lr, weight_decay, "cosine", 0)
     assert (s2.sampler, s2.class_visit_samples) == ("class_aware", 4)
     assert s2.epoch_samples == "dataset"  # N / batch steps per epoch, not max_c n_c * C samples
@@ -72,6 +74,8 @@ def test_mislas_presets_follow_its_stage_2_configs(preset, shift_bn, lr_factor, 
     assert s2.bn_mode == ("train" if shift_bn else "eval")
     assert (s2.epochs, s2.lr, s2.weight_decay, s2.schedule) == (10, 0.1, weight_decay, "cosine")
     assert (s2.sampler, s2.class_visit_samples, s2.epoch_samples) == ("class_aware", 4, "dataset")
+    if not preset.startswith("cifar"):  # the large-scale configs' stage-2 batch_size (CIFAR: 128 in both)
+        assert resolve_config(preset).batch_size_of(2) == 256
     method = s2.method
     assert method.name == "retrain" and not method.reinit_head  # the stage-1 classifier goes on training
     assert (method.lws, method.head_lr_factor) == (True, lr_factor)
@@ -87,6 +91,8 @@ def test_gcl_presets_train_stage_2_at_the_rate_gcl_uses(preset, weight_decay, st
     assert (cfg.stage2.epochs, cfg.stage2.weight_decay, cfg.stage2.bn_mode) == (30, weight_decay, "eval")
     assert cfg.stage1.loss.options == stage1_loss and cfg.stage2.method.loss.options == stage2_loss
     assert cfg.eval.logit_scale == stage2_loss["scale"]
+    if preset == "places-lt-gcl":
+        assert cfg.batch_size_of(2) == 512  # pla_train_classifier.py 48
 
 
 def test_every_large_scale_gcl_preset_uses_the_same_stage_2_rate():

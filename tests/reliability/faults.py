@@ -666,6 +666,12 @@ SCENARIOS: list[Scenario] = [
         "no step",
     ),
     Scenario(
+        "setting: stage-2 batch larger than the training set",
+        "bad setting",
+        _settings("stage2.batch_size=1000"),
+        "stage2.batch_size=1000 is larger than the",
+    ),
+    Scenario(
         "setting: last_k beyond the backbone's blocks",
         "bad setting",
         _settings("stage1.perturb_scope=last_k", "stage1.perturb_last_k=99"),

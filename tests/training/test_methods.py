@@ -128,6 +128,19 @@ def test_mislas_joint_lws_trains_head_and_scales_at_their_own_rates(tmp_path):
     assert (resumed["test"]["top1"], resumed["test"]["nll"]) == (whole["test"]["top1"], whole["test"]["nll"])
 
 
+def test_stage2_batch_size_sets_only_the_stage_2_batches(tmp_path):
+    config = _tiny("fmnist-lt-crt", "stage2.batch_size=8")
+    trainer = Trainer(config, RunDir.create(tmp_path / "run", config, []), progress=False)
+    trainer.fit(stop_at=config.stage1.epochs)
+    images = len(trainer.data.train)
+    assert trainer.stage.loader.batch_size == 16 and len(trainer.stage.loader) == images // 16
+    stage = trainer.enter_stage(2)
+    assert stage.loader.batch_size == 8 and len(stage.loader) == images // 8
+    trainer.fit()
+    records = RunDir.open(tmp_path / "run").read_metrics()
+    assert [r["images"] for r in records] == [images // 16 * 16] * 2 + [images // 8 * 8] * 2
+
+
 def test_posthoc_logit_adjustment_and_tau_norm_are_applied_at_prediction(tmp_path):
     config = _tiny("fmnist-lt-posthoc-la", "eval.tau_norm=0.5")
     trainer = Trainer(config, RunDir.create(tmp_path / "run", config, []), progress=False)
@@ -177,6 +190,8 @@ def test_incompatible_compositions_are_config_errors():
         ("fmnist-lt-crt", ["stage2.method=lws", "stage2.spectral_norm=true"], "but LWS scales it per class"),
         ("fmnist-lt-crt", ["stage2.method.lws=true", "stage2.spectral_norm=true"], "but LWS scales it per class"),
         ("fmnist-lt-crt", ["stage2.method.head_lr_factor=0.5"], "without stage2.method.lws=true set stage2.lr"),
+        ("fmnist-lt-crt", ["stage2.batch_size=64", "stage2.epoch_samples=32"],
+         "stage2.epoch_samples=32 is less than stage2.batch_size=64"),
         ("fmnist-lt-gcl", ["stage2.method.lws=true"], "stage2.method=retrain with lws=true needs model.head=linear"),
         ("fmnist-lt-ce", ["stage1.radius=none"], "with stage1.method=erm they would do nothing"),
         ("fmnist-lt-ce", ["stage1.perturb_scope=all"], "with stage1.method=erm they would do nothing"),

@@ -16,13 +16,13 @@ from ccsam.errors import ConfigError
 __all__ = ["local_rows"]
 
 
-def local_rows(total: int, rank_: int | None = None, world: int | None = None) -> slice:
-    """Rows of this rank in a global batch of ``total`` rows (``total`` divisible by the world size)."""
+def local_rows(total: int, rank_: int | None = None, world: int | None = None, *,
+               key: str = "data.batch_size") -> slice:
+    """Rows of this rank in a global batch of ``total`` rows (``total`` divisible by the world size; ``key``
+    names the setting in the error)."""
     rank_ = rank() if rank_ is None else rank_
     world = world_size() if world is None else world
     if total % world:
-        raise ConfigError(
-            f"data.batch_size={total} (the global batch) must be divisible by the {world} ranks"
-        )
+        raise ConfigError(f"{key}={total} (the global batch) must be divisible by the {world} ranks")
     size = total // world
     return slice(rank_ * size, (rank_ + 1) * size)

@@ -75,10 +75,11 @@ __all__ = [
 
 
 def check_config(cfg: RunConfig) -> None:
-    """Refuse, with one line, a global batch that the ranks cannot share equally."""
+    """Refuse, with one line, a global batch (of either stage) that the ranks cannot share equally."""
     if not is_distributed():
         return
-    local_rows(cfg.data.batch_size, 0, world_size())
+    for stage in (1, 2) if cfg.stage2.epochs else (1,):
+        local_rows(cfg.batch_size_of(stage), 0, world_size(), key=cfg.batch_size_key(stage))
 
 
 def prepare_model(model: Classifier, cfg: RunConfig) -> Classifier:

@@ -55,12 +55,13 @@ def check_trainable(cfg: RunConfig, data: LongTailData) -> None:
     _check_cutout(cfg, data)
     _check_class_vectors(cfg, data.num_classes)
     images = len(data.train)
-    if images // cfg.data.batch_size == 0:
-        raise ConfigError(
-            f"data.batch_size={cfg.data.batch_size} is larger than the {images} training images, so every "
-            f"epoch would have no step (the last incomplete batch is dropped); set data.batch_size <= "
-            f"{images}"
-        )
+    for stage in (1, 2) if cfg.stage2.epochs else (1,):
+        batch, key = cfg.batch_size_of(stage), cfg.batch_size_key(stage)
+        if images // batch == 0:
+            raise ConfigError(
+                f"{key}={batch} is larger than the {images} training images, so every epoch would have no "
+                f"step (the last incomplete batch is dropped); set {key} <= {images}"
+            )
 
 
 def _check_cutout(cfg: RunConfig, data: LongTailData) -> None:

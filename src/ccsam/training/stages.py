@@ -135,7 +135,8 @@ def _loader(
     )
     mixup_alpha = cfg.stage1.mixup_alpha if number == 1 else 0.0
     memory_format = torch.channels_last if runtime.channels_last else torch.contiguous_format
-    return train_batches(data, sampler, cfg.data, mixup_alpha, seed, runtime.device, memory_format)
+    data_cfg = cfg.data.model_copy(update={"batch_size": cfg.batch_size_of(number)})
+    return train_batches(data, sampler, data_cfg, mixup_alpha, seed, runtime.device, memory_format)
 
 
 def build_stage(
