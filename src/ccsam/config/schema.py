@@ -374,8 +374,8 @@ class RunConfig(Section):
         method = self.stage2.method
         scales = method.name == "lws" or (isinstance(method, RetrainStage2) and method.lws)
         if self.stage2.epochs and cosine and (method.name == "ccsam" or scales):
-            what = "lws=true" if method.name == "retrain" else ""
-            raise ValueError(f"stage2.method={method.name}{' with ' + what if what else ''} needs model.head=linear")
+            joint = " with lws=true" if isinstance(method, RetrainStage2) else ""
+            raise ValueError(f"stage2.method={method.name}{joint} needs model.head=linear")
         if self.stage2.epochs and self.stage2.spectral_norm and scales:
             raise ValueError("stage2.spectral_norm normalises a linear head, but LWS scales it per class "
                              "(stage2.method=lws, or retrain with lws=true); drop one of them")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +31,13 @@ def restore_rng_states(states: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """``torch.save`` the state dict to ``path`` atomically (temporary file + ``os.replace``)."""
+def save_checkpoint(path: Path | Sequence[Path], state: dict[str, Any]) -> None:
+    """``torch.save`` the state dict once and write it to ``path`` (or to each of several paths, in their
+    order) atomically (temporary file + ``os.replace``)."""
     buffer = io.BytesIO()
     torch.save({"format": CHECKPOINT_FORMAT, **state}, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    for target in [path] if isinstance(path, Path) else path:
+        atomic_write_bytes(target, buffer.getvalue())
 
 
 def load_checkpoint(path: Path, required: tuple[str, ...] = ("epoch", "model")) -> dict[str, Any]:

@@ -153,12 +153,12 @@ class Trainer:
                 self._write_scalars(record, self.epoch)
             self.epoch += 1
             if is_main():
-                state = self.state_dict()
+                # at the stage boundary also what another stage 2 can start from; before last.pt, so a kill
+                # between them re-runs this epoch (on resume) and writes both
+                paths = [self.run.last_checkpoint]
                 if self.epoch == self.cfg.stage1.epochs and self.cfg.stage2.epochs:
-                    # what another stage 2 can start from; before last.pt, so a kill between them re-runs
-                    # this epoch (on resume) and writes both
-                    save_checkpoint(self.run.stage1_checkpoint, state)
-                save_checkpoint(self.run.last_checkpoint, state)
+                    paths.insert(0, self.run.stage1_checkpoint)
+                save_checkpoint(paths, self.state_dict())
                 _log_epoch(record, self.cfg)
             barrier()
         if not evaluate_test:
