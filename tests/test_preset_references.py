@@ -93,8 +93,10 @@ def test_gcl_presets_train_stage_2_at_the_rate_gcl_uses(preset, weight_decay, st
     assert cfg.eval.logit_scale == stage2_loss["scale"]
     if preset == "places-lt-gcl":
         assert cfg.batch_size_of(2) == 512  # pla_train_classifier.py 48
-    else:  # CIFAR: -b 64 in both scripts
+        assert cfg.stage2.mixup_alpha == 0.0  # its stage-2 script mixes the labels only (forwards `input`)
+    else:  # CIFAR: -b 64 in both scripts, mixup (alpha 1) in both
         assert (cfg.batch_size_of(1), cfg.batch_size_of(2)) == (64, 64)
+        assert (cfg.stage1.mixup_alpha, cfg.stage2.mixup_alpha) == (1.0, 1.0)
 
 
 def test_every_large_scale_gcl_preset_uses_the_same_stage_2_rate():

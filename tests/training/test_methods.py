@@ -141,6 +141,31 @@ def test_stage2_batch_size_sets_only_the_stage_2_batches(tmp_path):
     assert [r["images"] for r in records] == [images // 16 * 16] * 2 + [images // 8 * 8] * 2
 
 
+@pytest.mark.parametrize("alpha", [0.0, 1.0])
+def test_stage2_mixup_mixes_only_the_stage_2_batches_it_is_set_for(tmp_path, alpha):
+    config = _tiny("fmnist-lt-gcl", "stage1.mixup_alpha=0", f"stage2.mixup_alpha={alpha}")
+    trainer = Trainer(config, RunDir.create(tmp_path / "run", config, []), progress=False)
+    trainer.fit(stop_at=config.stage1.epochs)
+    assert {batch.lam for batch in trainer.stage.loader.epoch()} == {1.0}  # stage 1: off
+    stage = trainer.enter_stage(2)
+    batches = list(stage.loader.epoch())
+    lams = [batch.lam for batch in batches]
+    if alpha:
+        assert all(0.0 < lam < 1.0 for lam in lams) and any(
+            not torch.equal(b.targets_a, b.targets_b) for b in batches)
+    else:
+        assert set(lams) == {1.0}
+    results = trainer.fit()
+    assert math.isfinite(results["test"]["nll"])
+
+
+def test_stage2_mixup_is_refused_for_ccsams_stage_2():
+    from ccsam.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="set stage2.mixup_alpha=0 with it"):
+        resolve_config("fmnist-lt-ccsam", ["stage2.mixup_alpha=1"])
+
+
 def test_posthoc_logit_adjustment_and_tau_norm_are_applied_at_prediction(tmp_path):
     config = _tiny("fmnist-lt-posthoc-la", "eval.tau_norm=0.5")
     trainer = Trainer(config, RunDir.create(tmp_path / "run", config, []), progress=False)

@@ -266,11 +266,22 @@ class Stage2Config(ScheduleFields):
     epoch_samples: EpochSamples = Field("dataset", description=EPOCH_SAMPLES_HELP)
     class_visit_samples: int = Field(1, ge=1, description=CLASS_VISIT_HELP)
     bn_mode: Literal["train", "eval"] = Field("train", description="train = official (BN stats drift)")
+    mixup_alpha: float = Field(
+        0.0, ge=0.0, description="Beta(alpha, alpha) mixup of the stage-2 images (retrain / lws; GCL's CIFAR stage 2 "
+        "uses 1.0); 0 turns it off"
+    )
     batch_size: int | None = Field(
         None, ge=1, description="stage-2 global batch size; None: data.batch_size (e.g. cRT's 512 on ImageNet-LT "
         "after a stage 1 at 256)"
     )
     init_from: Literal["last", "best_val"] = Field("last", description="stage-1 weights stage 2 starts from")
+
+    @model_validator(mode="after")
+    def _mixup_needs_a_head_loss(self) -> Stage2Config:
+        if self.mixup_alpha and isinstance(self.method, CcsamStage2):
+            raise ValueError("stage2.mixup_alpha mixes the images for stage2.method=retrain|lws; CC-SAM's stage 2 "
+                             "scores each feature against its own label, so set stage2.mixup_alpha=0 with it")
+        return self
 
     @model_validator(mode="after")
     def _train_bn_needs_feature_gradients(self) -> Stage2Config:

@@ -133,7 +133,7 @@ def _loader(
         stage_cfg.sampler, data.train.labels.cpu(), data.num_classes, seed, **extra,
         epoch_samples=stage_cfg.epoch_samples, class_visit_samples=stage_cfg.class_visit_samples,
     )
-    mixup_alpha = cfg.stage1.mixup_alpha if number == 1 else 0.0
+    mixup_alpha = stage_cfg.mixup_alpha
     memory_format = torch.channels_last if runtime.channels_last else torch.contiguous_format
     data_cfg = cfg.data.model_copy(update={"batch_size": cfg.batch_size_of(number)})
     return train_batches(data, sampler, data_cfg, mixup_alpha, seed, runtime.device, memory_format)
