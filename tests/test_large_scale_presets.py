@@ -100,6 +100,8 @@ def test_preset_runs_shrunk_on_generated_data(preset, layouts, tmp_path):
     }
     if tree.get("stage2", {}).get("batch_size"):  # the references' own stage-2 batch, shrunk too
         shrink["stage2.batch_size"] = 24
+    if tree.get("model", {}).get("train_from"):  # ResNet-152's last bottleneck: ResNet-10's only layer4 block
+        shrink.update({"model.train_from": "layer4.0", "model.reinit": "[layer4.0]"})
     config = resolve_config(preset, [f"{k}={v}" for k, v in shrink.items()])
     results = train(config, RunDir.create(tmp_path / "run", config, []), progress=False)
     assert results["epochs"] == config.total_epochs and 0.0 <= results["test"]["top1"] <= 1.0

@@ -110,3 +110,11 @@ def test_colour_jitter_follows_each_reference():
         assert resolve_config(preset).data.color_jitter == 0.4
     assert resolve_config("inat2018-ce").data.color_jitter is None  # cRT / CC-SAM: none (the set's default)
     assert resolve_config("places-lt-gcl").data.color_jitter == 0.0  # GCL Places-LT/datasets/places.py 96
+
+
+def test_places_mislas_and_gcl_train_a_fresh_last_bottleneck_on_a_frozen_resnet152():
+    # MiSLAS models/resnet_places.py 334-358 + train_stage1.py 126, 288-290; GCL pla_train_backbone.py 151-154
+    for preset in ("places-lt-mislas", "places-lt-gcl"):
+        model = resolve_config(preset).model
+        assert (model.arch, model.reinit, model.train_from) == ("resnet152", ("layer4.2",), "layer4.2")
+    assert resolve_config("places-lt-ce").model.train_from is None  # the common protocol fine-tunes all

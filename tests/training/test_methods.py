@@ -166,6 +166,47 @@ def test_stage2_mixup_is_refused_for_ccsams_stage_2():
         resolve_config("fmnist-lt-ccsam", ["stage2.mixup_alpha=1"])
 
 
+def test_train_from_freezes_the_backbone_prefix_and_its_batchnorm(tmp_path):
+    # small_cnn: layers.0-3 (conv, BN, ReLU, pool) before layers.4; layers.8 re-initialised
+    config = _tiny("fmnist-lt-ce", "model.train_from=layers.4", "model.reinit=[layers.8]")
+    torch.manual_seed(config.seed)
+    trainer = Trainer(config, RunDir.create(tmp_path / "run", config, []), progress=False)
+    model = trainer.model
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    trainer.fit()
+    after = model.state_dict()
+    frozen = {k for k in before if k.startswith(("backbone.layers.0.", "backbone.layers.1."))}
+    assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)  # weights and running statistics
+    moved = {k for k in before if k.startswith(("backbone.layers.4.", "backbone.layers.5.", "head."))}
+    assert all(not torch.equal(before[k], after[k]) for k in moved if not k.endswith("num_batches_tracked"))
+    assert not model.backbone.layers[1].training and model.backbone.layers[5].training is model.training
+    # a resumed or re-evaluated run rebuilds the same frozen prefix: only layers.4 on train
+    rebuilt = Trainer(config, RunDir.open(tmp_path / "run"), progress=False).model
+    assert [n for n, p in rebuilt.backbone.named_parameters() if p.requires_grad][0] == "layers.4.weight"
+
+
+def test_reinit_gives_the_named_modules_a_fresh_default_initialisation():
+    from ccsam.config.schema import ModelConfig
+    from ccsam.models import build_model
+    from ccsam.training.assembly import reinitialise_and_freeze
+
+    torch.manual_seed(0)
+    model = build_model("small_cnn", in_channels=1, num_classes=5, width=8)
+    with torch.no_grad():
+        model.backbone.layers[9].running_mean.fill_(3.0)
+    kept = {k: v.clone() for k, v in model.state_dict().items()}
+    torch.manual_seed(7)
+    reinitialise_and_freeze(model, ModelConfig(arch="small_cnn", reinit=("layers.8", "layers.9")))
+    torch.manual_seed(7)
+    fresh = torch.nn.Conv2d(model.backbone.layers[8].in_channels, model.backbone.layers[8].out_channels,
+                            kernel_size=model.backbone.layers[8].kernel_size, padding=model.backbone.layers[8].padding,
+                            bias=model.backbone.layers[8].bias is not None)
+    torch.testing.assert_close(model.backbone.layers[8].weight, fresh.weight)  # a newly built layer's draw
+    assert torch.equal(model.backbone.layers[9].running_mean, torch.zeros_like(kept["backbone.layers.9.running_mean"]))
+    untouched = [k for k in kept if not k.startswith(("backbone.layers.8.", "backbone.layers.9."))]
+    assert all(torch.equal(kept[k], model.state_dict()[k]) for k in untouched)
+
+
 def test_posthoc_logit_adjustment_and_tau_norm_are_applied_at_prediction(tmp_path):
     config = _tiny("fmnist-lt-posthoc-la", "eval.tau_norm=0.5")
     trainer = Trainer(config, RunDir.create(tmp_path / "run", config, []), progress=False)
@@ -215,6 +256,7 @@ def test_incompatible_compositions_are_config_errors():
         ("fmnist-lt-crt", ["stage2.method=lws", "stage2.spectral_norm=true"], "but LWS scales it per class"),
         ("fmnist-lt-crt", ["stage2.method.lws=true", "stage2.spectral_norm=true"], "but LWS scales it per class"),
         ("fmnist-lt-crt", ["stage2.method.head_lr_factor=0.5"], "without stage2.method.lws=true set stage2.lr"),
+        ("fmnist-lt-ce", ["model.train_from=layers.4", "stage1.swa=true"], "drop one of them"),
         ("fmnist-lt-crt", ["stage2.batch_size=64", "stage2.epoch_samples=32"],
          "stage2.epoch_samples=32 is less than stage2.batch_size=64"),
         ("fmnist-lt-gcl", ["stage2.method.lws=true"], "stage2.method=retrain with lws=true needs model.head=linear"),

@@ -172,6 +172,14 @@ class ModelConfig(Section):
         False, description="refuse to train without model.pretrained (the Places-LT protocol starts from ImageNet "
         "weights); set false to train from scratch on purpose"
     )
+    reinit: tuple[str, ...] = Field(
+        (), description="backbone modules (dotted names, e.g. layer4.2) given a fresh initialisation after the "
+        "pretrained weights load (PyTorch's default, as a newly built module has)"
+    )
+    train_from: str | None = Field(
+        None, description="the backbone module (e.g. layer4.2) from which on the backbone trains: every parameter "
+        "before it is frozen and its BatchNorm kept in eval mode (OLTR / MiSLAS / GCL Places-LT); None: all"
+    )
 
     @field_validator("arch")
     @classmethod
@@ -390,6 +398,9 @@ class RunConfig(Section):
         if self.stage2.epochs and self.stage2.spectral_norm and scales:
             raise ValueError("stage2.spectral_norm normalises a linear head, but LWS scales it per class "
                              "(stage2.method=lws, or retrain with lws=true); drop one of them")
+        if self.model.train_from is not None and self.stage1.swa:
+            raise ValueError("stage1.swa re-estimates every BatchNorm layer's statistics, model.train_from keeps "
+                             "the frozen prefix's fixed; drop one of them")
         s1 = self.stage1
         if s1.method == "erm" and (s1.perturb_scope != "head" or not isinstance(s1.radius, CcsamRadius)):
             raise ValueError("stage1.perturb_scope and stage1.radius shape CC-SAM's perturbation; with "

@@ -47,6 +47,38 @@ class Classifier(nn.Module):
         self.backbone = backbone
         # a linear head here; the engine may install a cosine head (LDAM / GCL), an LWS or a tau-norm head
         self.head: ClassifierHead = nn.Linear(feature_dim, num_classes, bias=bias)
+        self._train_from: str | None = None  # freeze_backbone_before: the prefix's BatchNorm stays in eval mode
+
+    def train(self, mode: bool = True) -> Classifier:
+        """``nn.Module.train``, except that the BatchNorm layers of a frozen backbone prefix
+        (:meth:`freeze_backbone_before`) stay in eval mode (they normalise with their running statistics
+        and never update them). Found by name each time, so layers replaced later (SyncBatchNorm) count."""
+        super().train(mode)
+        if self._train_from is not None:
+            for name, module in self.backbone.named_modules():
+                if name == self._train_from:
+                    break
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+        return self
+
+    def freeze_backbone_before(self, name: str) -> None:
+        """Freeze every backbone parameter that comes before module ``name`` (a dotted name inside the
+        backbone, e.g. ``layer4.2``) in the backbone's order, and keep that prefix's BatchNorm layers in
+        eval mode from now on; ``name`` and everything after it train. This is the Places-LT protocol of
+        OLTR / MiSLAS / GCL: an ImageNet ResNet-152 frozen up to its last bottleneck. A ``ValueError``
+        names the backbone's top-level modules if ``name`` is not one of its modules with parameters."""
+        names = [n for n, _ in self.backbone.named_parameters()]
+        first = next((i for i, n in enumerate(names) if n.startswith(name + ".")), None)
+        if first is None:
+            tops = ", ".join(n for n, m in self.backbone.named_children() if any(True for _ in m.parameters()))
+            raise ValueError(f"the backbone has no module {name!r} with parameters (its top-level ones: {tops})")
+        frozen = set(names[:first])
+        for n, p in self.backbone.named_parameters():
+            if n in frozen:
+                p.requires_grad_(False)
+        self._train_from = name
+        self.train(self.training)
 
     @property
     def feature_dim(self) -> int:

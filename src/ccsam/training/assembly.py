@@ -25,7 +25,7 @@ from ccsam.config.choices import (
     SgdOptimizer,
 )
 from ccsam.config.schema import LossConfig, ModelConfig, RunConfig, Stage1Config, Stage2Config
-from ccsam.errors import RunDirError
+from ccsam.errors import ConfigError, RunDirError
 from ccsam.losses import DeferredReweighting, build_loss
 from ccsam.models import Classifier, build_model
 from ccsam.models.heads import CosineHead, LWSHead
@@ -43,6 +43,7 @@ __all__ = [
     "build_run_model",
     "install_head",
     "prepare_stage2",
+    "reinitialise_and_freeze",
     "select_device",
 ]
 
@@ -86,6 +87,29 @@ def install_head(model: Classifier, cfg: ModelConfig) -> Classifier:
     return model
 
 
+def reinitialise_and_freeze(model: Classifier, cfg: ModelConfig) -> None:
+    """``model.reinit``: each named backbone module's submodules get their own ``reset_parameters()`` (the
+    default initialisation of a freshly built module; BatchNorm also resets its running statistics), drawn
+    from torch's global RNG. ``model.train_from``: :meth:`Classifier.freeze_backbone_before`. An unknown
+    name is a ``ConfigError`` listing the backbone's top-level modules."""
+    tops = ", ".join(n for n, _ in model.backbone.named_children())
+    for name in cfg.reinit:
+        try:
+            module = model.backbone.get_submodule(name)
+        except AttributeError:
+            raise ConfigError(f"model.reinit names {name!r}, which the {cfg.arch} backbone does not have "
+                              f"(its top-level modules: {tops}; blocks are e.g. layer4.2)") from None
+        for sub in module.modules():
+            reset = getattr(sub, "reset_parameters", None)
+            if callable(reset):
+                reset()
+    if cfg.train_from is not None:
+        try:
+            model.freeze_backbone_before(cfg.train_from)
+        except ValueError as exc:
+            raise ConfigError(f"model.train_from={cfg.train_from}: {exc}") from None
+
+
 def build_run_model(cfg: RunConfig, in_channels: int, num_classes: int, runtime: Runtime, *,
                     stage: int = 1, compile_backbone: bool | None = None,
                     load_pretrained_weights: bool = False) -> Classifier:
@@ -103,6 +127,7 @@ def build_run_model(cfg: RunConfig, in_channels: int, num_classes: int, runtime:
         load_pretrained(model, cfg.model.pretrained, arch=cfg.model.arch, download=cfg.model.download,
                         load_head=cfg.model.pretrained_head)
     model = install_head(model, cfg.model)
+    reinitialise_and_freeze(model, cfg.model)
     if cfg.stage1.spectral_norm:
         apply_spectral_norm(model)
     if stage == 2:
