@@ -118,3 +118,12 @@ def test_places_mislas_and_gcl_train_a_fresh_last_bottleneck_on_a_frozen_resnet1
         model = resolve_config(preset).model
         assert (model.arch, model.reinit, model.train_from) == ("resnet152", ("layer4.2",), "layer4.2")
     assert resolve_config("places-lt-ce").model.train_from is None  # the common protocol fine-tunes all
+
+
+def test_places_balanced_softmax_is_the_decoupled_recipe_of_its_code():
+    # BalancedMetaSoftmax-Classification config/Places_LT/decouple_balanced_softmax.yaml
+    cfg = resolve_config("places-lt-balanced-softmax")
+    s2 = cfg.stage2
+    assert cfg.stage1.loss.name == "ce" and s2.method.name == "retrain" and s2.method.reinit_head
+    assert s2.method.loss.name == "balanced_softmax" and (s2.sampler, cfg.batch_size_of(2)) == ("instance", 256)
+    assert (s2.epochs, s2.lr, s2.weight_decay, s2.schedule, s2.bn_mode) == (10, 0.02, 5e-4, "cosine", "train")
