@@ -45,6 +45,7 @@ from ccsam.tuning.study import (
     space_changes,
     space_record,
     storage_url,
+    stored_trial_count,
     trial_records,
 )
 
@@ -319,7 +320,7 @@ def restore_study(
                     f"records '{records_dir}' hold a search of '{method}' with other {', '.join(changed)} than "
                     "the study file; restore the study file that wrote them, or use another records folder"
                 )
-        stored = _stored_trial_count(study_dir, method)
+        stored = stored_trial_count(study_dir, method)
         if stored is not None and stored < len(frozen):
             raise ConfigError(
                 f"'{study_dir / 'study.db'}' holds {stored} trials of '{method}', its records {len(frozen)}: the "

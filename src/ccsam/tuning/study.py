@@ -95,8 +95,9 @@ def storage_url(study_dir: Path) -> str:
     return f"sqlite:///{(study_dir / 'study.db').resolve()}"
 
 
-def _finished_trials(study_dir: Path, method: str) -> int | None:
-    """Complete + pruned trials of ``method`` in the study folder's storage; ``None`` if it has no study."""
+def stored_trial_count(study_dir: Path, method: str, *, finished_only: bool = False) -> int | None:
+    """Trials of ``method`` in the study folder's Optuna storage (``finished_only``: complete + pruned);
+    ``None`` without a storage or a study of that name."""
     if not (study_dir / "study.db").is_file():
         return None
     optuna = import_optuna()
@@ -105,7 +106,11 @@ def _finished_trials(study_dir: Path, method: str) -> int | None:
     except KeyError:
         return None
     done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    return len(study.get_trials(deepcopy=False, states=done))
+    return len(study.get_trials(deepcopy=False, states=done if finished_only else None))
+
+
+def _finished_trials(study_dir: Path, method: str) -> int | None:
+    return stored_trial_count(study_dir, method, finished_only=True)
 
 
 def _start_over(study_dir: Path, method: str) -> None:
