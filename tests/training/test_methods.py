@@ -167,8 +167,10 @@ def test_stage2_mixup_is_refused_for_ccsams_stage_2():
 
 
 def test_train_from_freezes_the_backbone_prefix_and_its_batchnorm(tmp_path):
-    # small_cnn: layers.0-3 (conv, BN, ReLU, pool) before layers.4; layers.8 re-initialised
-    config = _tiny("fmnist-lt-ce", "model.train_from=layers.4", "model.reinit=[layers.8]")
+    # small_cnn: layers.0-3 (conv, BN, ReLU, pool) before layers.4; layers.8 re-initialised; a stage 2 that
+    # trains BatchNorm (stage2.train_bn, bn_mode=train) leaves the prefix's alone too
+    config = _tiny("fmnist-lt-mislas", "model.train_from=layers.4", "model.reinit=[layers.8]")
+    assert config.stage2.train_bn and config.stage2.bn_mode == "train" and config.stage2.epochs
     torch.manual_seed(config.seed)
     trainer = Trainer(config, RunDir.create(tmp_path / "run", config, []), progress=False)
     model = trainer.model

@@ -54,13 +54,21 @@ class Classifier(nn.Module):
         (:meth:`freeze_backbone_before`) stay in eval mode (they normalise with their running statistics
         and never update them). Found by name each time, so layers replaced later (SyncBatchNorm) count."""
         super().train(mode)
+        for module in self.frozen_prefix_modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
+        return self
+
+    def frozen_prefix_modules(self) -> list[nn.Module]:
+        """The backbone modules before the one :meth:`freeze_backbone_before` named, in order (none if it
+        was not called)."""
+        prefix: list[nn.Module] = []
         if self._train_from is not None:
             for name, module in self.backbone.named_modules():
                 if name == self._train_from:
                     break
-                if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                    module.eval()
-        return self
+                prefix.append(module)
+        return prefix
 
     def freeze_backbone_before(self, name: str) -> None:
         """Freeze every backbone parameter that comes before module ``name`` (a dotted name inside the

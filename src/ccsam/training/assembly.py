@@ -193,11 +193,6 @@ def stage_loss(stage: Stage1Config | Stage2Config) -> LossConfig:
     return stage.loss if stage.loss is not None else LossConfig()
 
 
-def _batch_norm_parameters(module: nn.Module) -> list[nn.Parameter]:
-    return [p for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
-            for p in m.parameters()]
-
-
 def prepare_stage2(model: Classifier, cfg: RunConfig) -> TrainableParameters:
     """Freeze the backbone, set up the stage-2 head, and return the parameters stage 2 trains.
 
@@ -221,7 +216,9 @@ def prepare_stage2(model: Classifier, cfg: RunConfig) -> TrainableParameters:
         model.head = LWSHead(model.head, train_linear=joint)
     if stage2.spectral_norm:
         apply_spectral_norm(model.head)
-    bn = _batch_norm_parameters(model.backbone) if stage2.train_bn else []
+    frozen = set(model.frozen_prefix_modules())  # model.train_from: that prefix stays as it is
+    bn = [p for m in model.backbone.modules() if m not in frozen and isinstance(m, nn.modules.batchnorm._BatchNorm)
+          for p in m.parameters()] if stage2.train_bn else []
     for p in bn:
         p.requires_grad_(True)
     if isinstance(method, RetrainStage2) and joint:
