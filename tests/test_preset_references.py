@@ -127,3 +127,17 @@ def test_places_balanced_softmax_is_the_decoupled_recipe_of_its_code():
     assert cfg.stage1.loss.name == "ce" and s2.method.name == "retrain" and s2.method.reinit_head
     assert s2.method.loss.name == "balanced_softmax" and (s2.sampler, cfg.batch_size_of(2)) == ("instance", 256)
     assert (s2.epochs, s2.lr, s2.weight_decay, s2.schedule, s2.bn_mode) == (10, 0.02, 5e-4, "cosine", "train")
+
+
+@pytest.mark.parametrize(("preset", "milestones", "values"), [
+    ("imagenet-lt-sam", (10, 120, 150), (0.05, 0.1, 0.5, 0.5)),  # Saddle-LongTail run.sh 34, 90 -> 180 epochs
+    ("inat2018-sam", (11, 133, 167), (0.05, 0.1, 0.1, 0.2)),  # run.sh 26, 90 -> 200 epochs
+])
+def test_large_scale_sam_presets_step_rho_as_saddle_longtail(preset, milestones, values):
+    cfg = resolve_config(preset)
+    optimizer = cfg.stage1.optimizer
+    assert (optimizer.rho_milestones, optimizer.rho_values) == (milestones, values)
+    # its epochs 1-5 / 6-60 / 61-75 / 76-90 of 90, scaled: the same fractions of the stage
+    for reference_epoch, value in ((1, values[0]), (30, values[1]), (70, values[2]), (90, values[3])):
+        epoch = round((reference_epoch - 0.5) / 90 * cfg.stage1.epochs)
+        assert optimizer.rho_at(epoch) == value

@@ -209,6 +209,25 @@ def test_reinit_gives_the_named_modules_a_fresh_default_initialisation():
     assert all(torch.equal(kept[k], model.state_dict()[k]) for k in untouched)
 
 
+def test_sam_rho_schedule_sets_each_epochs_radius(tmp_path):
+    steps = ("stage1.optimizer.rho_milestones=[1]", "stage1.optimizer.rho_values=[0.0,0.5]")
+    scheduled = _tiny("fmnist-lt-sam", *steps)
+    constant = _tiny("fmnist-lt-sam", "stage1.optimizer.rho=0.0")
+    a = Trainer(scheduled, RunDir.create(tmp_path / "a", scheduled, []), progress=False)
+    b = Trainer(constant, RunDir.create(tmp_path / "b", constant, []), progress=False)
+    a.fit(stop_at=1)
+    b.fit(stop_at=1)
+    first = {k: v.clone() for k, v in a.model.state_dict().items()}
+    assert all(torch.equal(first[k], v) for k, v in b.model.state_dict().items())  # epoch 0 at rho 0
+    a.fit(stop_at=2)
+    b.fit(stop_at=2)
+    assert any(not torch.equal(a.model.state_dict()[k], v) for k, v in b.model.state_dict().items())
+    assert [r["rho"] for r in RunDir.open(tmp_path / "a").read_metrics()] == [0.0, 0.5]
+    assert all("rho" not in r for r in RunDir.open(tmp_path / "b").read_metrics())  # constant: not logged
+    state = load_checkpoint(tmp_path / "a" / "checkpoints" / "last.pt")
+    assert {g["rho"] for g in state["optimizer"]["param_groups"]} == {0.5}
+
+
 def test_posthoc_logit_adjustment_and_tau_norm_are_applied_at_prediction(tmp_path):
     config = _tiny("fmnist-lt-posthoc-la", "eval.tau_norm=0.5")
     trainer = Trainer(config, RunDir.create(tmp_path / "run", config, []), progress=False)
@@ -259,6 +278,9 @@ def test_incompatible_compositions_are_config_errors():
         ("fmnist-lt-crt", ["stage2.method.lws=true", "stage2.spectral_norm=true"], "but LWS scales it per class"),
         ("fmnist-lt-crt", ["stage2.method.head_lr_factor=0.5"], "without stage2.method.lws=true set stage2.lr"),
         ("fmnist-lt-ce", ["model.train_from=layers.4", "stage1.swa=true"], "drop one of them"),
+        ("fmnist-lt-sam", ["stage1.optimizer.rho_milestones=[5]"], "rho_values needs one more value"),
+        ("fmnist-lt-sam", ["stage1.optimizer.rho_milestones=[5,3]", "stage1.optimizer.rho_values=[1,2,3]"],
+         "rho_milestones must be increasing"),
         ("fmnist-lt-crt", ["stage2.batch_size=64", "stage2.epoch_samples=32"],
          "stage2.epoch_samples=32 is less than stage2.batch_size=64"),
         ("fmnist-lt-gcl", ["stage2.method.lws=true"], "stage2.method=retrain with lws=true needs model.head=linear"),

@@ -32,6 +32,7 @@ __all__ = [
     "OptimizerChoice",
     "RadiusChoice",
     "RetrainStage2",
+    "RhoSchedule",
     "SamOptimizer",
     "SgdOptimizer",
     "Stage2Method",
@@ -47,18 +48,46 @@ class SgdOptimizer(Section):
     name: Literal["sgd"] = "sgd"
 
 
-class SamOptimizer(Section):
+class RhoSchedule(Section):
+    """A piecewise-constant SAM radius over stage 1 (Saddle-LongTail's ``--rho_schedule step``): ``rho_values[0]``
+    before the first of ``rho_milestones`` (0-based epochs), ``rho_values[k]`` from milestone ``k`` on; with no
+    milestones the constant ``rho``."""
+
+    name: str  # each member's tag, first in the dumped config (members narrow it to their Literal)
+    rho: float = Field(0.05, ge=0.0, description=_RHO)
+    rho_milestones: tuple[int, ...] = Field(
+        (), description="0-based stage-1 epochs at which rho moves to the next of rho_values (e.g. 5 60 75 of 90)"
+    )
+    rho_values: tuple[float, ...] = Field((), description="rho before and after each milestone (one more)")
+
+    @model_validator(mode="after")
+    def _values_fit_milestones(self) -> RhoSchedule:
+        if (self.rho_milestones or self.rho_values) and len(self.rho_values) != len(self.rho_milestones) + 1:
+            raise ValueError(f"rho_values needs one more value than rho_milestones (before the first and after "
+                             f"each), got {len(self.rho_values)} values for {len(self.rho_milestones)} milestones")
+        if list(self.rho_milestones) != sorted(set(self.rho_milestones)) or any(m < 1 for m in self.rho_milestones):
+            raise ValueError(f"rho_milestones must be increasing epochs >= 1, got {list(self.rho_milestones)}")
+        if any(v < 0 for v in self.rho_values):
+            raise ValueError(f"rho_values must be >= 0, got {list(self.rho_values)}")
+        return self
+
+    def rho_at(self, epoch: int) -> float:
+        """The radius of 0-based stage-1 ``epoch``."""
+        if not self.rho_milestones:
+            return self.rho
+        return self.rho_values[sum(1 for m in self.rho_milestones if m <= epoch)]
+
+
+class SamOptimizer(RhoSchedule):
     """SAM (Foret et al.): ``eps = rho g / ||g||``, then the SGD step with the gradient at ``w + eps``."""
 
     name: Literal["sam"] = "sam"
-    rho: float = Field(0.05, ge=0.0, description=_RHO)
 
 
-class AsamOptimizer(Section):
+class AsamOptimizer(RhoSchedule):
     """ASAM (Kwon et al.): SAM with the elementwise scaling ``T_w = |w| + eta``."""
 
     name: Literal["asam"] = "asam"
-    rho: float = Field(0.05, ge=0.0, description=_RHO)
     eta: float = Field(0.01, ge=0.0, description="T_w = |w| + eta")
 
 

@@ -2,6 +2,7 @@
 
 - :func:`learning_rate` gives the LR of a stage at (stage epoch, step within the epoch).
 - :func:`adversarial_weight` gives CC-SAM stage 2's alpha at a stage-2 epoch.
+- :func:`scheduled_sam_radius` gives SAM's rho at a stage-1 epoch under a ``rho_milestones`` schedule.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Sequence
 
 from torch.optim import Optimizer
 
+from ccsam.config.choices import RhoSchedule
 from ccsam.config.schema import ScheduleFields
 
 
@@ -75,3 +77,19 @@ def set_learning_rate(optimizer: Optimizer, lr: float) -> None:
     MiSLAS's head at a fraction of its LWS scales' rate); the one place the loop touches the optimiser's LR."""
     for group in optimizer.param_groups:
         group["lr"] = lr * group.get("lr_factor", 1.0)
+
+
+def scheduled_sam_radius(stage: ScheduleFields, epoch: int) -> float | None:
+    """SAM's / ASAM's ``rho`` at 0-based ``epoch`` of a stage whose optimiser has ``rho_milestones``;
+    ``None`` otherwise (a constant ``rho`` stays in the optimiser as built)."""
+    choice = getattr(stage, "optimizer", None)
+    if isinstance(choice, RhoSchedule) and choice.rho_milestones:
+        return choice.rho_at(epoch)
+    return None
+
+
+def set_sam_radius(optimizer: Optimizer, rho: float) -> None:
+    """Write the SAM radius ``rho`` into every parameter group (a ``stage1.optimizer.rho_milestones``
+    schedule, set at the start of each epoch; SAM reads ``group["rho"]`` at every first step)."""
+    for group in optimizer.param_groups:
+        group["rho"] = rho

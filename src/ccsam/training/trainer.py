@@ -24,7 +24,7 @@ from ccsam.distributed import barrier, broadcast_module, is_main
 from ccsam.errors import ConfigError, DivergenceError, RunDirError
 from ccsam.evaluation.predict import balanced_accuracy, evaluate_split, open_set_results, split_logits
 from ccsam.models import Classifier
-from ccsam.optim.schedules import learning_rate
+from ccsam.optim.schedules import learning_rate, scheduled_sam_radius, set_sam_radius
 from ccsam.training import distributed
 from ccsam.training.assembly import TrainableParameters, build_run_model, prepare_stage2, select_device
 from ccsam.training.checkpoint import (
@@ -209,6 +209,9 @@ class Trainer:
         steps = len(stage.loader)
         start = time.perf_counter()
         stage.set_modes(self.model, cfg)
+        rho = scheduled_sam_radius(stage.config, stage_epoch)
+        if rho is not None:
+            set_sam_radius(stage.optimizer, rho)
         train_stats = train_one_epoch(
             stage.runner if stage.runner is not None else self.model,
             stage.loader,
@@ -235,6 +238,8 @@ class Trainer:
             "lr": learning_rate(stage.config, stage_epoch, 0, steps),
             **train_stats,
         }
+        if rho is not None:
+            record["rho"] = rho
         alpha = stage2_alpha(objective)
         if alpha is not None:
             record["alpha"] = alpha
