@@ -82,8 +82,8 @@ def test_lws_trains_only_the_per_class_scales(tmp_path):
                               many_threshold=30, few_threshold=10)["top1"])
 
 
-def test_mislas_shift_learning_updates_batchnorm_but_not_convolutions(tmp_path):
-    config = _tiny("fmnist-lt-mislas")
+def test_stage2_train_bn_trains_batchnorm_but_not_convolutions(tmp_path):
+    config = _tiny("fmnist-lt-mislas")  # the study's preset: stage2.train_bn=true
     trainer = Trainer(config, RunDir.create(tmp_path / "run", config, []), progress=False)
     trainer.fit(stop_at=config.stage1.epochs)
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}

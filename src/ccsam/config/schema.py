@@ -294,7 +294,7 @@ class Stage2Config(ScheduleFields):
     @model_validator(mode="after")
     def _train_bn_needs_feature_gradients(self) -> Stage2Config:
         if self.train_bn and isinstance(self.method, CcsamStage2):
-            raise ValueError("stage2.train_bn=true needs stage2.method=retrain|lws (MiSLAS): CC-SAM's stage 2 "
+            raise ValueError("stage2.train_bn=true needs stage2.method=retrain|lws: CC-SAM's stage 2 "
                              "computes the features without gradients, so BatchNorm would never train")
         return self
 
