@@ -18,6 +18,7 @@ from ccsam.config.choices import (
     CcsamStage2,
     Flattening,
     ImbsamOptimizer,
+    LwsStage2,
     NoFlattening,
     OptimizerChoice,
     RadiusChoice,
@@ -299,6 +300,12 @@ class Stage2Config(ScheduleFields):
         return self
 
     @property
+    def scales_head(self) -> bool:
+        """Whether stage 2 wraps the head in per-class LWS scales: ``method=lws`` (scales alone) or
+        ``retrain`` with ``lws=true`` (scales and head, MiSLAS)."""
+        return isinstance(self.method, LwsStage2) or (isinstance(self.method, RetrainStage2) and self.method.lws)
+
+    @property
     def loss(self) -> LossConfig | None:
         """The loss of ``retrain`` / ``lws`` (``stage2.method.loss``); ``None`` for ``ccsam``, whose
         adversarial objective computes its own."""
@@ -390,8 +397,7 @@ class RunConfig(Section):
         if cosine and self.stage1.method == "ccsam" and self.stage1.perturb_scope == "head":
             raise ValueError("stage1.method=ccsam with stage1.perturb_scope=head needs model.head=linear (its closed "
                              "form is for a linear head); stage1.perturb_scope=last_k|all perturb any head")
-        method = self.stage2.method
-        scales = method.name == "lws" or (isinstance(method, RetrainStage2) and method.lws)
+        method, scales = self.stage2.method, self.stage2.scales_head
         if self.stage2.epochs and cosine and (method.name == "ccsam" or scales):
             joint = " with lws=true" if isinstance(method, RetrainStage2) else ""
             raise ValueError(f"stage2.method={method.name}{joint} needs model.head=linear")

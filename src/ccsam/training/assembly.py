@@ -18,7 +18,6 @@ from torch.optim import SGD, Optimizer
 from ccsam.config.choices import (
     AsamOptimizer,
     ImbsamOptimizer,
-    LwsStage2,
     OptimizerChoice,
     RetrainStage2,
     SamOptimizer,
@@ -211,9 +210,8 @@ def prepare_stage2(model: Classifier, cfg: RunConfig) -> TrainableParameters:
                                     device=old.weight.device, dtype=old.weight.dtype)
         else:
             model.reset_head()
-    joint = isinstance(method, RetrainStage2) and method.lws
-    if (isinstance(method, LwsStage2) or joint) and not isinstance(model.head, LWSHead):
-        model.head = LWSHead(model.head, train_linear=joint)
+    if stage2.scales_head and not isinstance(model.head, LWSHead):
+        model.head = LWSHead(model.head, train_linear=isinstance(method, RetrainStage2))
     if stage2.spectral_norm:
         apply_spectral_norm(model.head)
     frozen = set(model.frozen_prefix_modules())  # model.train_from: that prefix stays as it is
@@ -221,7 +219,7 @@ def prepare_stage2(model: Classifier, cfg: RunConfig) -> TrainableParameters:
           for p in m.parameters()] if stage2.train_bn else []
     for p in bn:
         p.requires_grad_(True)
-    if isinstance(method, RetrainStage2) and joint:
+    if isinstance(method, RetrainStage2) and method.lws:
         head = model.head
         assert isinstance(head, LWSHead)
         return [{"params": head.linear_parameters(), "lr_factor": method.head_lr_factor},

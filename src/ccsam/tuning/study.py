@@ -109,14 +109,10 @@ def stored_trial_count(study_dir: Path, method: str, *, finished_only: bool = Fa
     return len(study.get_trials(deepcopy=False, states=done if finished_only else None))
 
 
-def _finished_trials(study_dir: Path, method: str) -> int | None:
-    return stored_trial_count(study_dir, method, finished_only=True)
-
-
 def _start_over(study_dir: Path, method: str) -> None:
     """Forget a search of ``method`` in which no trial finished (only failed or killed ones)."""
     optuna = import_optuna()
-    if _finished_trials(study_dir, method) is not None:
+    if stored_trial_count(study_dir, method, finished_only=True) is not None:
         optuna.delete_study(study_name=method, storage=storage_url(study_dir))
     shutil.rmtree(study_dir / method / "trials", ignore_errors=True)
     (study_dir / method / "trials.json").unlink(missing_ok=True)
@@ -160,7 +156,7 @@ def _check_spec(spec: StudySpec, study_dir: Path, method: str) -> None:
     if path.is_file():
         stored = json.loads(path.read_text())
         changed = space_changes(stored, record)  # migrates a flat-config record itself
-        if changed and not _finished_trials(study_dir, method):
+        if changed and not stored_trial_count(study_dir, method, finished_only=True):
             _logger.warning(
                 "'%s': no trial of the recorded search finished (%s changed); starting its search over",
                 method, ", ".join(changed),
