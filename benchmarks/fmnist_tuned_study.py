@@ -7,8 +7,8 @@ Usage (one job at a time; re-run the same command to continue after an interrupt
 Phases, each resumable, method by method in the order of `fmnist_tuned_study.yaml` (so that whatever has
 finished is a complete row): (1) search: the same number of Optuna trials for every method on the 30 + 10
 proxy schedule, validation split only; (2) final: the method's chosen values on the full 120 + 20
-schedule, seeds 0-4, test split once per seed; then (3) ablations of the
-tuned CC-SAM (released form): the radius ablation (none / dir_only / mag_only vs ccsam) and the stage-1
+schedule, seeds 0-4, test split once per seed; then (3) ablations of the tuned CC-SAM (released
+form): the radius ablation (none / dir_only / dir_only-matched / mag_only vs ccsam) and the stage-1
 isolation (CC-SAM or ERM stage 1, each followed by CC-SAM's stage 2 or cRT). After every job the report
 `benchmarks/results/fmnist-lt-tuned.md` is rewritten from whatever has finished (`--smoke`: inside the
 study folder). A lock file in the study folder keeps a second copy from running at the same time.
@@ -47,7 +47,7 @@ PROVENANCE = (
     "config keys of that version, e.g. `stage1.rho`, `stage2.up_limit`; `ccsam tune` migrates them). On "
     "2026-12-03 the machine was replaced: the study folder was rebuilt from the committed records "
     "(`--phase restore`) and continued with today's code, which trains every remaining configuration (ImbSAM, "
-    "the six ablations) bit for bit as 2c6fec4 did (2-epoch runs, `benchmarks/tuned_study_parity.py`); "
+    "the ablations) bit for bit as 2c6fec4 did (2-epoch runs, `benchmarks/tuned_study_parity.py`); "
     "ccsam-paper, rounding-level different (1e-6), ran entirely with today's code. Its search was started "
     "over three times before any test evaluation, each abandoned search recorded with its reason in "
     "`fmnist-lt-tuned-records/abandoned/`: a noise_scale range whose radius exceeded any useful size, class "
@@ -71,6 +71,12 @@ ABLATIONS: dict[str, list[str]] = {
     "s1-erm+s2-ccsam": ["stage1.method=erm"],
     "s1-ccsam+s2-crt": CRT_STAGE2,
     "s1-erm+s2-crt": ["stage1.method=erm", *CRT_STAGE2],
+    # Added after radius-dir_only was read: that row fixes |eps| = 1 (the slides' magnitude), about 320 times
+    # the tuned radius, so it changes the size of the perturbation, not only its spread over classes. Here
+    # |eps| is the mean CC-SAM radius of the tuned run (3.10e-3 over stage-1 steps, samples, W and b; seed 0,
+    # training split only), declared before measuring: benchmarks/measure_ccsam_radius.py,
+    # results/fmnist-lt-tuned-ccsam-radius.json.
+    "radius-dir_only-matched": ["stage1.radius={name: dir_only, rho: 0.0031}"],
 }
 # Ablations of stage 2 only: their seeds train stage 2 on the finished stage 1 of these runs, where it is
 # on disk (`run_final(stage1_from=...)`; bit-identical to training them whole, 120 epochs fewer per seed).

@@ -219,33 +219,49 @@ def _paired_matrix(spec: StudySpec, summary: dict[str, Any]) -> list[str]:
     bases = [m for m in spec.methods if not m.startswith("ccsam")]
     lines = _table(["CC-SAM variant − baseline (points, 95 % t-interval)", *bases])
     for c in ccsam:
-        cells = []
-        for b in bases:
-            r = paired_interval(_top1_per_seed(summary, c), _top1_per_seed(summary, b))
-            cells.append("-" if r is None else
-                         f"{100 * r['mean']:+.2f} [{100 * r['low']:+.2f}, {100 * r['high']:+.2f}]"
-                         + ("" if len(r["seeds"]) == len(spec.seeds) else f" ({len(r['seeds'])} seeds)"))
+        cells = [
+            _interval_cell(paired_interval(_top1_per_seed(summary, c), _top1_per_seed(summary, b)), len(spec.seeds))
+            for b in bases
+        ]
         lines.append("| " + " | ".join([c, *cells]) + " |")
     return lines + ["", "Test overall top-1, paired per seed; `-`: fewer than 2 seeds finished for both."]
 
 
+def _interval_cell(r: dict[str, Any] | None, n_seeds: int) -> str:
+    """``mean [low, high]`` of a paired comparison in points, with the seed count if not all seeds paired."""
+    if r is None:
+        return "-"
+    cell = f"{100 * r['mean']:+.2f} [{100 * r['low']:+.2f}, {100 * r['high']:+.2f}]"
+    return cell + ("" if len(r["seeds"]) == n_seeds else f" ({len(r['seeds'])} seeds)")
+
+
 def _ablations(spec: StudySpec, summary: dict[str, Any], names: list[str]) -> list[str]:
+    """Every ablation's test metrics and its paired difference from the tuned configuration it ablates."""
     seeds = list(spec.seeds)
     entry = summary.get(ABLATED, {})
+    tuned = _top1_per_seed(summary, ABLATED)
     lines = _table(
-        ["variant", "test overall %", "many %", "medium %", "few %", "ECE %", "val. top-1 %", "seeds"]
+        ["variant", "test overall %", "many %", "medium %", "few %", "ECE %", "val. top-1 %", "seeds",
+         "tuned − variant (points, 95 % t-interval)"]
     )
     lines.append(
-        "| " + " | ".join(["ccsam (tuned; the results row)", *_cells(entry.get("final"), seeds)]) + " |"
+        "| " + " | ".join(["ccsam (tuned; the results row)", *_cells(entry.get("final"), seeds), ""]) + " |"
     )
     for name in names:
-        lines.append("| " + " | ".join([name, *_cells(entry.get("variants", {}).get(name), seeds)]) + " |")
+        runs = entry.get("variants", {}).get(name)
+        variant = {s: r["test"]["top1"] for s, r in ((runs or {}).get("per_seed") or {}).items()}
+        paired = _interval_cell(paired_interval(tuned, variant), len(seeds))
+        lines.append("| " + " | ".join([name, *_cells(runs, seeds), paired]) + " |")
     return lines + [
         "",
         "`radius-*`: `stage1.radius` (none: no class-conditional perturbation; dir_only: the "
-        "class direction at a fixed length; mag_only: the class radius along a random direction). "
+        "class direction at the fixed length 1 (the slides' \"fixed magnitude 1\", about 320 times the tuned "
+        "radius); dir_only-matched: the class direction at the fixed length of the tuned run's mean CC-SAM "
+        "radius (`fmnist-lt-tuned-ccsam-radius.json`, measured on the training split by "
+        "`benchmarks/measure_ccsam_radius.py`; a variant added after the dir_only row was read); mag_only: the "
+        "class radius along a random direction). "
         "`s1-*+s2-*`: CC-SAM or ERM stage 1 (tuned values otherwise), then CC-SAM's tuned stage 2 or "
-        "cRT (fresh head, class-balanced batches, cosine LR, 20 epochs).",
+        "cRT (fresh head, class-balanced batches, cosine LR, 20 epochs). Test overall top-1, paired per seed.",
     ]
 
 

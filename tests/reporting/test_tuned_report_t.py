@@ -27,3 +27,33 @@ def test_fallback_quantile_matches_scipy_for_df_1_to_60() -> None:
     stats = pytest.importorskip("scipy.stats")
     for df in range(1, 61):
         assert tuned_report._t_quantile_975_math(df) == pytest.approx(float(stats.t.ppf(0.975, df)), abs=1e-9)
+
+
+def test_paired_interval_is_the_t_interval_of_the_per_seed_differences() -> None:
+    # diffs 0.01, 0.02, 0.03 (seed "3" is unpaired): mean 0.02, sd 0.01, half-width t(2) * 0.01 / sqrt(3)
+    r = tuned_report.paired_interval({"0": 0.81, "1": 0.82, "2": 0.83, "3": 0.9}, {"0": 0.80, "1": 0.80, "2": 0.80})
+    half = 4.302653 * 0.01 / 3**0.5
+    assert r["seeds"] == ["0", "1", "2"]
+    assert r["mean"] == pytest.approx(0.02) and r["low"] == pytest.approx(0.02 - half, abs=1e-8)
+    assert r["high"] == pytest.approx(0.02 + half, abs=1e-8)
+    assert tuned_report.paired_interval({"0": 0.5}, {"0": 0.4}) is None
+
+
+def test_ablation_rows_carry_their_paired_difference_from_the_tuned_row() -> None:
+    def runs(top1: dict[str, float]) -> dict:
+        metrics = dict.fromkeys(("many", "medium", "few", "ece", "nll"), 0.5)
+        return {"per_seed": {s: {"test": {"top1": v, **metrics}, "val": {"top1": v}} for s, v in top1.items()}}
+
+    class Spec:
+        seeds = [0, 1, 2]
+
+    summary = {tuned_report.ABLATED: {
+        "final": runs({"0": 0.81, "1": 0.82, "2": 0.83}),
+        "variants": {"radius-none": runs({"0": 0.80, "1": 0.80, "2": 0.80}), "half-done": runs({"0": 0.7})},
+    }}
+    lines = tuned_report._ablations(Spec(), summary, ["radius-none", "half-done", "not-started"])
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in lines if line.startswith("| ")}
+    half = 100 * 4.302653 * 0.01 / 3**0.5
+    assert rows["radius-none"].endswith(f"| +2.00 [{2 - half:+.2f}, {2 + half:+.2f}] |")
+    assert rows["half-done"].endswith("| - |") and "missing 1, 2" in rows["half-done"]
+    assert rows["not-started"].endswith("| - |")
