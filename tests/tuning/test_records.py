@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import synthetic_overrides
 
 from ccsam.errors import ConfigError
@@ -81,6 +82,9 @@ def test_a_study_rebuilt_from_its_records_trains_nothing_and_reports_the_same(
         assert {k: row[k] for k in kept} == {k: before["per_seed"][seed][k] for k in kept}
         results = json.loads((Path(row["run_dir"]) / "results.json").read_text())
         assert results["restored_from"] == "ce/final.json"
+        env = json.loads((Path(row["run_dir"]) / "env.json").read_text())  # not claimed as the training machine
+        assert env["restored_from"] == "ce/final.json" and env["trained_on"] is None
+        assert "torch" not in env and env["restored_on"]["torch"] == torch.__version__
     # `ccsam report` reads the restored seeds as one mean ± std row, like the originals.
     from ccsam.reporting.collect import collect_runs
 

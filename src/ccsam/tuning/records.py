@@ -18,7 +18,8 @@ results and its continuation need::
 from them on a new machine: the Optuna storage from ``trials.json`` (same trial numbers, states, values,
 per-epoch scores and durations, so a finished search is not run again and an unfinished one continues
 where it stopped), and one *results-only* run folder per recorded seed (``config.yaml`` as the final phase
-resolves it, ``results.json`` with the recorded metrics and ``restored_from``), so the final phase keeps
+resolves it, ``results.json`` with the recorded metrics and ``restored_from``, and an ``env.json`` that names
+the restoring machine as such, not as the one that trained the run), so the final phase keeps
 finished seeds instead of training them again. Nothing already in the study folder is overwritten.
 """
 
@@ -31,10 +32,12 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from ccsam import strict_json
 from ccsam.atomic_io import atomic_write_text
 from ccsam.config.migration import migrate_key, migrate_override
 from ccsam.config.schema import RunConfig
 from ccsam.errors import ConfigError
+from ccsam.training.environment import environment
 from ccsam.training.run_dir import RunDir
 from ccsam.tuning.space import StudySpec
 from ccsam.tuning.study import (
@@ -351,6 +354,16 @@ def restore_study(
         counts["trials"] += len(frozen)
     for path, cfg, results in seeds:
         run = RunDir.create(path, cfg, ["ccsam", "tune", "restore", str(records_dir)], overwrite=True)
+        # The records keep each seed's config and metrics, not the machine that trained it: env.json says
+        # so instead of presenting the restoring machine as the one the run ran on.
+        restored_env = {
+            "restored_from": results.get("restored_from"),
+            "trained_on": None,
+            "note": "rebuilt from the study records on the machine below, which did not train this run; the "
+            "records do not keep the training machine's environment (the study report states it)",
+            "restored_on": environment(),
+        }
+        atomic_write_text(run.path / "env.json", strict_json.dumps(restored_env, indent=2) + "\n")
         run.write_results(results)
         counts["seeds"] += 1
     return counts
