@@ -32,6 +32,7 @@ from ccsam.training.trainer import Trainer
 WORLD = 2
 BASE = {"runtime.sync_bn": "true", "data.batch_size": 16, "stage1.lr": 0.2, "stage2.lr": 0.2}
 RADIUS_RHO = {"dir_only": {"stage1.radius.rho": 0.3}}  # the radius ablation with a constant |eps|
+DRW = {"stage1.loss.drw.start_epoch": 0, "stage1.loss.drw.beta": 0.99}  # weights 0.27 (n=40) to 2.2 (n=4)
 HEAD = {"stage1.method": "ccsam", "stage1.flat_ratio": 0.5, "stage1.noise_scale": 0.5}
 STEP_CASES: dict[str, tuple[dict[str, Any], int]] = {
     "erm": ({"stage1.method": "erm"}, 1),
@@ -47,6 +48,12 @@ STEP_CASES: dict[str, tuple[dict[str, Any], int]] = {
     "gp": ({"stage1.method": "erm", "stage1.flattening": "gp", "stage1.flattening.radius": 0.1}, 1),
     "mp": ({"stage1.method": "erm", "stage1.flattening": "mp", "stage1.flattening.bound": 0.05,
             "stage1.flattening.copies": 3}, 1),
+    # class-weighted means (DRW from the first epoch): each rank's share of the global batch's weight sum
+    "erm-drw": ({"stage1.method": "erm", **DRW}, 1),
+    "imbsam-drw": ({"stage1.method": "erm", "stage1.optimizer": "imbsam", "stage1.optimizer.rho": 0.1,
+                    "stage1.optimizer.tail_threshold": 20, **DRW}, 1),
+    "ccsam-drw": ({**HEAD, **DRW}, 1),
+    "ccsam-last_k-drw": ({**HEAD, "stage1.perturb_scope": "last_k", "stage1.perturb_last_k": 1, **DRW}, 1),
 }
 
 

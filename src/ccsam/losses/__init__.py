@@ -12,7 +12,7 @@ Example:
 """
 
 from ccsam.losses.ce import CrossEntropyLoss
-from ccsam.losses.drw import DeferredReweighting, effective_class_weights
+from ccsam.losses.drw import DeferredReweighting, GlobalBatchWeightedMean, effective_class_weights
 from ccsam.losses.focal import FocalLoss, focal_term
 from ccsam.losses.gcl import GCLLoss, gcl_cloud_sizes
 from ccsam.losses.label_aware_smoothing import LabelAwareSmoothingLoss, SmoothingShape, label_aware_epsilons
@@ -29,6 +29,7 @@ __all__ = [
     "DeferredReweighting",
     "FocalLoss",
     "GCLLoss",
+    "GlobalBatchWeightedMean",
     "LDAMLoss",
     "LabelAwareSmoothingLoss",
     "LogitAdjustedLoss",

@@ -8,6 +8,7 @@ picks the loss, ``stage1.loss.drw.start_epoch`` turns the wrapper on, ``stage1.o
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from typing import Protocol, cast
 
 import torch
@@ -18,7 +19,7 @@ from ccsam.losses.ce import CrossEntropyLoss, _combine
 from ccsam.losses.ldam import LDAMLoss
 from ccsam.losses.weights import _effective_number_weights
 
-__all__ = ["DeferredReweighting", "effective_class_weights"]
+__all__ = ["DeferredReweighting", "GlobalBatchWeightedMean", "effective_class_weights"]
 
 
 class _EpochAware(Protocol):
@@ -118,6 +119,8 @@ def effective_class_weights(criterion: nn.Module) -> Tensor | None:
         >>> [round(w, 3) for w in effective_class_weights(drw).tolist()]
         [0.183, 3.635]
     """
+    if isinstance(criterion, GlobalBatchWeightedMean):
+        return effective_class_weights(criterion.criterion)
     if isinstance(criterion, DeferredReweighting):
         return _combine(effective_class_weights(criterion.loss), criterion.class_weights())
     if isinstance(criterion, LDAMLoss):
@@ -127,3 +130,44 @@ def effective_class_weights(criterion: nn.Module) -> Tensor | None:
     if isinstance(criterion, (nn.CrossEntropyLoss, nn.NLLLoss)) and criterion.reduction == "mean":
         return criterion.weight
     return None
+
+
+class GlobalBatchWeightedMean(nn.Module):
+    """This process's share of ``criterion``'s class-weighted mean over the global batch of a process group.
+
+    With ``R`` processes, process ``r`` holding the rows ``B_r`` of the batch and the weight sum
+    ``S_r = sum_{i in B_r} w_{y_i}`` (``w`` from :func:`effective_class_weights`), it returns
+
+        ``L_r = (S_r / Sbar) * criterion(rows of r) = sum_{i in B_r} w_{y_i} l_i / Sbar``,
+        ``Sbar = (1/R) sum_r S_r = rank_mean(S_r)``,
+
+    so that the mean over processes of ``L_r`` (DistributedDataParallel's gradient average, and the logged
+    loss) is the weighted mean of the whole batch ``sum_i w_{y_i} l_i / sum_r S_r`` in value and gradient.
+    The mean of the processes' own weighted means would instead weigh every slice equally whatever its
+    weight sum. A plain-mean criterion (weights ``None``, e.g. DRW's loss without its wrapper) is called as
+    it is, with no collective: over equal slices the mean of the means is already the global mean.
+
+    ``rank_mean`` is a collective (an all-reduce mean over the processes): every process calls this module
+    the same number of times per step, whatever its rows. A process whose rows weigh nothing contributes a
+    zero with a graph instead of ``0 / 0``.
+    """
+
+    def __init__(self, criterion: nn.Module, rank_mean: Callable[[Tensor], Tensor]) -> None:
+        super().__init__()
+        self.criterion = criterion
+        self.rank_mean = rank_mean
+
+    def mean_weight_sum(self, local_sum: Tensor) -> Tensor:
+        """``Sbar``, the mean over processes of their weight sums ``S_r`` (a collective)."""
+        return self.rank_mean(local_sum.detach().reshape(1))[0]
+
+    def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
+        weights = effective_class_weights(self.criterion)
+        if weights is None:
+            return cast(Tensor, self.criterion(logits, targets))
+        dtype = torch.promote_types(logits.dtype, torch.float32)
+        local = weights.to(device=logits.device, dtype=dtype)[targets].sum()
+        mean_sum = self.mean_weight_sum(local)
+        if not bool(local > 0):  # no rows here, or only weightless ones: the criterion would be 0 / 0
+            return logits[:0].sum()
+        return cast(Tensor, self.criterion(logits, targets)) * (local / mean_sum)

@@ -8,8 +8,8 @@ epoch's updates; all are no-ops in one process. The collectives themselves are :
 Gradients: each stage's model is wrapped in PyTorch's ``DistributedDataParallel``
 (:func:`ccsam.distributed.wrap_model`, stored as ``Stage.runner``); each rank's loss is the mean over its
 ``B / W`` rows, so DDP's average over ranks is the gradient of the global-batch mean (for a
-class-weighted mean, e.g. DRW, it is the mean of the ranks' weighted means, equal to the global one only
-when the ranks' weight sums agree: a documented difference, see the README). Which backward of
+class-weighted mean, e.g. DRW, each rank scales its weighted mean by its share of the global weight sum,
+:class:`~ccsam.losses.GlobalBatchWeightedMean`, so the average is the global weighted mean). Which backward of
 a multi-pass update synchronises is said where the update is (:mod:`ccsam.training.updates`).
 
 The CC-SAM perturbations are functions of the whole batch: stage 1's per-class head gradients (their
@@ -48,12 +48,15 @@ from ccsam.distributed import (
     world_size,
     wrap_model,
 )
+from ccsam.losses import GlobalBatchWeightedMean
 from ccsam.method import adversarial_feature_losses
 from ccsam.method.head import class_conditional_logits
 from ccsam.models import Classifier
 from ccsam.training.objectives import (
     CcsamStage1Objective,
     CcsamStage2Objective,
+    ErmObjective,
+    HeadRetrainObjective,
     Objective,
     ScopedCcsamObjective,
     StepOutput,
@@ -185,11 +188,21 @@ class GlobalCcsamStage2:
         return StepOutput(o.alpha * adversarial + (1.0 - o.alpha) * clean, logits.detach())
 
 
+#: The objectives that reduce a batch with a configurable criterion (CC-SAM's stage 2 uses plain CE).
+CRITERION_OBJECTIVES = (ErmObjective, CcsamStage1Objective, ScopedCcsamObjective, HeadRetrainObjective)
+
+
 def distribute_objective(objective: Objective) -> Objective:
-    """The global-batch form of a CC-SAM objective under a process group; any other objective (ERM,
-    head re-training) is per-sample and is returned unchanged, as is everything in one process."""
+    """The global-batch form of an objective under a process group (unchanged in one process): its
+    criterion's class-weighted mean, if it has one (DRW, LDAM-DRW, weighted CE), over the global batch
+    (:class:`~ccsam.losses.GlobalBatchWeightedMean`); and for CC-SAM the class statistics of the global
+    batch. Plain-mean criteria need nothing: the mean over equal slices of their means is the global mean."""
     if not is_distributed():
         return objective
+    if isinstance(objective, CRITERION_OBJECTIVES):
+        objective = dataclasses.replace(
+            objective, criterion=GlobalBatchWeightedMean(objective.criterion, all_reduce_mean)
+        )
     if isinstance(objective, ScopedCcsamObjective):
         return dataclasses.replace(objective, sum_over_processes=all_reduce_sum)
     if isinstance(objective, CcsamStage1Objective):

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ccsam.data.augment import MixedBatch
-from ccsam.losses import effective_class_weights
+from ccsam.losses import GlobalBatchWeightedMean, effective_class_weights
 from ccsam.method import (
     ClassPassBn,
     PerturbScope,
@@ -57,7 +57,9 @@ def mixup_loss(criterion: nn.Module, logits: torch.Tensor, batch: MixedBatch,
     * plain mean (``effective_class_weights(criterion) is None``): the count share ``|m| / B``;
     * class-weighted mean ``sum_i w_{y_i} l_i / sum_i w_{y_i}`` (DRW, LDAM-DRW, weighted CE): the weight
       share ``sum_{i in m} w_{y_i} / sum_i w_{y_i}``, computed per target vector (``y_a`` and ``y_b``
-      under mixup), so the part is ``sum_{i in m} w_{y_i} l_i / sum_i w_{y_i}``.
+      under mixup), so the part is ``sum_{i in m} w_{y_i} l_i / sum_i w_{y_i}``. Under a process group
+      (``criterion`` a :class:`~ccsam.losses.GlobalBatchWeightedMean`) the denominator is the global
+      batch's, so the processes' parts average to the global batch's part.
 
     A part with no rows (or, weighted, no weight) is a zero with a graph.
     """
@@ -69,22 +71,34 @@ def mixup_loss(criterion: nn.Module, logits: torch.Tensor, batch: MixedBatch,
         return loss
     weights = effective_class_weights(criterion)
     rows = logits[mask]
-    if rows.shape[0] == 0:
-        return rows.sum()
+    if weights is None:
+        if rows.shape[0] == 0:
+            return rows.sum()
+        loss = criterion(rows, targets_a[mask])
+        if batch.lam < 1.0:
+            loss = batch.lam * loss + (1.0 - batch.lam) * criterion(rows, targets_b[mask])
+        return loss * (mask.sum() / mask.numel())
+    # Under a process group the denominator is the mean over processes of their weight sums (a collective,
+    # taken before any early return so that every process takes it).
+    inner, weight_total = criterion, _own_weight_sum
+    if isinstance(criterion, GlobalBatchWeightedMean):
+        inner, weight_total = criterion.criterion, criterion.mean_weight_sum
 
     def part(targets: torch.Tensor) -> torch.Tensor:
-        if weights is None:
-            return criterion(rows, targets[mask])
         w = weights.to(device=logits.device, dtype=torch.promote_types(logits.dtype, torch.float32))[targets]
-        in_part = w[mask].sum()
-        if not bool(in_part > 0):  # the masked rows weigh nothing (a zero class weight): 0 / 0 otherwise
+        total, in_part = weight_total(w.sum()), w[mask].sum()
+        if rows.shape[0] == 0 or not bool(in_part > 0):  # no rows, or weightless ones: 0 / 0 otherwise
             return rows[:0].sum()
-        return criterion(rows, targets[mask]) * (in_part / w.sum())
+        return inner(rows, targets[mask]) * (in_part / total)
 
     loss = part(targets_a)
     if batch.lam < 1.0:
         loss = batch.lam * loss + (1.0 - batch.lam) * part(targets_b)
-    return loss if weights is not None else loss * (mask.sum() / mask.numel())
+    return loss
+
+
+def _own_weight_sum(local_sum: torch.Tensor) -> torch.Tensor:
+    return local_sum
 
 
 def mixup_cross_entropy(logits: torch.Tensor, batch: MixedBatch) -> torch.Tensor:
