@@ -247,6 +247,37 @@ def test_a_running_search_is_recorded_and_its_running_trial_re_queued_on_restore
     assert [t["state"] for t in trials][3] == "FAIL" and trials[4]["params"] == values
 
 
+def test_a_queued_trial_keeps_its_values_through_the_records(
+    finished_study: tuple[Path, Path], tmp_path: Path, monkeypatch
+) -> None:
+    """A trial re-queued after an interruption (WAITING, its values not sampled yet) when the machine was
+    lost: the records hold its values, and the restored study trains it with them."""
+    study, _ = finished_study
+    live = tmp_path / "live"
+    shutil.copytree(study, live)
+    values = {"stage1.lr": 0.0123, "stage1.mixup_alpha": 1.0, "stage1.warmup_epochs": 1}
+    optuna.load_study(study_name="ce", storage=storage_url(live)).enqueue_trial(values)
+    export_records(live, tmp_path / "records")
+    recorded = json.loads((tmp_path / "records" / "ce" / "trials.json").read_text())[-1]
+    assert (recorded["state"], recorded["params"], recorded["fixed_params"]) == ("WAITING", {}, values)
+
+    spec = load_study_spec(_tree(trials=4))
+    restore_study(spec, tmp_path / "records", tmp_path / "new")
+    trained = []
+    real_init = Trainer.__init__
+
+    def recording_init(self, cfg, *args, **kwargs):
+        trained.append(cfg)
+        real_init(self, cfg, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "__init__", recording_init)
+    run_search(spec, tmp_path / "new", "ce")
+    assert len(trained) == 1
+    assert (trained[0].stage1.lr, trained[0].stage1.mixup_alpha, trained[0].stage1.warmup_epochs) == (0.0123, 1.0, 1)
+    trials = json.loads((tmp_path / "new" / "ce" / "trials.json").read_text())
+    assert trials[3]["state"] in ("COMPLETE", "PRUNED") and trials[3]["params"] == values
+
+
 def test_restore_refuses_seeds_that_the_changed_study_file_would_train_otherwise(
     finished_study: tuple[Path, Path], tmp_path: Path
 ) -> None:

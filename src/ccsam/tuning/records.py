@@ -179,12 +179,14 @@ def _frozen_trials(where: Path, space: Any, trials: Any) -> list[Any]:
         try:
             state = states[record.get("state")]
             params = dict(record.get("params") or {})
-            unknown = sorted(k for k in params if migrate_key(k) not in distributions)
+            fixed = dict(record.get("fixed_params") or {}) if state == states.WAITING else {}
+            unknown = sorted(k for k in {**params, **fixed} if migrate_key(k) not in distributions)
             if unknown:
                 raise ValueError(f"values for {', '.join(unknown)}, which space.json does not declare")
             param_distributions = {k: distributions[migrate_key(k)] for k in params}
-            for key, value in params.items():
-                if not param_distributions[key]._contains(param_distributions[key].to_internal_repr(value)):
+            for key, value in {**params, **fixed}.items():
+                distribution = distributions[migrate_key(key)]
+                if not distribution._contains(distribution.to_internal_repr(value)):
                     raise ValueError(f"{key}={value!r} lies outside its space")
             value = record.get("value")
             if state == states.COMPLETE and not (isinstance(value, (int, float)) and math.isfinite(value)):
@@ -195,13 +197,13 @@ def _frozen_trials(where: Path, space: Any, trials: Any) -> list[Any]:
                 number=n,
                 state=state,
                 value=value if state in (states.COMPLETE, states.PRUNED) else None,
-                datetime_start=_RESTORED_START,
+                datetime_start=None if state == states.WAITING else _RESTORED_START,
                 datetime_complete=None if state in (states.RUNNING, states.WAITING)
                 else _RESTORED_START + timedelta(seconds=duration),
                 params=params,
                 distributions=param_distributions,
                 user_attrs=attrs,
-                system_attrs={},
+                system_attrs={"fixed_params": {migrate_key(k): v for k, v in fixed.items()}} if fixed else {},
                 intermediate_values={int(k): float(v) for k, v in (record.get("validation_per_epoch") or {}).items()},
                 trial_id=n,
             ))

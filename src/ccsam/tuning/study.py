@@ -267,8 +267,11 @@ def _requeue_interrupted(study: Any, optuna: Any) -> None:
 
 def trial_records(study: Any) -> list[dict[str, Any]]:
     """Every trial of ``study`` as ``trials.json`` records it (``interrupted`` / ``requeued`` only when set:
-    a trial stopped by Ctrl-C, and one already re-queued after an interruption)."""
+    a trial stopped by Ctrl-C, and one already re-queued after an interruption; ``fixed_params`` for a
+    WAITING trial: the values it was queued with, e.g. a re-queued interrupted trial's, which it has not
+    sampled yet)."""
     requeued = set(study.user_attrs.get("requeued", []))
+    waiting = import_optuna().trial.TrialState.WAITING
     return [
         {
             "number": t.number,
@@ -281,6 +284,8 @@ def trial_records(study: Any) -> list[dict[str, Any]]:
             "duration_s": t.duration.total_seconds() if t.duration is not None else None,
             **({"interrupted": True} if t.user_attrs.get("interrupted") else {}),
             **({"requeued": True} if t.number in requeued else {}),
+            **({"fixed_params": t.system_attrs["fixed_params"]}
+               if t.state == waiting and t.system_attrs.get("fixed_params") else {}),
         }
         for t in study.get_trials(deepcopy=False)
     ]
