@@ -45,6 +45,9 @@ STEP_CASES: dict[str, tuple[dict[str, Any], int]] = {
                 "stage1.optimizer.tail_threshold": 20}, 1),
     "ccsam-last_k": ({**HEAD, "stage1.perturb_scope": "last_k", "stage1.perturb_last_k": 1}, 1),
     "ccsam-all": ({**HEAD, "stage1.perturb_scope": "all"}, 1),
+    # the class passes normalised with the clean pass's statistics: the global batch's under sync_bn
+    "ccsam-last_k-batch_bn": ({**HEAD, "stage1.perturb_scope": "last_k", "stage1.perturb_last_k": 2,
+                               "stage1.class_pass_bn": "batch"}, 1),
     "gp": ({"stage1.method": "erm", "stage1.flattening": "gp", "stage1.flattening.radius": 0.1}, 1),
     "mp": ({"stage1.method": "erm", "stage1.flattening": "mp", "stage1.flattening.bound": 0.05,
             "stage1.flattening.copies": 3}, 1),

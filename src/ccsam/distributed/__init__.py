@@ -30,7 +30,12 @@ from ccsam.distributed.env import (
     world_size,
 )
 from ccsam.distributed.sharding import local_rows
-from ccsam.distributed.sync_bn import GlobalBatchNorm2d, convert_sync_batchnorm
+from ccsam.distributed.sync_bn import (
+    GlobalBatchNorm2d,
+    convert_sync_batchnorm,
+    global_batch_statistics,
+    normalises_global_batch,
+)
 
 __all__ = [
     "GlobalBatchNorm2d",
@@ -46,11 +51,13 @@ __all__ = [
     "comm_device",
     "convert_sync_batchnorm",
     "gather_rows",
+    "global_batch_statistics",
     "init_process_group",
     "is_distributed",
     "is_main",
     "is_wrapped",
     "local_rows",
+    "normalises_global_batch",
     "rank",
     "run_objective",
     "shutdown",

@@ -7,6 +7,8 @@
   rank that owns it (summed over ranks): what a BatchNorm over the global batch needs. The ranks may
   hold different numbers of rows (CC-SAM's class passes forward each class's rows of every rank).
 * :func:`all_reduce_sum` — the sum over ranks (the per-class gradients of the paper-form CC-SAM scopes).
+* :func:`all_reduce_sum_summed_grad` — the sum over ranks with the gradient of every rank's loss sent back
+  to each summand: the global BatchNorm statistics that CC-SAM's class passes reuse.
 * :func:`average_buffers` — floating buffers (BatchNorm running statistics) averaged over the ranks.
 * :func:`all_gather_variable` — concatenate tensors of different lengths (sharded evaluation).
 
@@ -27,6 +29,7 @@ __all__ = [
     "all_gather_variable",
     "all_reduce_mean",
     "all_reduce_sum",
+    "all_reduce_sum_summed_grad",
     "average_buffers",
     "broadcast_module",
     "gather_rows",
@@ -108,6 +111,34 @@ def gather_rows_summed_grad(x: Tensor) -> tuple[Tensor, int]:
     sizes = _gather_sizes(x.shape[0], x.device)
     start = sum(sizes[: rank()])
     return _GatherSummedGrad.apply(x, sizes, start), start
+
+
+class _AllReduceSummedGrad(torch.autograd.Function):
+    """All-reduce (sum) whose backward all-reduces (sums) the gradient: every summand receives the sum over
+    ranks of the gradients of their losses w.r.t. the total."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.group = _backward_group()
+        out = x.detach().clone().contiguous()
+        dist.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
+        grad = grad.clone().contiguous()
+        dist.all_reduce(grad, group=ctx.group)
+        return grad
+
+
+def all_reduce_sum_summed_grad(x: Tensor) -> Tensor:
+    """``sum_r x_r`` on every rank, differentiable: ``d/dx`` receives the sum over ranks of the gradients of
+    their losses w.r.t. the total (so averaging parameter gradients over ranks stays exact). ``x`` itself
+    in one process. A collective in the forward and in the backward: every rank calls it and runs the
+    backward through it."""
+    if not is_distributed():
+        return x
+    return _AllReduceSummedGrad.apply(x)
 
 
 def all_reduce_sum(x: Tensor) -> Tensor:

@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ccsam.distributed.collectives import gather_rows_summed_grad
+from ccsam.distributed.collectives import all_reduce_sum, all_reduce_sum_summed_grad, gather_rows_summed_grad
 from ccsam.distributed.env import is_distributed
 
-__all__ = ["GlobalBatchNorm2d", "convert_sync_batchnorm"]
+__all__ = ["GlobalBatchNorm2d", "convert_sync_batchnorm", "global_batch_statistics", "normalises_global_batch"]
 
 
 class GlobalBatchNorm2d(nn.BatchNorm2d):
@@ -61,3 +61,23 @@ def convert_sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
     if device.type == "cuda":
         return nn.SyncBatchNorm.convert_sync_batchnorm(model)
     return _to_global(model)
+
+
+def normalises_global_batch(module: nn.Module) -> bool:
+    """Whether ``module`` is a BatchNorm layer that normalises with the statistics of the global batch here:
+    :class:`torch.nn.SyncBatchNorm` or :class:`GlobalBatchNorm2d` under a process group."""
+    return is_distributed() and isinstance(module, (nn.SyncBatchNorm, GlobalBatchNorm2d))
+
+
+def global_batch_statistics(x: Tensor, dims: list[int]) -> tuple[Tensor, Tensor]:
+    """Mean and biased variance of ``x`` over ``dims`` and over every rank's rows (two passes: the global
+    mean, then the global mean squared deviation from it), differentiable w.r.t. every rank's ``x`` as in
+    one process (:func:`all_reduce_sum_summed_grad`). The ranks may hold different numbers of rows, none
+    included (then this rank adds nothing)."""
+    count = all_reduce_sum(torch.tensor([x.numel() // max(x.shape[1], 1)], dtype=torch.float64, device=x.device))
+    n = count.to(x.dtype)[0]
+    mean = all_reduce_sum_summed_grad(x.sum(dims)) / n
+    shape = [1] * x.dim()
+    shape[1] = -1
+    var = all_reduce_sum_summed_grad((x - mean.view(shape)).square().sum(dims)) / n
+    return mean, var

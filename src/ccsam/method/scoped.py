@@ -152,7 +152,7 @@ def class_conditional_loss(
     pass used for the whole batch (:func:`ccsam.models.bn.recorded_batch_statistics`, in its graph) and
     updates no running statistics, so that at ``eps_c = 0`` (hard labels, ``criterion`` the batch-mean
     cross-entropy) the perturbed loss equals the clean loss in value and gradient. Under several
-    processes these are each process's own statistics, also with SyncBatchNorm.
+    processes these are each process's own statistics, or with SyncBatchNorm the global batch's.
 
     Several processes (``sum_over_processes``, e.g. :func:`ccsam.distributed.all_reduce_sum`), each with
     its slice of a global batch: ``m_c`` and ``g_c`` are those of the global batch (per class, the

@@ -22,6 +22,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ccsam.distributed.sync_bn import global_batch_statistics, normalises_global_batch
+
 __all__ = [
     "BatchStatistics", "bn_stats_frozen", "disable_running_stats", "enable_running_stats", "eval_mode",
     "normalised_with", "recorded_batch_statistics",
@@ -126,8 +128,9 @@ def recorded_batch_statistics(model: nn.Module) -> Iterator[BatchStatistics]:
     (train mode, or no running statistics), the statistics of its input inside it: ``mean_c = E[x_c]`` and
     ``var_c = E[(x_c - mean_c)^2]`` over the batch and spatial dimensions, in float32 at least. They stay in the
     batch's autograd graph, as the layer's own statistics do: a loss of rows normalised with them has the
-    gradient those rows have in the batch. A layer that runs twice inside the context is an error (one
-    set of statistics per layer)."""
+    gradient those rows have in the batch. A layer that normalises over the processes (SyncBatchNorm under
+    torchrun) records the global batch's, differentiable through every process's rows. A layer that runs
+    twice inside the context is an error (one set of statistics per layer)."""
     stats: BatchStatistics = {}
 
     def recording(module: _BatchNorm) -> Callable[[Tensor], Tensor]:
@@ -139,7 +142,10 @@ def recorded_batch_statistics(model: nn.Module) -> Iterator[BatchStatistics]:
                                    "statistics are recorded once (use class_pass_bn=class_rows with this model)")
             x = input.to(torch.promote_types(input.dtype, torch.float32))
             dims = [d for d in range(x.dim()) if d != 1]
-            stats[module] = (x.mean(dims), x.var(dims, unbiased=False))
+            if normalises_global_batch(module):  # SyncBatchNorm under torchrun: the global batch's, as it uses
+                stats[module] = global_batch_statistics(x, dims)
+            else:
+                stats[module] = (x.mean(dims), x.var(dims, unbiased=False))
             return original(input)
 
         return forward
@@ -155,8 +161,8 @@ def normalised_with(stats: BatchStatistics) -> Iterator[None]:
     + bias`` with the given statistics instead of its input's (in float32 at least, differentiably in both, unlike
     ``F.batch_norm``, whose running statistics take no gradient; the output in the input's dtype) and
     updates no running statistics; its ``weight`` / ``bias`` are read at call time (e.g. perturbed ones
-    under ``torch.func.functional_call``). Under torchrun these are the process's own statistics, and
-    the layer runs no collective."""
+    under ``torch.func.functional_call``). The layer runs no collective: statistics recorded from a
+    SyncBatchNorm under torchrun are already the global batch's."""
 
     def fixed(module: _BatchNorm, mean: Tensor, var: Tensor) -> Callable[[Tensor], Tensor]:
         def forward(input: Tensor) -> Tensor:
