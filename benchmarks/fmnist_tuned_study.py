@@ -8,8 +8,9 @@ Phases, each resumable, method by method in the order of `fmnist_tuned_study.yam
 finished is a complete row): (1) search: the same number of Optuna trials for every method on the 30 + 10
 proxy schedule, validation split only; (2) final: the method's chosen values on the full 120 + 20
 schedule, seeds 0-4, test split once per seed; then (3) ablations of the tuned CC-SAM (released
-form): the radius ablation (none / dir_only / dir_only-matched / mag_only vs ccsam) and the stage-1
-isolation (CC-SAM or ERM stage 1, each followed by CC-SAM's stage 2 or cRT). After every job the report
+form): the radius ablation (none / dir_only / dir_only-matched / mag_only vs ccsam), the stage-1
+isolation (CC-SAM or ERM stage 1, each followed by CC-SAM's stage 2 or cRT) and the class-conditional
+loss scored with the mixup targets (flat-mixup). After every job the report
 `benchmarks/results/fmnist-lt-tuned.md` is rewritten from whatever has finished (`--smoke`: inside the
 study folder). A lock file in the study folder keeps a second copy from running at the same time.
 
@@ -77,6 +78,11 @@ ABLATIONS: dict[str, list[str]] = {
     # training split only), declared before measuring: benchmarks/measure_ccsam_radius.py,
     # results/fmnist-lt-tuned-ccsam-radius.json.
     "radius-dir_only-matched": ["stage1.radius={name: dir_only, rho: 0.0031}"],
+    # Added after s1-erm+s2-ccsam's first seeds were read: stage-1 ERM (mixup) beat the tuned CC-SAM stage 1,
+    # and even radius-none, because the released code scores the perturbed logits against y_a alone (lam
+    # and y_b ignored), so its stage 1 is not mixup ERM even without a perturbation. This row scores them
+    # with the mixup loss instead (stage1.flat_targets=mixup), tuned values fixed.
+    "flat-mixup": ["stage1.flat_targets=mixup"],
 }
 # Ablations of stage 2 only: their seeds train stage 2 on the finished stage 1 of these runs, where it is
 # on disk (`run_final(stage1_from=...)`; bit-identical to training them whole, 120 epochs fewer per seed).

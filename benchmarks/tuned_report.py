@@ -259,7 +259,10 @@ def _ablations(spec: StudySpec, summary: dict[str, Any], names: list[str]) -> li
         "radius); dir_only-matched: the class direction at the fixed length of the tuned run's mean CC-SAM "
         "radius (`fmnist-lt-tuned-ccsam-radius.json`, measured on the training split by "
         "`benchmarks/measure_ccsam_radius.py`; a variant added after the dir_only row was read); mag_only: the "
-        "class radius along a random direction). "
+        "class radius along a random direction; under the preset's mixup the class-conditional term scores "
+        "the mixed images against y_a alone, as the released code does, so radius-none is not mixup ERM). "
+        "`flat-mixup`: that term scored with the mixup loss (`stage1.flat_targets=mixup`; a variant added "
+        "after s1-erm+s2-ccsam's first seeds were read). "
         "`s1-*+s2-*`: CC-SAM or ERM stage 1 (tuned values otherwise), then CC-SAM's tuned stage 2 or "
         "cRT (fresh head, class-balanced batches, cosine LR, 20 epochs). Test overall top-1, paired per seed.",
     ]

@@ -51,6 +51,7 @@ STEP_CASES: dict[str, tuple[dict[str, Any], int]] = {
     "gp": ({"stage1.method": "erm", "stage1.flattening": "gp", "stage1.flattening.radius": 0.1}, 1),
     "mp": ({"stage1.method": "erm", "stage1.flattening": "mp", "stage1.flattening.bound": 0.05,
             "stage1.flattening.copies": 3}, 1),
+    "ccsam-flat-mixup": ({**HEAD, "stage1.mixup_alpha": 1.0, "stage1.flat_targets": "mixup"}, 1),
     # class-weighted means (DRW from the first epoch): each rank's share of the global batch's weight sum
     "erm-drw": ({"stage1.method": "erm", **DRW}, 1),
     "imbsam-drw": ({"stage1.method": "erm", "stage1.optimizer": "imbsam", "stage1.optimizer.rho": 0.1,

@@ -172,3 +172,26 @@ def test_layers_without_running_statistics_are_recorded_and_a_layer_run_twice_is
     with pytest.raises(RuntimeError, match="ran twice in one forward"), recorded_batch_statistics(twice):
         twice(twice(x))
     assert "forward" not in vars(twice)
+
+
+def test_flat_loss_sees_the_perturbed_rows_in_batch_order():
+    """The class passes run class by class; ``flat_loss`` gets their logits back in batch order. At
+    ``eps = 0`` with the batch's statistics they are the clean logits, so a mixup loss of them (which pairs
+    row i with the label of another row) equals the clean mixup loss in value and gradient."""
+    model, x, y, counts = _batch()
+    y = y[torch.tensor([8, 0, 5, 1, 6, 2, 3, 7, 4])]  # classes interleaved: class order != batch order
+    y_b = y.roll(4)
+    lam = 0.7
+
+    def mixup(logits: torch.Tensor) -> torch.Tensor:
+        return lam * F.cross_entropy(logits, y) + (1 - lam) * F.cross_entropy(logits, y_b)
+
+    params = select_parameters(model, "last_k", 1)
+    loss = class_conditional_loss(model, x, y, counts, params=params, noise_scale=0.0, flat_ratio=1.0,
+                                  class_pass_bn="batch", flat_loss=mixup)
+    clean = mixup(model(x))
+    torch.testing.assert_close(loss, clean)
+    got = torch.autograd.grad(loss, list(model.parameters()))
+    want = torch.autograd.grad(clean, list(model.parameters()))
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w)

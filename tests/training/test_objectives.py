@@ -72,3 +72,37 @@ def test_stage2_alpha_zero_is_clean_ce_and_backbone_gets_no_gradient():
     out.loss.backward()
     assert all(p.grad is None for p in model.backbone.parameters())
     assert model.head.weight.grad is not None and model.head.weight.grad.abs().sum() > 0
+
+
+def _grads(loss: torch.Tensor, model: torch.nn.Module) -> list[torch.Tensor]:
+    return list(torch.autograd.grad(loss, list(model.parameters())))
+
+
+def test_flat_targets_mixup_scores_the_perturbed_logits_with_the_mixup_loss_value_and_gradient():
+    model, batch = _model_and_batch(lam=0.6)
+    beta, s = 0.4, 0.05
+    loss = CcsamStage1Objective(COUNTS, flat_ratio=beta, noise_scale=s, flat_targets="mixup")(model, batch).loss
+    features = model.features(batch.inputs)
+    logits = model.head(features)
+    perturbed = class_conditional_logits(features, model.head.weight, model.head.bias, batch.targets_a, COUNTS,
+                                         noise_scale=s, soft_targets=batch.soft_targets(4))
+    lam = batch.lam
+    expected = (1 - beta) * mixup_cross_entropy(logits, batch) + beta * (
+        lam * F.cross_entropy(perturbed, batch.targets_a) + (1 - lam) * F.cross_entropy(perturbed, batch.targets_b)
+    )
+    torch.testing.assert_close(loss, expected)
+    for got, want in zip(_grads(loss, model), _grads(expected, model), strict=True):
+        torch.testing.assert_close(got, want)
+
+
+def test_without_perturbation_flat_targets_mixup_is_erm_and_the_released_y_a_is_not():
+    """stage1.radius=none: the class-conditional term at the clean logits. With the mixup targets the
+    objective is ERM's mixup loss in value and gradient; with the released code's y_a it is not."""
+    model, batch = _model_and_batch(lam=0.6)
+    erm = ErmObjective()(model, batch).loss
+    mixed = CcsamStage1Objective(COUNTS, 0.4, 1.0, radius_mode="none", flat_targets="mixup")(model, batch).loss
+    torch.testing.assert_close(mixed, erm)
+    for got, want in zip(_grads(mixed, model), _grads(erm, model), strict=True):
+        torch.testing.assert_close(got, want)
+    released = CcsamStage1Objective(COUNTS, 0.4, 1.0, radius_mode="none")(model, batch).loss
+    assert (released - erm).abs().item() > 1e-3

@@ -49,7 +49,10 @@ def test_a_shortened_schedule_names_each_unreached_point(tmp_path, caplog, tiny_
                                                                    "stage2.schedule=constant"]),
         ({"stage1.warmup_epochs": 1}, ["stage1.warmup_epochs=1 is no warm-up with stage1.schedule=official_step"]),
         ({"stage1.swa_start": 0.5}, ["stage1.swa_start has no effect without stage1.swa=true"]),
-        ({"stage1.method": "erm", "stage1.flat_ratio": 0.9}, ["stage1.flat_ratio and stage1.noise_scale weigh"]),
+        ({"stage1.method": "erm", "stage1.flat_ratio": 0.9}, ["stage1.flat_ratio and stage1.noise_scale shape"]),
+        ({"stage1.flat_targets": "mixup", "stage1.mixup_alpha": 0}, ["stage1.flat_targets=mixup has no effect "
+                                                                     "without mixup"]),
+        ({"stage1.flat_targets": "mixup"}, []),  # digits-lt mixes (alpha 1)
         ({"stage1.perturb_last_k": 2}, ["stage1.perturb_last_k=2 has no effect with stage1.perturb_scope=head"]),
         ({"model.head_scale": 16}, ["model.head_scale=16 scales a cosine head"]),
         ({"stage1.perturb_scope": "last_k", "stage1.perturb_last_k": 2}, []),  # read: no line

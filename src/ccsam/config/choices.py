@@ -130,7 +130,9 @@ class MagOnlyRadius(Section):
 
 
 class NoRadius(Section):
-    """No perturbation: the class-conditional term is the clean loss (ERM with weight ``flat_ratio``)."""
+    """No perturbation: the class-conditional term is the criterion at the clean logits. Without mixup, or
+    with ``stage1.flat_targets=mixup``, that is the clean loss (the objective is ERM's); with mixup and the
+    released code's ``flat_targets=y_a`` it scores the mixed images against ``y_a`` alone, which is not ERM."""
 
     name: Literal["none"] = "none"
 

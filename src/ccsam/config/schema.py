@@ -228,7 +228,8 @@ class Stage1Config(ScheduleFields):
     """Stage 1: joint training of backbone and head (ERM, or CC-SAM's class-conditional objective).
 
     ``method=ccsam`` minimises (1 - flat_ratio) * clean loss + flat_ratio * mean_i CE(perturbed logits_i, y_i)
-    (spec section 1.3); ``method=erm`` is plain (mixup-aware) cross-entropy.
+    (spec section 1.3; under mixup ``y_i`` is the un-permuted label, or with ``flat_targets=mixup`` the
+    mixup loss); ``method=erm`` is plain (mixup-aware) cross-entropy.
     """
 
     method: Literal["erm", "ccsam"] = "ccsam"
@@ -238,6 +239,11 @@ class Stage1Config(ScheduleFields):
     class_visit_samples: int = Field(1, ge=1, description=CLASS_VISIT_HELP)
     mixup_alpha: float = Field(0.0, ge=0.0, description="Beta(alpha, alpha) mixup; 0 turns mixup off")
     flat_ratio: float = Field(0.3, ge=0.0, le=1.0, description="beta: weight of the class-conditional loss")
+    flat_targets: Literal["y_a", "mixup"] = Field(
+        "y_a", description="targets of the class-conditional loss under mixup: y_a (the released code: the "
+        "un-permuted label alone, spec 1.3) | mixup (lam * loss(., y_a) + (1 - lam) * loss(., y_b), as the clean "
+        "loss)"
+    )
     noise_scale: float = Field(1e-6, ge=0.0, description="s: multiplier of the closed-form radius")
     radius: RadiusChoice = Field(
         CcsamRadius(), description="ablation: ccsam (class radius + class direction) | dir_only (constant "
@@ -249,7 +255,8 @@ class Stage1Config(ScheduleFields):
     perturb_last_k: int = Field(1, ge=1, description="last_k: number of backbone blocks")
     class_pass_bn: Literal["class_rows", "batch"] = Field(
         "class_rows", description="last_k / all: BatchNorm statistics of the per-class passes: class_rows "
-        "(each class's own rows) | batch (the clean pass's whole-batch statistics; per process under torchrun)"
+        "(each class's own rows) | batch (the clean pass's whole-batch statistics; each process's own under torchrun "
+        "without runtime.sync_bn)"
     )
     optimizer: OptimizerChoice = Field(
         SgdOptimizer(), description="sgd | sam {rho} | asam {rho, eta} | imbsam {rho, tail_threshold, tail_weight}"

@@ -119,6 +119,7 @@ def class_conditional_loss(
     freeze_bn_stats: bool = True,
     sum_over_processes: Callable[[Tensor], Tensor] | None = None,
     class_pass_bn: ClassPassBn = "class_rows",
+    flat_loss: Callable[[Tensor], Tensor] | None = None,
 ) -> Tensor:
     """CC-SAM stage-1 objective with the perturbation on ``params`` (paper form of the radius).
 
@@ -176,6 +177,8 @@ def class_conditional_loss(
             (rows grouped by class, which a per-row loss with a batch mean does not see).
         clean_loss: loss of the clean logits ``[B, C]`` (e.g. the caller's mixup-aware criterion);
             ``None``: the soft-target cross-entropy ``mean_i l_i(w)``.
+        flat_loss: the perturbed term as a function of the perturbed logits ``[B, C]`` put back in batch
+            order (e.g. the mixup loss); ``None``: ``criterion`` of them against ``labels``.
         freeze_bn_stats: keep the class passes from updating BatchNorm running statistics.
         sum_over_processes: sum of a tensor over the processes that share the global batch (``None``:
             one process).
@@ -239,7 +242,12 @@ def class_conditional_loss(
                 moved = {n: p + (scale * g).to(p.dtype) for n, p, g in zip(names, params, grads, strict=True)}
             perturbed_rows.append(functional_call(model, moved, (inputs[idx],)))
             row_labels.append(labels[idx])
-    perturbed = criterion(torch.cat(perturbed_rows), torch.cat(row_labels))
+    if flat_loss is None:
+        perturbed = criterion(torch.cat(perturbed_rows), torch.cat(row_labels))
+    else:  # the rows back in batch order (every row is in exactly one class pass)
+        order = torch.cat([groups.get(c, labels.new_zeros(0)) for c, _ in batch_counts])
+        rows = torch.cat(perturbed_rows)
+        perturbed = flat_loss(rows.new_zeros(rows.shape).index_copy(0, order, rows))
     return (1.0 - flat_ratio) * clean + flat_ratio * perturbed
 
 

@@ -50,6 +50,7 @@ def stage1_loss(
     radius_mode: RadiusMode = "ccsam",
     rho: float = 1.0,
     generator: object = None,
+    flat_loss: Callable[[Tensor], Tensor] | None = None,
 ) -> Tensor:
     """``(1 - beta) * clean + beta * criterion(perturbed logits, labels)``; ``clean`` when ``beta = 0``.
 
@@ -64,6 +65,9 @@ def stage1_loss(
         criterion: the loss evaluated at the perturbed logits (CE by default).
         soft_targets: ``[B, C]`` targets of the gradient direction (mixup), else ``one_hot(labels)``.
         validate, radius_mode, rho, generator: see :func:`class_conditional_logits`.
+        flat_loss: the perturbed term as a function of the perturbed logits ``[B, C]`` (batch order), in
+            place of ``criterion(perturbed, labels)``; e.g. the mixup loss ``lam * criterion(., y_a) +
+            (1 - lam) * criterion(., y_b)``, where the released code scores ``y_a`` alone.
 
     Returns:
         The scalar stage-1 loss.
@@ -82,4 +86,5 @@ def stage1_loss(
         soft_targets=soft_targets, validate=validate, radius_mode=radius_mode, rho=rho,
         generator=generator,  # type: ignore[arg-type]
     )
-    return (1.0 - flat_ratio) * clean + flat_ratio * criterion(perturbed, labels)
+    flat = criterion(perturbed, labels) if flat_loss is None else flat_loss(perturbed)
+    return (1.0 - flat_ratio) * clean + flat_ratio * flat

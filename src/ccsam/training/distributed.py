@@ -60,6 +60,7 @@ from ccsam.training.objectives import (
     Objective,
     ScopedCcsamObjective,
     StepOutput,
+    flat_loss,
     mixup_loss,
 )
 from ccsam.training.stages import Stage
@@ -162,7 +163,9 @@ class GlobalCcsamStage1:
             o.class_counts, noise_scale=o.noise_scale, soft_targets=soft, validate=False,
             radius_mode=o.radius_mode, rho=o.rho, generator=o.generator,
         )[rows]
-        loss = (1.0 - o.flat_ratio) * clean + o.flat_ratio * o.criterion(perturbed, batch.targets_a)
+        flat = flat_loss(o.criterion, batch, o.flat_targets)
+        perturbed_loss = o.criterion(perturbed, batch.targets_a) if flat is None else flat(perturbed)
+        loss = (1.0 - o.flat_ratio) * clean + o.flat_ratio * perturbed_loss
         return StepOutput(loss, logits.detach())
 
 

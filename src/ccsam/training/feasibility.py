@@ -156,10 +156,12 @@ def ignored_option_warnings(cfg: RunConfig) -> list[str]:
             lines.append(f"{name}.swa_start has no effect without {name}.swa=true")
     s1 = cfg.stage1
     if s1.epochs and s1.method == "erm":
-        unread = [f"stage1.{key}" for key in _away_from_default(s1, ("flat_ratio", "noise_scale"))]
+        unread = [f"stage1.{key}" for key in _away_from_default(s1, ("flat_ratio", "noise_scale", "flat_targets"))]
         if unread:
-            lines.append(f"{' and '.join(unread)} weigh CC-SAM's perturbed loss; with stage1.method=erm they "
+            lines.append(f"{' and '.join(unread)} shape CC-SAM's perturbed loss; with stage1.method=erm they "
                          "have no effect")
+    if s1.method == "ccsam" and s1.mixup_alpha == 0 and _away_from_default(s1, ("flat_targets",)):
+        lines.append("stage1.flat_targets=mixup has no effect without mixup; it is for stage1.mixup_alpha > 0")
     if s1.perturb_scope != "last_k" and _away_from_default(s1, ("perturb_last_k",)):
         lines.append(f"stage1.perturb_last_k={s1.perturb_last_k} has no effect with stage1.perturb_scope="
                      f"{s1.perturb_scope}; it counts blocks for perturb_scope=last_k")

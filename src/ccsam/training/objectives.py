@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -101,6 +102,21 @@ def _own_weight_sum(local_sum: torch.Tensor) -> torch.Tensor:
     return local_sum
 
 
+#: Targets of CC-SAM's class-conditional (perturbed) loss under mixup (``stage1.flat_targets``).
+FlatTargets = Literal["y_a", "mixup"]
+
+
+def flat_loss(
+    criterion: nn.Module, batch: MixedBatch, targets: FlatTargets
+) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The perturbed term of CC-SAM stage 1 as a function of the perturbed logits: ``None`` (the default
+    ``criterion(perturbed, y_a)``, the released code's) unless ``targets == "mixup"`` and the batch is
+    mixed, then :func:`mixup_loss` ``lam * criterion(., y_a) + (1 - lam) * criterion(., y_b)``."""
+    if targets == "y_a" or batch.lam == 1.0:
+        return None
+    return lambda perturbed: mixup_loss(criterion, perturbed, batch)
+
+
 def mixup_cross_entropy(logits: torch.Tensor, batch: MixedBatch) -> torch.Tensor:
     """mean_i [lam CE(o_i, y_a,i) + (1 - lam) CE(o_i, y_b,i)]; plain CE when lam = 1."""
     return mixup_loss(_cross_entropy(), logits, batch)
@@ -125,7 +141,8 @@ class CcsamStage1Objective:
     with eps_c the class-conditional perturbation of the linear head computed in closed form by
     :func:`ccsam.method.stage1_loss` (one backbone pass; no per-class loop). The
     perturbation direction is the gradient of the class's cross-entropy (the paper's L_S^c); the
-    criterion (CE by default, e.g. Balanced Softmax for "BS + CC-SAM") is what is evaluated there.
+    criterion (CE by default, e.g. Balanced Softmax for "BS + CC-SAM") is what is evaluated there,
+    against ``y_a`` alone as in the released code, or with ``flat_targets="mixup"`` as the mixup loss.
     """
 
     class_counts: torch.Tensor
@@ -135,6 +152,7 @@ class CcsamStage1Objective:
     radius_mode: RadiusMode = "ccsam"
     rho: float = 1.0
     generator: torch.Generator | None = None
+    flat_targets: FlatTargets = "y_a"
 
     def __call__(self, model: Classifier, batch: MixedBatch) -> StepOutput:
         features = model.features(batch.inputs)
@@ -145,6 +163,7 @@ class CcsamStage1Objective:
             clean, features, model.head, batch.targets_a, self.class_counts, flat_ratio=self.flat_ratio,
             noise_scale=self.noise_scale, criterion=self.criterion, soft_targets=soft, validate=False,
             radius_mode=self.radius_mode, rho=self.rho, generator=self.generator,
+            flat_loss=flat_loss(self.criterion, batch, self.flat_targets),
         )
         return StepOutput(loss, logits.detach())
 
@@ -167,6 +186,7 @@ class ScopedCcsamObjective:
     criterion: nn.Module = field(default_factory=_cross_entropy)
     sum_over_processes: Callable[[torch.Tensor], torch.Tensor] | None = None
     class_pass_bn: ClassPassBn = "class_rows"
+    flat_targets: FlatTargets = "y_a"
 
     def __call__(self, model: Classifier, batch: MixedBatch) -> StepOutput:
         params = select_parameters(model, self.scope, self.last_k)
@@ -175,7 +195,8 @@ class ScopedCcsamObjective:
                                       noise_scale=self.noise_scale, flat_ratio=self.flat_ratio, soft_targets=soft,
                                       criterion=self.criterion,
                                       clean_loss=lambda logits: mixup_loss(self.criterion, logits, batch),
-                                      sum_over_processes=self.sum_over_processes, class_pass_bn=self.class_pass_bn)
+                                      sum_over_processes=self.sum_over_processes, class_pass_bn=self.class_pass_bn,
+                                      flat_loss=flat_loss(self.criterion, batch, self.flat_targets))
         return StepOutput(loss, _clean_logits(model, batch))
 
 

@@ -185,6 +185,7 @@ def _ccsam_head(cfg: RunConfig, stage: Stage, stage_epoch: int, counts: torch.Te
         radius_mode=s1.radius.name,
         rho=s1.radius.rho if isinstance(s1.radius, DirOnlyRadius) else 1.0,  # only dir_only reads rho
         generator=stage.directions,
+        flat_targets=s1.flat_targets,
     )
 
 
@@ -192,7 +193,7 @@ def _ccsam_scoped(cfg: RunConfig, stage: Stage, stage_epoch: int, counts: torch.
     s1 = cfg.stage1
     return ScopedCcsamObjective(
         counts, s1.flat_ratio, s1.noise_scale, s1.perturb_scope, s1.perturb_last_k, stage.criterion,
-        class_pass_bn=s1.class_pass_bn,
+        class_pass_bn=s1.class_pass_bn, flat_targets=s1.flat_targets,
     )
 
 
