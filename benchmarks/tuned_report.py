@@ -268,6 +268,32 @@ def _ablations(spec: StudySpec, summary: dict[str, Any], names: list[str]) -> li
     ]
 
 
+#: The stage-1 x stage-2 isolation: (stage 1, stage 2) -> the ablation holding it (None: the tuned row).
+ISOLATION = {("CC-SAM", "CC-SAM"): None, ("ERM", "CC-SAM"): "s1-erm+s2-ccsam",
+             ("CC-SAM", "cRT"): "s1-ccsam+s2-crt", ("ERM", "cRT"): "s1-erm+s2-crt"}
+
+
+def _isolation(summary: dict[str, Any], n_seeds: int) -> list[str]:
+    """The four stage-1 x stage-2 combinations as a grid of test top-1, and each stage's effect with the
+    other stage fixed (paired per seed), so that no pair has to be computed by hand."""
+    entry = summary.get(ABLATED, {})
+
+    def top1(name: str | None) -> dict[str, float]:
+        runs = entry.get("final") if name is None else entry.get("variants", {}).get(name)
+        return {s: r["test"]["top1"] for s, r in ((runs or {}).get("per_seed") or {}).items()}
+
+    cell = {key: top1(name) for key, name in ISOLATION.items()}
+    lines = _table(["stage 1 \\ stage 2", "CC-SAM", "cRT", "CC-SAM − cRT (points, 95 % t-interval)"])
+    for s1 in ("CC-SAM", "ERM"):
+        means = [_pct(list(cell[(s1, s2)].values())) for s2 in ("CC-SAM", "cRT")]
+        effect = _interval_cell(paired_interval(cell[(s1, "CC-SAM")], cell[(s1, "cRT")]), n_seeds)
+        lines.append(f"| {s1} | {' | '.join(means)} | {effect} |")
+    effects = [_interval_cell(paired_interval(cell[("CC-SAM", s2)], cell[("ERM", s2)]), n_seeds)
+               for s2 in ("CC-SAM", "cRT")]
+    lines.append(f"| CC-SAM − ERM | {' | '.join(effects)} | |")
+    return lines + ["", "Test overall top-1 % (mean ± std over seeds); the differences are paired per seed."]
+
+
 def _epoch_seconds(full: StudySpec, method: str, entry: dict[str, Any]) -> float | None:
     """Median recorded seconds per epoch of ``method`` (validation included): each trial's duration over
     the epochs it reported, each seed's training time over its schedule's epochs. From the JSON records
@@ -356,6 +382,10 @@ def write_report(
         f"## Which part of CC-SAM helps ({ABLATED}, tuned values fixed)",
         "",
         *_ablations(spec, summary, list(ablations)),
+        "",
+        "Stage-1 isolation: each stage's part, the other fixed (CC-SAM stages with the tuned values):",
+        "",
+        *_isolation(summary, len(spec.seeds)),
         "",
         "## Search spaces",
         "",

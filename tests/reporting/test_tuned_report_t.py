@@ -57,3 +57,21 @@ def test_ablation_rows_carry_their_paired_difference_from_the_tuned_row() -> Non
     assert rows["radius-none"].endswith(f"| +2.00 [{2 - half:+.2f}, {2 + half:+.2f}] |")
     assert rows["half-done"].endswith("| - |") and "missing 1, 2" in rows["half-done"]
     assert rows["not-started"].endswith("| - |")
+
+
+def test_the_isolation_grid_pairs_each_stage_with_the_other_fixed() -> None:
+    def runs(top1: list[float]) -> dict:
+        return {"per_seed": {str(s): {"test": {"top1": v}} for s, v in enumerate(top1)}}
+
+    summary = {tuned_report.ABLATED: {"final": runs([0.80, 0.81, 0.82]), "variants": {
+        "s1-erm+s2-ccsam": runs([0.81, 0.82, 0.83]),   # ERM stage 1: +1 point on every seed
+        "s1-ccsam+s2-crt": runs([0.78, 0.80, 0.82]),   # cRT stage 2: -2, -1, 0
+        "s1-erm+s2-crt": runs([0.80, 0.81, 0.82]),
+    }}}
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in tuned_report._isolation(summary, 3)
+            if line.startswith("| ")}
+    half = 100 * 4.302653 * 0.01 / 3**0.5  # diffs -1, 0, +1 points: sd 1 point
+    assert rows["CC-SAM"].startswith("| CC-SAM | 81.00 ± 1.00 | 80.00 ± 2.00 |")
+    assert f"+1.00 [{1 - half:+.2f}, {1 + half:+.2f}]" in rows["CC-SAM"]  # CC-SAM stage 2 - cRT, CC-SAM stage 1
+    assert "+1.00 [+1.00, +1.00]" in rows["ERM"]
+    assert rows["CC-SAM − ERM"].startswith("| CC-SAM − ERM | -1.00 [-1.00, -1.00] |")
