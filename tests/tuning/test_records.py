@@ -215,6 +215,23 @@ def test_records_of_another_search_are_refused(finished_study: tuple[Path, Path]
         restore_study(load_study_spec(other), records, tmp_path / "new")
 
 
+def _restore_and_search(tmp_path: Path, monkeypatch, *, trials: int) -> list:
+    """Restore ``tmp_path/records`` into ``tmp_path/new``, continue its search to ``trials`` trials and
+    return the configs it trained."""
+    spec = load_study_spec(_tree(trials=trials))
+    restore_study(spec, tmp_path / "records", tmp_path / "new")
+    trained = []
+    real_init = Trainer.__init__
+
+    def recording_init(self, cfg, *args, **kwargs):
+        trained.append(cfg)
+        real_init(self, cfg, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "__init__", recording_init)
+    run_search(spec, tmp_path / "new", "ce")
+    return trained
+
+
 def test_a_running_search_is_recorded_and_its_running_trial_re_queued_on_restore(
     finished_study: tuple[Path, Path], tmp_path: Path, monkeypatch
 ) -> None:
@@ -231,17 +248,7 @@ def test_a_running_search_is_recorded_and_its_running_trial_re_queued_on_restore
     recorded = json.loads((tmp_path / "records" / "ce" / "trials.json").read_text())
     assert [t["state"] for t in recorded][-1] == "RUNNING" and recorded[-1]["params"] == values
 
-    spec = load_study_spec(_tree(trials=4))
-    restore_study(spec, tmp_path / "records", tmp_path / "new")
-    trained = []
-    real_init = Trainer.__init__
-
-    def recording_init(self, cfg, *args, **kwargs):
-        trained.append(cfg)
-        real_init(self, cfg, *args, **kwargs)
-
-    monkeypatch.setattr(Trainer, "__init__", recording_init)
-    run_search(spec, tmp_path / "new", "ce")
+    trained = _restore_and_search(tmp_path, monkeypatch, trials=4)
     assert len(trained) == 1 and trained[0].stage1.lr == values["stage1.lr"]  # the killed trial, re-run
     trials = json.loads((tmp_path / "new" / "ce" / "trials.json").read_text())
     assert [t["state"] for t in trials][3] == "FAIL" and trials[4]["params"] == values
@@ -261,17 +268,7 @@ def test_a_queued_trial_keeps_its_values_through_the_records(
     recorded = json.loads((tmp_path / "records" / "ce" / "trials.json").read_text())[-1]
     assert (recorded["state"], recorded["params"], recorded["fixed_params"]) == ("WAITING", {}, values)
 
-    spec = load_study_spec(_tree(trials=4))
-    restore_study(spec, tmp_path / "records", tmp_path / "new")
-    trained = []
-    real_init = Trainer.__init__
-
-    def recording_init(self, cfg, *args, **kwargs):
-        trained.append(cfg)
-        real_init(self, cfg, *args, **kwargs)
-
-    monkeypatch.setattr(Trainer, "__init__", recording_init)
-    run_search(spec, tmp_path / "new", "ce")
+    trained = _restore_and_search(tmp_path, monkeypatch, trials=4)
     assert len(trained) == 1
     assert (trained[0].stage1.lr, trained[0].stage1.mixup_alpha, trained[0].stage1.warmup_epochs) == (0.0123, 1.0, 1)
     trials = json.loads((tmp_path / "new" / "ce" / "trials.json").read_text())
