@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import sys
 import tempfile
 from collections.abc import Callable
@@ -91,6 +92,8 @@ def main() -> None:
         sys.exit("the CC-SAM radius was never computed: the configuration does not perturb the head")
     overall = float(log.sums.sum() / log.counts.sum())
     result = {
+        "command": "python benchmarks/measure_ccsam_radius.py " + " ".join(sys.argv[1:]),
+        "machine": f"{platform.machine()} / {os.cpu_count()} CPUs, torch {torch.__version__}, device {cfg.device}",
         "method": METHOD,
         "seed": args.seed,
         "params": params,
