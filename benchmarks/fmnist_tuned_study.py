@@ -54,6 +54,9 @@ PROVENANCE = (
     "`fmnist-lt-tuned-records/abandoned/`: a noise_scale range whose radius exceeded any useful size, class "
     "passes that normalised BatchNorm with each class's own rows (now `stage1.class_pass_bn=batch`), and "
     "perturb_last_k=1, which on small_cnn is its final BatchNorm layer alone (now 2: the last conv + BN). "
+    "The machine was replaced again for the last ablations (restored the same way); the two variants added "
+    "after earlier rows were read (dir_only-matched, flat-mixup) did not exist at 2c6fec4 and ran with the "
+    "code of their commits (2e84d1d, 925802e). "
     "Machine: 2-core Intel Xeon (KVM guest), no GPU, one torch thread, channels_last; the cores were shared "
     "with development work."
 )

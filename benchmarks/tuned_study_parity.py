@@ -1,5 +1,5 @@
 """Does the code of today train the issue-12 study's remaining configurations exactly as the frozen commit
-did? Trains each (ImbSAM's choice, the six ablations of the tuned CC-SAM, ccsam-paper at s = 0.01) for
+did? Trains each (ImbSAM's choice, the ablations of the tuned CC-SAM, ccsam-paper at s = 0.01) for
 2 + 1 epochs and writes the per-epoch metrics (timings dropped) and the test results to a JSON file;
 run it once per checkout and compare the two files.
 
