@@ -293,15 +293,14 @@ class Stage2Config(ScheduleFields):
     init_from: Literal["last", "best_val"] = Field("last", description="stage-1 weights stage 2 starts from")
 
     @model_validator(mode="after")
-    def _mixup_needs_a_head_loss(self) -> Stage2Config:
-        if self.mixup_alpha and isinstance(self.method, CcsamStage2):
+    def _head_retraining_options(self) -> Stage2Config:
+        """Options only a head re-training stage 2 (retrain / lws) reads, refused with CC-SAM's."""
+        if not isinstance(self.method, CcsamStage2):
+            return self
+        if self.mixup_alpha:
             raise ValueError("stage2.mixup_alpha mixes the images for stage2.method=retrain|lws; CC-SAM's stage 2 "
                              "scores each feature against its own label, so set stage2.mixup_alpha=0 with it")
-        return self
-
-    @model_validator(mode="after")
-    def _train_bn_needs_feature_gradients(self) -> Stage2Config:
-        if self.train_bn and isinstance(self.method, CcsamStage2):
+        if self.train_bn:
             raise ValueError("stage2.train_bn=true needs stage2.method=retrain|lws: CC-SAM's stage 2 "
                              "computes the features without gradients, so BatchNorm would never train")
         return self
